@@ -1,0 +1,271 @@
+"""The ``valuedetect`` command line: parses, calls the library, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from valuedetect.errors import InputError, ValueDetectError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Find the human values behind arguments (Touche23-ValueEval, SemEval-2023 Task 4).",
+)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn user-caused errors into one readable line and exit code 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ValueDetectError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: outputs written so far are intact; "
+                              "`valuedetect train ... --resume` continues a training run")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display fed by the library's (task, done, total) callbacks."""
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        yield update
+
+
+def scores_table(scores: Any, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("category")
+    for column in ("P", "R", "F1", "support", "predicted"):
+        table.add_column(column, justify="right")
+    for name, entry in scores.per_category.items():
+        if entry["support"] == 0:
+            table.add_row(name, "-", "-", "-", "0", str(entry["predicted"]), style="dim")
+        else:
+            table.add_row(name, f"{entry['precision']:.3f}", f"{entry['recall']:.3f}", f"{entry['f1']:.3f}",
+                          str(entry["support"]), str(entry["predicted"]))
+    table.add_section()
+    ci = f" [{scores.ci95[0]:.3f}, {scores.ci95[1]:.3f}]" if scores.ci95 else ""
+    table.add_row("[bold]official (macro P, R; F1 = 2PR/(P+R))", f"{scores.precision:.3f}",
+                  f"{scores.recall:.3f}", f"[bold]{scores.f1:.3f}[/]{ci}", str(scores.n), "")
+    table.add_row("mean of category F1 (not official)", "", "", f"{scores.mean_f1:.3f}", "", "", style="dim")
+    return table
+
+
+# --------------------------------------------------------------------------------- train
+
+
+@app.command()
+@user_errors
+def train(
+    config: Annotated[Path | None, typer.Option(help="TOML training config (see configs/).")] = None,
+    method: Annotated[str | None, typer.Option(help="Method with default settings, instead of --config.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Folder for the detector and its runs.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (default: the shipped copy).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
+) -> None:
+    """Train on the training split, tune thresholds on validation, save, print the validation table."""
+    from valuedetect.config import TrainConfig, load_train_config
+    from valuedetect.training import run_training
+
+    if (config is None) == (method is None):
+        raise InputError("give exactly one of --config FILE or --method NAME")
+    train_config = load_train_config(config) if config is not None else TrainConfig(method=str(method))
+    if data_dir is not None:
+        train_config.data_dir = str(data_dir)
+    if output is not None:
+        train_config.output = str(output)
+    with progress_bar() as update:
+        result = run_training(train_config, source=str(config or f"--method {method}"), resume=resume,
+                              progress=update, log=lambda m: err_console.print(m, highlight=False))
+    console.print(scores_table(result.validation_scores,
+                               f"validation ({len(result.validation_ids)} arguments), {result.description}"))
+    th = result.detector.thresholds
+    if th is not None and th.mode != "fixed":
+        r = th.report
+        console.print(f"thresholds: {th.mode} (global {th.global_value:.3f}); validation F1 is in-sample for "
+                      f"thresholds; two-fold cross-fitted F1: global {r['crossfit_f1_global']:.3f}, "
+                      f"per-category {r['crossfit_f1_per_category']:.3f}")
+    for line in result.written:
+        console.print(f"wrote {line}")
+
+
+# --------------------------------------------------------------------------------- predict
+
+
+@app.command()
+@user_errors
+def predict(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to label (instead of --input).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Saved detector folder (default: the shipped one).")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="Arguments TSV, CSV, JSONL or text lines.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Where to write results (run TSV, .csv or .jsonl).")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of CSV/JSONL inputs.")] = "text",
+    batch_size: Annotated[int, typer.Option(help="Arguments per forward pass.")] = 256,
+) -> None:
+    """Label arguments or free text with a saved detector."""
+    from valuedetect.data import Argument, read_inputs
+    from valuedetect.predicting import default_model_dir, predict_batched, write_predictions
+
+    if (texts and input) or (not texts and input is None):
+        raise InputError("give texts to label or --input FILE, not both")
+    model_dir = model or default_model_dir()
+    detector = _load(model_dir)
+    if input is not None:
+        arguments = read_inputs(input, text_column=text_column)
+    else:
+        arguments = [Argument(id=f"text-{i + 1}", premise=t) for i, t in enumerate(texts or [])]
+        for a in arguments:
+            if not a.premise.strip():
+                raise InputError(f"{a.id} is empty")
+    with progress_bar() as update:
+        scores = predict_batched(detector, arguments, batch_size=batch_size, progress=update)
+    decisions = detector.decide(scores)
+    if output is not None:
+        kind = write_predictions(output, arguments, scores, decisions)
+        console.print(f"wrote {kind} for {len(arguments)} arguments to {output}")
+        return
+    from valuedetect.taxonomy import CATEGORY_NAMES
+
+    for a, s, d in zip(arguments, scores, decisions, strict=True):
+        table = Table(title=f"{a.id}: {a.premise[:80]}", title_justify="left")
+        table.add_column("value category")
+        table.add_column("probability", justify="right")
+        table.add_column("detected")
+        for j in np.argsort(-s):
+            if d[j] or s[j] >= 0.5 * float(detector.thresholds.values[j] if detector.thresholds else 0.5):
+                table.add_row(CATEGORY_NAMES[j], f"{s[j]:.3f}", "yes" if d[j] else "")
+        console.print(table)
+
+
+def _load(model_dir: Path) -> Any:
+    from valuedetect.detectors import load_detector
+
+    return load_detector(model_dir)
+
+
+# --------------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: Annotated[Path, typer.Option(help="Run file: Argument ID + 20 category columns of 0/1.")],
+    labels: Annotated[Path, typer.Option(help="Labels file with the same layout.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% interval.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Score a run file with the official measure (F1 = 2PR/(P+R) over macro P and R)."""
+    from valuedetect.evaluation import score_run_file
+
+    scores = score_run_file(run, labels, bootstrap=bootstrap, seed=seed)
+    if as_json:
+        print(json.dumps(scores.to_dict(), indent=2))
+    else:
+        console.print(scores_table(scores, f"{run} against {labels}"))
+
+
+@app.command()
+@user_errors
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="First run file.")],
+    run_b: Annotated[Path, typer.Argument(help="Second run file.")],
+    labels: Annotated[Path, typer.Option(help="Labels file.")],
+    resamples: Annotated[int, typer.Option(help="Permutations and bootstrap resamples.")] = 2000,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Does run A's official F1 differ significantly from run B's? (paired test)"""
+    from valuedetect.evaluation import compare_run_files
+
+    result = compare_run_files(run_a, run_b, labels, resamples=resamples, seed=seed)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    verdict = "significant" if result.significant else "not significant"
+    console.print(
+        f"F1 A {result.f1_a:.4f}, F1 B {result.f1_b:.4f}, A - B = {result.difference:+.4f} "
+        f"(95% CI {result.ci95[0]:+.4f} to {result.ci95[1]:+.4f}); p = {result.p_value:.4f}: "
+        f"{verdict} at 0.05 ({result.method}, {resamples} resamples)"
+    )
+
+
+# --------------------------------------------------------------------------------- data
+
+
+@app.command()
+@user_errors
+def data(
+    data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (default: the shipped copy).")] = None,
+) -> None:
+    """Show the splits, their sizes and the label distribution."""
+    from valuedetect.data import SPLITS, load_split, shipped_data_dir
+    from valuedetect.taxonomy import CATEGORY_NAMES
+
+    folder = data_dir or shipped_data_dir()
+    splits = [load_split(name, folder) for name in SPLITS if (Path(folder) / f"arguments-{name}.tsv").exists()]
+    table = Table(title=f"Touche23-ValueEval at {folder}", title_justify="left")
+    table.add_column("category")
+    for s in splits:
+        table.add_column(f"{s.name} ({len(s)})", justify="right")
+    for j, name in enumerate(CATEGORY_NAMES):
+        cells = []
+        for s in splits:
+            if s.labels is None:
+                cells.append("no labels")
+            else:
+                count = int(s.labels[:, j].sum())
+                cells.append(f"{count} ({count / len(s):.1%})")
+        table.add_row(name, *cells)
+    table.add_section()
+    table.add_row("labels per argument", *(
+        "-" if s.labels is None else f"{s.labels.sum(1).mean():.2f}" for s in splits))
+    console.print(table)
+    console.print("Licence CC BY-SA 4.0; cite Kiesel et al. 2022 (ACL) and 2023 (SemEval). "
+                  "The test split is blind: its labels are not shipped.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,410 @@
+"""Arguments, labels and run files: reading them strictly, writing them atomically.
+
+Every reader names the file, the line and the problem when input is malformed, because the
+people who feed it their own spreadsheets should not have to read a traceback. TSV files are
+read with no quoting, as the official data and evaluator do.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from valuedetect.errors import InputError
+from valuedetect.taxonomy import CATEGORY_NAMES, LEVEL1_NAMES
+
+ID_COLUMN = "Argument ID"
+ARGUMENT_COLUMNS = (ID_COLUMN, "Conclusion", "Stance", "Premise")
+STANCES = ("in favor of", "against")
+_STANCE_ALIASES = {"in favor of": "in favor of", "in favour of": "in favor of", "against": "against"}
+SPLITS = ("training", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One argument. Free text has only a premise: no conclusion and no stance."""
+
+    id: str
+    premise: str
+    conclusion: str = ""
+    stance: str | None = None
+
+    @property
+    def is_free_text(self) -> bool:
+        return not self.conclusion and self.stance is None
+
+
+@dataclass
+class Split:
+    """A named list of arguments with its level-2 (and maybe level-1) labels, if known."""
+
+    name: str
+    arguments: list[Argument]
+    labels: np.ndarray | None = None
+    level1_labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.arguments)
+
+    @property
+    def ids(self) -> list[str]:
+        return [a.id for a in self.arguments]
+
+    def subset(self, indices: Sequence[int], name: str | None = None) -> Split:
+        idx = np.asarray(indices, dtype=int)
+        return Split(
+            name=name or self.name,
+            arguments=[self.arguments[i] for i in idx],
+            labels=None if self.labels is None else self.labels[idx],
+            level1_labels=None if self.level1_labels is None else self.level1_labels[idx],
+        )
+
+
+# ----------------------------------------------------------------------------- low level
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError("no such file", path)
+    if path.is_dir():
+        raise InputError("is a directory, expected a file", path)
+
+
+def _read_lines(path: str | Path) -> list[str]:
+    """Read a text file as lines without line endings; UTF-8, a BOM tolerated."""
+    path = Path(path)
+    _check_file(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise InputError(f"not valid UTF-8 ({error.reason})", path, line) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    if not lines or all(not line.strip() for line in lines):
+        raise InputError("the file is empty", path)
+    return lines
+
+
+def _suggest(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _read_tsv(path: str | Path, required: Sequence[str]) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (line number, fields) rows of a QUOTE_NONE TSV, checking shape and columns."""
+    lines = _read_lines(path)
+    header = lines[0].split("\t")
+    for column in required:
+        if column not in header:
+            raise InputError(
+                f"missing column {column!r}{_suggest(column, header)}; the header has: "
+                + ", ".join(repr(h) for h in header),
+                path,
+                1,
+            )
+    seen: set[str] = set()
+    for column in header:
+        if column in seen:
+            raise InputError(f"column {column!r} appears twice in the header", path, 1)
+        seen.add(column)
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise InputError(
+                f"expected {len(header)} tab-separated fields as in the header, found {len(fields)}",
+                path,
+                number,
+            )
+        rows.append((number, fields))
+    if not rows:
+        raise InputError("the file has a header but no data rows", path)
+    return header, rows
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file so that readers see the old content or the new one, never half of it."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory, cannot write a file there", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: object) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def read_arguments(path: str | Path) -> list[Argument]:
+    """Read an arguments file (Argument ID, Conclusion, Stance, Premise)."""
+    header, rows = _read_tsv(path, ARGUMENT_COLUMNS)
+    col = {name: header.index(name) for name in ARGUMENT_COLUMNS}
+    arguments: list[Argument] = []
+    first_line: dict[str, int] = {}
+    for number, fields in rows:
+        arg_id = fields[col[ID_COLUMN]].strip()
+        if not arg_id:
+            raise InputError("empty Argument ID", path, number)
+        if arg_id in first_line:
+            raise InputError(
+                f"duplicate Argument ID {arg_id!r} (first seen on line {first_line[arg_id]})",
+                path,
+                number,
+            )
+        first_line[arg_id] = number
+        stance_raw = fields[col["Stance"]]
+        stance = _STANCE_ALIASES.get(stance_raw.strip().lower())
+        if stance is None:
+            raise InputError(
+                f"unknown stance {stance_raw!r}; expected 'in favor of' or 'against'", path, number
+            )
+        premise = fields[col["Premise"]]
+        conclusion = fields[col["Conclusion"]]
+        if not premise.strip():
+            raise InputError(f"empty Premise for argument {arg_id!r}", path, number)
+        if not conclusion.strip():
+            raise InputError(f"empty Conclusion for argument {arg_id!r}", path, number)
+        arguments.append(Argument(id=arg_id, premise=premise, conclusion=conclusion, stance=stance))
+    return arguments
+
+
+def write_arguments(path: str | Path, arguments: Sequence[Argument]) -> None:
+    lines = ["\t".join(ARGUMENT_COLUMNS)]
+    for a in arguments:
+        for field in (a.id, a.conclusion, a.premise):
+            if "\t" in field or "\n" in field:
+                raise InputError(f"argument {a.id!r} has a tab or newline, which TSV cannot hold", path)
+        lines.append("\t".join((a.id, a.conclusion, a.stance or "in favor of", a.premise)))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------- labels and runs
+
+
+def read_labels(path: str | Path, level: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Read a labels or run file: IDs and a 0/1 matrix in the official column order.
+
+    ``level`` 2 expects the 20 categories, 1 the 54 level-1 values, None decides from the
+    header. Columns may come in any order; every expected column must be there.
+    """
+    header, rows = _read_tsv(path, (ID_COLUMN,))
+    value_columns = [h for h in header if h != ID_COLUMN]
+    if level is None:
+        level = 1 if any(c in LEVEL1_NAMES for c in value_columns) else 2
+    names = CATEGORY_NAMES if level == 2 else LEVEL1_NAMES
+    kind = "value category" if level == 2 else "level-1 value"
+    for column in value_columns:
+        if column not in names:
+            raise InputError(f"unknown {kind} column {column!r}{_suggest(column, names)}", path, 1)
+    for name in names:
+        if name not in value_columns:
+            raise InputError(f"missing {kind} column {name!r}", path, 1)
+    order = [header.index(name) for name in names]
+    id_col = header.index(ID_COLUMN)
+    ids: list[str] = []
+    first_line: dict[str, int] = {}
+    matrix = np.zeros((len(rows), len(names)), dtype=np.int8)
+    for r, (number, fields) in enumerate(rows):
+        arg_id = fields[id_col].strip()
+        if not arg_id:
+            raise InputError("empty Argument ID", path, number)
+        if arg_id in first_line:
+            raise InputError(
+                f"duplicate Argument ID {arg_id!r} (first seen on line {first_line[arg_id]})",
+                path,
+                number,
+            )
+        first_line[arg_id] = number
+        ids.append(arg_id)
+        for c, col in enumerate(order):
+            value = fields[col].strip()
+            if value == "1":
+                matrix[r, c] = 1
+            elif value != "0":
+                raise InputError(
+                    f"value {fields[col]!r} in column {header[col]!r} is not 0 or 1", path, number
+                )
+    return ids, matrix
+
+
+def align_labels(
+    argument_ids: Sequence[str], label_ids: Sequence[str], labels: np.ndarray, path: str | Path
+) -> np.ndarray:
+    """Reorder labels to the arguments' order; every argument needs labels and vice versa."""
+    position = {arg_id: i for i, arg_id in enumerate(label_ids)}
+    known = set(argument_ids)
+    extra = [i for i in label_ids if i not in known]
+    if extra:
+        raise InputError(
+            f"{len(extra)} Argument IDs are not in the arguments file, e.g. {extra[0]!r}", path
+        )
+    missing = [i for i in argument_ids if i not in position]
+    if missing:
+        raise InputError(
+            f"{len(missing)} arguments have no labels here, e.g. {missing[0]!r}", path
+        )
+    return labels[[position[i] for i in argument_ids]]
+
+
+def format_run(ids: Sequence[str], predictions: np.ndarray, columns: Sequence[str] = CATEGORY_NAMES) -> str:
+    predictions = np.asarray(predictions)
+    if predictions.shape != (len(ids), len(columns)):
+        raise ValueError(f"predictions have shape {predictions.shape}, expected {(len(ids), len(columns))}")
+    lines = ["\t".join((ID_COLUMN, *columns))]
+    for arg_id, row in zip(ids, predictions, strict=True):
+        lines.append("\t".join((arg_id, *("1" if v else "0" for v in row))))
+    return "\n".join(lines) + "\n"
+
+
+def write_run(path: str | Path, ids: Sequence[str], predictions: np.ndarray) -> None:
+    """Write an official-format run file: Argument ID then the 20 categories as 0/1."""
+    atomic_write_text(path, format_run(ids, predictions))
+
+
+def write_labels(path: str | Path, ids: Sequence[str], labels: np.ndarray, level: int = 2) -> None:
+    columns = CATEGORY_NAMES if level == 2 else LEVEL1_NAMES
+    atomic_write_text(path, format_run(ids, labels, columns))
+
+
+# ----------------------------------------------------------------------------- free text
+
+
+def _text_argument(arg_id: str, record: dict[str, str], text_column: str, path: Path, line: int) -> Argument:
+    premise = record.get("Premise") or record.get("premise")
+    if premise is not None:
+        stance_raw = record.get("Stance") or record.get("stance")
+        stance = None
+        if stance_raw:
+            stance = _STANCE_ALIASES.get(str(stance_raw).strip().lower())
+            if stance is None:
+                raise InputError(f"unknown stance {stance_raw!r}", path, line)
+        conclusion = str(record.get("Conclusion") or record.get("conclusion") or "")
+        text = str(premise)
+    else:
+        if text_column not in record:
+            raise InputError(
+                f"no {text_column!r} field{_suggest(text_column, record)} (and no 'premise'); "
+                "name the text column with --text-column",
+                path,
+                line,
+            )
+        text, conclusion, stance = str(record[text_column] or ""), "", None
+    if not text.strip():
+        raise InputError("empty text", path, line)
+    given_id = record.get(ID_COLUMN) or record.get("id")
+    return Argument(id=str(given_id) if given_id else arg_id, premise=text, conclusion=conclusion, stance=stance)
+
+
+def read_inputs(path: str | Path, text_column: str = "text") -> list[Argument]:
+    """Read arguments or free text to label, choosing the format from the file itself.
+
+    - a TSV with Argument ID, Conclusion, Stance and Premise: an arguments file;
+    - .jsonl: one JSON object per line, with a text field (or premise/conclusion/stance);
+    - .csv / .tsv: a header with a text column (or Premise, Conclusion, Stance);
+    - anything else: one text per non-empty line.
+    """
+    path = Path(path)
+    lines = _read_lines(path)
+    suffix = path.suffix.lower()
+    if suffix == ".tsv" and all(c in lines[0].split("\t") for c in ARGUMENT_COLUMNS):
+        return read_arguments(path)
+    arguments: list[Argument] = []
+    if suffix == ".jsonl":
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"not valid JSON ({error.msg})", path, number) from None
+            if not isinstance(record, dict):
+                raise InputError("expected a JSON object per line", path, number)
+            arguments.append(_text_argument(f"text-{len(arguments) + 1}", record, text_column, path, number))
+    elif suffix in (".csv", ".tsv"):
+        dialect = "excel" if suffix == ".csv" else "excel-tab"
+        reader = csv.reader(lines, dialect=dialect)
+        header = next(reader)
+        for number, fields in enumerate(reader, start=2):
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise InputError(
+                    f"expected {len(header)} fields as in the header, found {len(fields)}", path, number
+                )
+            record = dict(zip(header, fields, strict=True))
+            arguments.append(_text_argument(f"text-{len(arguments) + 1}", record, text_column, path, number))
+    else:
+        for line in lines:
+            if line.strip():
+                arguments.append(Argument(id=f"text-{len(arguments) + 1}", premise=line.strip()))
+    if not arguments:
+        raise InputError("no texts found", path)
+    seen: set[str] = set()
+    for a in arguments:
+        if a.id in seen:
+            raise InputError(f"duplicate id {a.id!r}", path)
+        seen.add(a.id)
+    return arguments
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+
+def shipped_data_dir() -> Path:
+    """The Touche23-ValueEval copy inside the package (CC BY-SA 4.0; see its README)."""
+    return Path(str(resources.files("valuedetect") / "datasets" / "touche23-valueeval"))
+
+
+def load_split(name: str, data_dir: str | Path | None = None, level1: bool = False) -> Split:
+    """Load a split by name (training, validation, test) from the shipped data or a folder
+    with the same layout. Labels are attached when the folder has them (the shipped test
+    split has none: it is the blind set)."""
+    if name not in SPLITS:
+        raise InputError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+    folder = Path(data_dir) if data_dir is not None else shipped_data_dir()
+    if not folder.is_dir():
+        raise InputError("data folder not found", folder)
+    arguments = read_arguments(folder / f"arguments-{name}.tsv")
+    ids = [a.id for a in arguments]
+    labels = level1_labels = None
+    labels_path = folder / f"labels-{name}.tsv"
+    if labels_path.exists():
+        label_ids, matrix = read_labels(labels_path, level=2)
+        labels = align_labels(ids, label_ids, matrix, labels_path)
+    level1_path = folder / f"level1-labels-{name}.tsv"
+    if level1 and level1_path.exists():
+        label_ids, matrix = read_labels(level1_path, level=1)
+        level1_labels = align_labels(ids, label_ids, matrix, level1_path)
+    return Split(name=name, arguments=arguments, labels=labels, level1_labels=level1_labels)
+
+
+def load_labels_for(arguments: Sequence[Argument] | Sequence[str], path: str | Path) -> np.ndarray:
+    """Read a labels file and align it with the given arguments (or IDs)."""
+    ids = [a if isinstance(a, str) else a.id for a in arguments]
+    label_ids, matrix = read_labels(path, level=2)
+    return align_labels(ids, label_ids, matrix, path)

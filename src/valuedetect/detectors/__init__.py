@@ -1,0 +1,56 @@
+"""Every method is a Detector; this registry finds one by its type name without importing
+the heavy ones (torch, transformers) until they are asked for."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from valuedetect.detectors.base import Detector, DetectorConfig
+from valuedetect.errors import ConfigError, InputError
+
+_REGISTRY: dict[str, str] = {
+    "all-ones": "valuedetect.detectors.baselines:AllOnesDetector",
+    "random-prior": "valuedetect.detectors.baselines:RandomPriorDetector",
+    "tfidf": "valuedetect.detectors.baselines:TfidfDetector",
+    "encoder": "valuedetect.detectors.encoder:EncoderDetector",
+}
+
+METHODS = tuple(_REGISTRY)
+
+
+def detector_class(name: str, source: str = "") -> type[Detector]:
+    if name not in _REGISTRY:
+        where = f"{source}: " if source else ""
+        raise ConfigError(f"{where}unknown method {name!r}; available: {', '.join(_REGISTRY)}")
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_detector(name: str, settings: dict | None = None, source: str = "") -> Detector:
+    """A fresh, unfitted detector of method ``name`` with validated settings."""
+    from valuedetect.config import from_dict
+
+    cls = detector_class(name, source)
+    where = f"{source} [detector]" if source else f"settings of {name}"
+    return cls(from_dict(cls.config_class, settings or {}, where))
+
+
+def load_detector(directory: str | Path) -> Detector:
+    """Load a saved detector folder, whatever its method."""
+    directory = Path(directory)
+    meta_path = directory / "detector.json"
+    if not directory.is_dir():
+        raise InputError("no such detector folder", directory)
+    if not meta_path.exists():
+        raise InputError("not a saved detector (no detector.json)", directory)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        name = meta["type"]
+    except (json.JSONDecodeError, KeyError) as error:
+        raise InputError(f"unreadable detector.json ({error})", meta_path) from None
+    return detector_class(name, str(meta_path)).load(directory)
+
+
+__all__ = ["METHODS", "Detector", "DetectorConfig", "detector_class", "load_detector", "make_detector"]

@@ -1,0 +1,152 @@
+"""The one interface every value-detection method implements.
+
+Shaped like a scikit-learn estimator: settings in a plain dataclass, no work in ``__init__``,
+``fit`` returns the detector. A saved detector is a folder: ``detector.json`` (type, settings,
+thresholds, what it scored) and whatever weights the method writes beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from valuedetect import __version__
+from valuedetect.config import from_dict, to_dict
+from valuedetect.data import Argument, Split, atomic_write_json
+from valuedetect.errors import InputError
+from valuedetect.taxonomy import NUM_CATEGORIES, TAXONOMY_VERSION
+from valuedetect.thresholds import Thresholds, tune
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class DetectorConfig:
+    """Settings shared by every method: seeding and how thresholds are chosen."""
+
+    seed: int = 13
+    thresholds: str = "auto"  # global | per_category | auto | fixed
+    threshold_shrink: float = 0.5
+    fixed_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.thresholds not in ("global", "per_category", "auto", "fixed"):
+            raise ValueError(f"thresholds must be global, per_category, auto or fixed, not {self.thresholds!r}")
+        if not 0.0 <= self.threshold_shrink <= 1.0:
+            raise ValueError("threshold_shrink must lie in [0, 1]")
+
+
+class Detector(ABC):
+    """fit(train, validation) -> self; predict_proba(arguments) -> [n, 20]; save/load."""
+
+    type_name: ClassVar[str]
+    config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
+
+    def __init__(self, config: DetectorConfig | None = None):
+        self.config = config if config is not None else self.config_class()
+        self.thresholds: Thresholds | None = None
+        self.info: dict[str, Any] = {}
+        # Set by the caller, not by the config: where to checkpoint, whether to resume, how
+        # to report progress and messages.
+        self.progress: ProgressCallback | None = None
+        self.checkpoint_dir: Path | None = None
+        self.resume: bool = False
+        self.log: Callable[[str], None] | None = None
+
+    # -- to implement --------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, train: Split, validation: Split | None) -> None:
+        """Learn from training (and, e.g. for early stopping, validation) data."""
+
+    @abstractmethod
+    def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
+        """Scores in [0, 1], shape [n, 20], official category order."""
+
+    def _save_weights(self, directory: Path) -> None:  # noqa: B027 - optional hook
+        """Write the method's weights into ``directory``."""
+
+    def _load_weights(self, directory: Path) -> None:  # noqa: B027 - optional hook
+        """Read back what ``_save_weights`` wrote."""
+
+    # -- the public interface --------------------------------------------------------------
+    def fit(self, train: Split, validation: Split | None = None) -> Self:
+        if train.labels is None:
+            raise InputError(f"the {train.name} split has no labels to train on")
+        self._fit(train, validation)
+        if validation is not None and validation.labels is not None:
+            self.tune_thresholds(validation)
+        return self
+
+    def predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
+        if len(arguments) == 0:
+            return np.zeros((0, NUM_CATEGORIES))
+        scores = np.asarray(self._predict_proba(arguments), dtype=np.float64)
+        if scores.shape != (len(arguments), NUM_CATEGORIES):
+            raise RuntimeError(f"{type(self).__name__} returned scores of shape {scores.shape}")
+        return scores
+
+    def predict(self, arguments: Sequence[Argument], thresholds: Thresholds | float | None = None) -> np.ndarray:
+        """0/1 decisions: the tuned thresholds unless others are given."""
+        scores = self.predict_proba(arguments)
+        return self.decide(scores, thresholds)
+
+    def decide(self, scores: np.ndarray, thresholds: Thresholds | float | None = None) -> np.ndarray:
+        if thresholds is None:
+            thresholds = self.thresholds or Thresholds.constant(self.config.fixed_threshold, NUM_CATEGORIES)
+        if isinstance(thresholds, int | float):
+            thresholds = Thresholds.constant(float(thresholds), NUM_CATEGORIES)
+        return thresholds.apply(scores)
+
+    def tune_thresholds(self, validation: Split, scores: np.ndarray | None = None) -> Thresholds:
+        """Choose and keep thresholds maximising the official F1 on ``validation``."""
+        if validation.labels is None:
+            raise InputError(f"the {validation.name} split has no labels to tune thresholds on")
+        if scores is None:
+            scores = self.predict_proba(validation.arguments)
+        self.thresholds = tune(
+            scores, validation.labels, mode=self.config.thresholds,
+            shrink=self.config.threshold_shrink, seed=self.config.seed,
+            fixed=self.config.fixed_threshold,
+        )
+        return self.thresholds
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise InputError("exists and is not a folder", directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_weights(directory)
+        atomic_write_json(
+            directory / "detector.json",
+            {
+                "type": self.type_name,
+                "config": to_dict(self.config),
+                "thresholds": self.thresholds.to_dict() if self.thresholds else None,
+                "info": self.info,
+                "valuedetect_version": __version__,
+                "taxonomy_version": TAXONOMY_VERSION,
+            },
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        directory = Path(directory)
+        meta_path = directory / "detector.json"
+        if not meta_path.exists():
+            raise InputError("not a saved detector (no detector.json)", directory)
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("type") != cls.type_name:
+            raise InputError(f"holds a {meta.get('type')!r} detector, not {cls.type_name!r}", meta_path)
+        detector = cls(from_dict(cls.config_class, meta["config"], str(meta_path)))
+        if meta.get("thresholds"):
+            detector.thresholds = Thresholds.from_dict(meta["thresholds"])
+        detector.info = meta.get("info", {})
+        detector._load_weights(directory)
+        return detector

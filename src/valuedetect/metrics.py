@@ -1,0 +1,195 @@
+"""The official ValueEval metric, its per-category table, intervals and significance tests.
+
+Official F1 (as the SemEval-2023 Task 4 evaluator computes it): over the categories with at
+least one true positive, P = mean of per-category precision (0 where nothing is predicted),
+R = mean of per-category recall, and F1 = 2PR / (P + R). This is *not* the mean of
+per-category F1; that variant, which several papers reported, is computed too and labelled
+``mean_f1`` (not official).
+
+Everything works on count vectors, so bootstrap resamples and permutations become matrix
+products instead of Python loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from valuedetect.taxonomy import CATEGORY_NAMES, LEVEL1_NAMES
+
+
+@dataclass
+class Scores:
+    """Official scores of one run, plus the per-category breakdown."""
+
+    f1: float
+    precision: float
+    recall: float
+    mean_f1: float
+    per_category: dict[str, dict[str, float]] = field(default_factory=dict)
+    ci95: tuple[float, float] | None = None
+    n: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "f1": self.f1,
+            "precision": self.precision,
+            "recall": self.recall,
+            "mean_f1": self.mean_f1,
+            "mean_f1_note": "mean of per-category F1, not the official measure",
+            "per_category": self.per_category,
+            "ci95": list(self.ci95) if self.ci95 is not None else None,
+            "n": self.n,
+        }
+
+
+def _check(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 2:
+        raise ValueError(f"labels {y_true.shape} and predictions {y_pred.shape} must be equal 2-D shapes")
+    return (y_true > 0).astype(np.float64), (y_pred > 0).astype(np.float64)
+
+
+def _from_counts(tp: np.ndarray, predicted: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Official P, R, F1 and mean-F1 from counts with a leading batch axis [..., categories]."""
+    used = relevant > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_c = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
+        r_c = np.where(used, tp / np.where(used, relevant, 1), 0.0)
+        f_c = np.where(p_c + r_c > 0, 2 * p_c * r_c / np.where(p_c + r_c > 0, p_c + r_c, 1), 0.0)
+    n_used = used.sum(axis=-1)
+    safe_n = np.maximum(n_used, 1)
+    p = (p_c * used).sum(axis=-1) / safe_n
+    r = (r_c * used).sum(axis=-1) / safe_n
+    f1 = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0.0)
+    mean_f1 = (f_c * used).sum(axis=-1) / safe_n
+    return f1, p, r, mean_f1, p_c, r_c, f_c, used
+
+
+def official_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Official F1 only: the fast path used by threshold search."""
+    t, p = _check(y_true, y_pred)
+    return float(_from_counts((t * p).sum(0), p.sum(0), t.sum(0))[0])
+
+
+def score(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    names: Sequence[str] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> Scores:
+    """Official scores, per-category P/R/F1 and, if ``bootstrap`` > 0, a 95% interval.
+
+    Categories without a true positive are skipped, as in the official evaluator; they are
+    listed in ``per_category`` with ``support`` 0 and no scores.
+    """
+    t, p = _check(y_true, y_pred)
+    if names is None:
+        names = CATEGORY_NAMES if t.shape[1] == len(CATEGORY_NAMES) else LEVEL1_NAMES
+    if len(names) != t.shape[1]:
+        raise ValueError(f"{len(names)} names for {t.shape[1]} columns")
+    tp, predicted, relevant = (t * p).sum(0), p.sum(0), t.sum(0)
+    f1, prec, rec, mean_f1, p_c, r_c, f_c, used = _from_counts(tp, predicted, relevant)
+    per_category: dict[str, dict[str, float]] = {}
+    for j, name in enumerate(names):
+        entry: dict[str, float] = {"support": int(relevant[j]), "predicted": int(predicted[j])}
+        if used[j]:
+            entry.update(precision=float(p_c[j]), recall=float(r_c[j]), f1=float(f_c[j]))
+        per_category[name] = entry
+    result = Scores(
+        f1=float(f1), precision=float(prec), recall=float(rec), mean_f1=float(mean_f1),
+        per_category=per_category, n=int(t.shape[0]),
+    )
+    if bootstrap > 0:
+        result.ci95 = bootstrap_interval(t, p, resamples=bootstrap, seed=seed)
+    return result
+
+
+def _resample_weights(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each argument is drawn in each bootstrap resample: [resamples, n]."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+
+
+def bootstrap_interval(
+    y_true: np.ndarray, y_pred: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the official F1, resampling arguments."""
+    t, p = _check(y_true, y_pred)
+    rng = np.random.default_rng(seed)
+    scores = []
+    for start in range(0, resamples, 250):
+        w = _resample_weights(len(t), min(250, resamples - start), rng)
+        scores.append(_from_counts(w @ (t * p), w @ p, w @ t)[0])
+    all_scores = np.concatenate(scores)
+    alpha = (1 - level) / 2
+    return float(np.quantile(all_scores, alpha)), float(np.quantile(all_scores, 1 - alpha))
+
+
+@dataclass
+class Comparison:
+    """Whether run A's official F1 differs from run B's on the same arguments."""
+
+    f1_a: float
+    f1_b: float
+    difference: float
+    p_value: float
+    ci95: tuple[float, float]
+    method: str = "paired approximate randomization (two-sided) + paired bootstrap interval"
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+    def to_dict(self) -> dict:
+        return {
+            "f1_a": self.f1_a, "f1_b": self.f1_b, "difference": self.difference,
+            "p_value": self.p_value, "ci95_difference": list(self.ci95),
+            "significant_at_0.05": self.significant, "method": self.method,
+        }
+
+
+def compare(
+    y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> Comparison:
+    """Paired significance test of F1(A) - F1(B).
+
+    The p-value comes from approximate randomization: each argument's pair of predictions is
+    swapped between A and B at random, and we count how often the absolute difference is at
+    least the observed one. The interval is a paired bootstrap of the difference.
+    """
+    t, a = _check(y_true, pred_a)
+    _, b = _check(y_true, pred_b)
+    rng = np.random.default_rng(seed)
+    relevant = t.sum(0)
+    ta, tb = t * a, t * b
+    f_a = _from_counts(ta.sum(0), a.sum(0), relevant)[0]
+    f_b = _from_counts(tb.sum(0), b.sum(0), relevant)[0]
+    observed = float(f_a - f_b)
+    extreme = 0
+    done = 0
+    while done < resamples:
+        m = min(500, resamples - done)
+        swap = rng.integers(0, 2, size=(m, len(t))).astype(np.float64)
+        keep = 1.0 - swap
+        fa = _from_counts(keep @ ta + swap @ tb, keep @ a + swap @ b, relevant)[0]
+        fb = _from_counts(keep @ tb + swap @ ta, keep @ b + swap @ a, relevant)[0]
+        extreme += int((np.abs(fa - fb) >= abs(observed) - 1e-12).sum())
+        done += m
+    p_value = (extreme + 1) / (resamples + 1)
+    diffs = []
+    done = 0
+    while done < resamples:
+        m = min(250, resamples - done)
+        w = _resample_weights(len(t), m, rng)
+        rel = w @ t
+        diffs.append(_from_counts(w @ ta, w @ a, rel)[0] - _from_counts(w @ tb, w @ b, rel)[0])
+        done += m
+    d = np.concatenate(diffs)
+    return Comparison(
+        f1_a=float(f_a), f1_b=float(f_b), difference=observed, p_value=float(p_value),
+        ci95=(float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))),
+    )

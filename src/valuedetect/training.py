@@ -1,0 +1,117 @@
+"""A training run from a config: data in, detector, run files and scores out.
+
+Everything a reported number depends on (split, method, model, seed, thresholds, time,
+versions) is written next to it in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from valuedetect import __version__
+from valuedetect.config import TrainConfig, to_dict
+from valuedetect.data import atomic_write_json, load_split, write_run
+from valuedetect.detectors import make_detector
+from valuedetect.detectors.base import Detector
+from valuedetect.errors import InputError
+from valuedetect.metrics import Scores, score
+
+
+@dataclass
+class TrainingResult:
+    detector: Detector
+    validation_scores: Scores
+    validation_ids: list[str]
+    description: str
+    written: list[str] = field(default_factory=list)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"valuedetect": __version__, "python": platform.python_version()}
+    for name in ("torch", "transformers", "accelerate", "scikit-learn", "numpy"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[name] = md.version(name)
+    return out
+
+
+def run_training(
+    config: TrainConfig,
+    source: str = "config",
+    resume: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    output = Path(config.output or f"runs/{config.method}")
+    if output.exists() and not output.is_dir():
+        raise InputError("exists and is not a folder", output)
+    if (output / "detector.json").exists() and not resume:
+        raise InputError("already holds a trained detector; pass another --output, or --resume to "
+                         "continue an interrupted run there", output)
+    detector = make_detector(config.method, config.detector, source)
+    detector.progress = progress
+    detector.checkpoint_dir = output / "checkpoint"
+    detector.resume = resume
+    detector.log = log
+
+    train = load_split("training", config.data_dir)
+    validation = load_split("validation", config.data_dir)
+    if validation.labels is None:
+        raise InputError("the validation split has no labels-validation.tsv", config.data_dir)
+    started = time.time()
+    detector.fit(train, validation)
+    fit_seconds = time.time() - started
+
+    val_scores_raw = detector.predict_proba(validation.arguments)
+    val_pred = detector.decide(val_scores_raw)
+    assert validation.labels is not None
+    val_scores = score(validation.labels, val_pred, bootstrap=1000, seed=detector.config.seed)
+    detector.info.update(
+        validation_f1=val_scores.f1, validation_precision=val_scores.precision,
+        validation_recall=val_scores.recall, train_seconds=round(fit_seconds, 1),
+    )
+    detector.save(output)
+    written = [f"{output}/ (detector)"]
+    write_run(output / "validation-run.tsv", validation.ids, val_pred)
+    np.save(output / "validation-scores.npy", val_scores_raw.astype(np.float32))
+    written.append(f"{output / 'validation-run.tsv'}")
+
+    test_written = None
+    if config.predict_test:
+        try:
+            test = load_split("test", config.data_dir)
+        except InputError:
+            test = None
+        if test is not None:
+            test_pred = detector.predict(test.arguments)
+            write_run(output / "test-run.tsv", test.ids, test_pred)
+            test_written = str(output / "test-run.tsv")
+            written.append(test_written)
+            if test.labels is not None:
+                detector.info["test_f1"] = score(test.labels, test_pred).f1
+    model = getattr(detector.config, "model", None)
+    description = f"method {config.method}" + (f", model {model}" if model else "") + \
+        f", seed {detector.config.seed}, thresholds {detector.thresholds.mode if detector.thresholds else '-'}"
+    atomic_write_json(output / "results.json", {
+        "method": config.method,
+        "config": to_dict(config),
+        "detector_config": to_dict(detector.config),
+        "split": "validation",
+        "validation": val_scores.to_dict(),
+        "thresholds": detector.thresholds.to_dict() if detector.thresholds else None,
+        "train_seconds": round(fit_seconds, 1),
+        "info": detector.info,
+        "test_run": test_written,
+        "versions": _versions(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+    })
+    written.append(str(output / "results.json"))
+    return TrainingResult(detector, val_scores, validation.ids, description, written)
