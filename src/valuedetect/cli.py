@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -43,7 +44,7 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ValueDetectError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: outputs written so far are intact; "
@@ -146,6 +147,8 @@ def predict(
 
     if (texts and input) or (not texts and input is None):
         raise InputError("give texts to label or --input FILE, not both")
+    if output is not None and output.is_dir():
+        raise InputError("is a directory; give a file name for the results", output)
     model_dir = model or default_model_dir()
     detector = _load(model_dir)
     if input is not None:
@@ -165,7 +168,7 @@ def predict(
     from valuedetect.taxonomy import CATEGORY_NAMES
 
     for a, s, d in zip(arguments, scores, decisions, strict=True):
-        table = Table(title=f"{a.id}: {a.premise[:80]}", title_justify="left")
+        table = Table(title=escape(f"{a.id}: {a.premise[:80]}"), title_justify="left")
         table.add_column("value category")
         table.add_column("probability", justify="right")
         table.add_column("detected")
@@ -200,7 +203,7 @@ def evaluate(
     if as_json:
         print(json.dumps(scores.to_dict(), indent=2))
     else:
-        console.print(scores_table(scores, f"{run} against {labels}"))
+        console.print(scores_table(scores, escape(f"{run} against {labels}")))
 
 
 @app.command()
@@ -241,8 +244,12 @@ def data(
     from valuedetect.taxonomy import CATEGORY_NAMES
 
     folder = data_dir or shipped_data_dir()
+    if not Path(folder).is_dir():
+        raise InputError("no such data folder", folder)
     splits = [load_split(name, folder) for name in SPLITS if (Path(folder) / f"arguments-{name}.tsv").exists()]
-    table = Table(title=f"Touche23-ValueEval at {folder}", title_justify="left")
+    if not splits:
+        raise InputError("holds no arguments-training/validation/test.tsv", folder)
+    table = Table(title=escape(f"Touche23-ValueEval at {folder}"), title_justify="left")
     table.add_column("category")
     for s in splits:
         table.add_column(f"{s.name} ({len(s)})", justify="right")

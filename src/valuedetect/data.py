@@ -7,11 +7,13 @@ read with no quoting, as the official data and evaluator do.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -109,8 +111,10 @@ def _read_tsv(path: str | Path, required: Sequence[str]) -> tuple[list[str], lis
     header = lines[0].split("\t")
     for column in required:
         if column not in header:
+            close = difflib.get_close_matches(column, header, n=1, cutoff=0.6)
+            hint = f" (is {close[0]!r} a misspelling of it?)" if close else ""
             raise InputError(
-                f"missing column {column!r}{_suggest(column, header)}; the header has: "
+                f"missing column {column!r}{hint}; the header has: "
                 + ", ".join(repr(h) for h in header),
                 path,
                 1,
@@ -137,15 +141,33 @@ def _read_tsv(path: str | Path, required: Sequence[str]) -> tuple[list[str], lis
     return header, rows
 
 
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside ``path``. Unlike ``tempfile.mkstemp`` (mode 0600) it is created
+    with mode 0666 less the umask, so the renamed result gets the permissions of any new file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file so that readers see the old content or the new one, never half of it."""
+    """Write a file so that readers see the old content or the new one, never half of it.
+
+    An existing file keeps its permissions; a new one gets those the umask gives new files."""
     path = Path(path)
     if path.is_dir():
         raise InputError("is a directory, cannot write a file there", path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            if path.exists():
+                with contextlib.suppress(OSError):
+                    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -194,12 +216,19 @@ def read_arguments(path: str | Path) -> list[Argument]:
 
 
 def write_arguments(path: str | Path, arguments: Sequence[Argument]) -> None:
+    """Write an arguments file; refuses arguments that ``read_arguments`` could not read back."""
     lines = ["\t".join(ARGUMENT_COLUMNS)]
     for a in arguments:
         for field in (a.id, a.conclusion, a.premise):
-            if "\t" in field or "\n" in field:
-                raise InputError(f"argument {a.id!r} has a tab or newline, which TSV cannot hold", path)
-        lines.append("\t".join((a.id, a.conclusion, a.stance or "in favor of", a.premise)))
+            if "\t" in field or "\n" in field or "\r" in field:
+                raise InputError(f"argument {a.id!r} has a tab or line break, which TSV cannot hold", path)
+        if not (a.id.strip() and a.conclusion.strip() and a.premise.strip()) or a.stance not in STANCES:
+            raise InputError(
+                f"argument {a.id!r} lacks an ID, conclusion, premise or stance, which an arguments "
+                "file needs (free text has no conclusion or stance)",
+                path,
+            )
+        lines.append("\t".join((a.id, a.conclusion, a.stance, a.premise)))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -294,17 +323,33 @@ def write_labels(path: str | Path, ids: Sequence[str], labels: np.ndarray, level
 # ----------------------------------------------------------------------------- free text
 
 
-def _text_argument(arg_id: str, record: dict[str, str], text_column: str, path: Path, line: int) -> Argument:
-    premise = record.get("Premise") or record.get("premise")
-    if premise is not None:
-        stance_raw = record.get("Stance") or record.get("stance")
+def _field(record: dict[str, object], *names: str) -> tuple[str | None, object]:
+    """The first of ``names`` that ``record`` has (even with an empty value), and its value."""
+    for name in names:
+        if name in record:
+            return name, record[name]
+    return None, None
+
+
+def _as_text(value: object, name: str | None, path: Path, line: int) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        raise InputError(f"field {name!r} holds a JSON {type(value).__name__}, expected text", path, line)
+    return str(value)
+
+
+def _text_argument(arg_id: str, record: dict[str, object], text_column: str, path: Path, line: int) -> Argument:
+    key, premise = _field(record, "Premise", "premise")
+    if key is not None:
+        stance_raw = _field(record, "Stance", "stance")[1]
         stance = None
         if stance_raw:
             stance = _STANCE_ALIASES.get(str(stance_raw).strip().lower())
             if stance is None:
                 raise InputError(f"unknown stance {stance_raw!r}", path, line)
-        conclusion = str(record.get("Conclusion") or record.get("conclusion") or "")
-        text = str(premise)
+        conclusion = _as_text(_field(record, "Conclusion", "conclusion")[1], "Conclusion", path, line)
+        text = _as_text(premise, key, path, line)
     else:
         if text_column not in record:
             raise InputError(
@@ -313,9 +358,10 @@ def _text_argument(arg_id: str, record: dict[str, str], text_column: str, path: 
                 path,
                 line,
             )
-        text, conclusion, stance = str(record[text_column] or ""), "", None
+        key = text_column
+        text, conclusion, stance = _as_text(record[text_column], key, path, line), "", None
     if not text.strip():
-        raise InputError("empty text", path, line)
+        raise InputError(f"empty text (field {key!r})", path, line)
     given_id = record.get(ID_COLUMN) or record.get("id")
     return Argument(id=str(given_id) if given_id else arg_id, premise=text, conclusion=conclusion, stance=stance)
 
@@ -346,10 +392,26 @@ def read_inputs(path: str | Path, text_column: str = "text") -> list[Argument]:
                 raise InputError("expected a JSON object per line", path, number)
             arguments.append(_text_argument(f"text-{len(arguments) + 1}", record, text_column, path, number))
     elif suffix in (".csv", ".tsv"):
-        dialect = "excel" if suffix == ".csv" else "excel-tab"
-        reader = csv.reader(lines, dialect=dialect)
-        header = next(reader)
-        for number, fields in enumerate(reader, start=2):
+        # CSV quotes as spreadsheets do (a quoted field may hold commas and line breaks); TSV,
+        # like the official data, has no quoting at all. Lines get their break back, so a
+        # quoted line break survives, and records are numbered by the line they start on.
+        if suffix == ".csv":
+            reader = csv.reader((line + "\n" for line in lines), dialect="excel", strict=True)
+        else:
+            reader = csv.reader((line + "\n" for line in lines), delimiter="\t", quoting=csv.QUOTE_NONE)
+        header: list[str] = []
+        records: list[tuple[int, list[str]]] = []
+        try:
+            start = 1
+            for fields in reader:
+                if header:
+                    records.append((start, fields))
+                else:
+                    header = fields
+                start = reader.line_num + 1
+        except csv.Error as error:
+            raise InputError(f"malformed {suffix[1:].upper()} ({error})", path, reader.line_num) from None
+        for number, fields in records:
             if not any(f.strip() for f in fields):
                 continue
             if len(fields) != len(header):

@@ -18,13 +18,16 @@ from valuedetect.taxonomy import NUM_CATEGORIES
 from valuedetect.templates import input_template
 
 
+@dataclass
+class AllOnesConfig(DetectorConfig):
+    thresholds: str = "fixed"
+
+
 class AllOnesDetector(Detector):
     """The official 1-baseline: every category for every argument."""
 
     type_name = "all-ones"
-
-    def __init__(self, config: DetectorConfig | None = None):
-        super().__init__(config if config is not None else DetectorConfig(thresholds="fixed"))
+    config_class = AllOnesConfig
 
     def _fit(self, train: Split, validation: Split | None) -> None:
         pass

@@ -1,0 +1,252 @@
+"""Fine-tuning a pretrained encoder with value-category heads (the paper's Exp-I).
+
+Any transformers encoder works (a Hub name, a local path, or the offline aliases ``minilm`` and
+``mpnet``). Only the top ``trainable_layers`` blocks train; the frozen bottom is computed once
+per argument and cached, which on a CPU is most of the speed-up over a plain Trainer. A saved
+detector holds only the trained blocks and heads (the base model comes from its package), so
+a MiniLM detector is a few MB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from valuedetect.data import Argument, Split
+from valuedetect.detectors.base import Detector, DetectorConfig
+from valuedetect.errors import InputError, ValueDetectError
+from valuedetect.taxonomy import NUM_CATEGORIES
+from valuedetect.templates import input_template
+
+WEIGHTS_FILE = "trained-weights.safetensors"
+
+
+@dataclass
+class EncoderConfig(DetectorConfig):
+    model: str = "minilm"
+    template: str = "plain"
+    max_length: int = 128
+    pooling: str = "mean"  # mean | cls
+    heads: str = "multiple"  # single | multiple
+    head_hidden: int = 0  # hidden units of each binary head (multiple heads only); 0: linear
+    dropout: float = 0.1
+    trainable_layers: int = 2  # top blocks that train; -1: the whole model, embeddings included
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    layer_decay: float = 0.9
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    max_grad_norm: float = 1.0
+    patience: int = 2
+    pos_weight: str = "none"  # none | sqrt | balanced
+    contrastive_weight: float = 0.0  # lambda of the contrastive term added to BCE
+    contrastive_temperature: float = 0.05
+    contrastive_pretrain_epochs: int = 0  # > 0: a contrastive-only stage before the heads train
+    contrastive_pretrain_lr: float = 5e-5
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: per epoch only)
+    save_dtype: str = "float16"  # float16 halves the saved size; scores change < 1e-3
+    threads: int = 0  # torch intra-op threads; 0: all cores
+    quantize: bool = False  # int8 dynamic quantization of linear layers for CPU inference
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', not {self.pooling!r}")
+        if self.heads not in ("single", "multiple"):
+            raise ValueError(f"heads must be 'single' or 'multiple', not {self.heads!r}")
+        if self.pos_weight not in ("none", "sqrt", "balanced"):
+            raise ValueError(f"pos_weight must be none, sqrt or balanced, not {self.pos_weight!r}")
+        if self.save_dtype not in ("float16", "float32", "bfloat16"):
+            raise ValueError(f"save_dtype must be float16, bfloat16 or float32, not {self.save_dtype!r}")
+        if self.trainable_layers == 0 or self.trainable_layers < -1:
+            raise ValueError("trainable_layers must be -1 (all) or a positive number of top layers")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Any:
+    """Silence the 'newly initialized pooler' chatter of sentence-transformers checkpoints."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
+
+
+class EncoderDetector(Detector):
+    type_name = "encoder"
+    config_class = EncoderConfig
+    config: EncoderConfig
+
+    # -- building ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        from valuedetect.encoder.model import EncoderClassifier, find_blocks
+        from valuedetect.models import resolve_model
+
+        c = self.config
+        if c.threads > 0:
+            torch.set_num_threads(c.threads)
+        source = resolve_model(c.model)
+        try:
+            with _quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(source)
+                backbone_config = AutoConfig.from_pretrained(source)
+                if hasattr(backbone_config, "hidden_dropout_prob"):
+                    backbone_config.hidden_dropout_prob = c.dropout
+                    backbone_config.attention_probs_dropout_prob = c.dropout
+                backbone = AutoModel.from_pretrained(source, config=backbone_config)
+        except OSError as error:
+            raise ValueDetectError(f"cannot load model {c.model!r} ({source}): {error}") from None
+        if c.trainable_layers == -1:
+            frozen = 0
+        else:
+            holder, name = find_blocks(backbone)
+            n_blocks = len(getattr(holder, name))
+            if c.trainable_layers > n_blocks:
+                raise ValueDetectError(f"trainable_layers = {c.trainable_layers}, but {c.model} has {n_blocks}")
+            frozen = n_blocks - c.trainable_layers
+        torch.manual_seed(c.seed)
+        self.model = EncoderClassifier(backbone, NUM_CATEGORIES, heads=c.heads, pooling=c.pooling,
+                                       head_hidden=c.head_hidden, dropout=c.dropout, frozen_layers=frozen)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+
+    def _encode(self, arguments: Sequence[Argument]) -> list[list[int]]:
+        template = input_template(self.config.template)
+        texts = [template.render(a) for a in arguments]
+        return self.tokenizer(texts, truncation=True, max_length=self.config.max_length)["input_ids"]
+
+    def _cache_bottom(self, input_ids: list[list[int]], label: str) -> list[Any]:
+        """Frozen-bottom hidden states per argument, unpadded, computed once."""
+        import torch
+
+        from valuedetect.encoder.batching import BucketBatchSampler, EncodedArguments, collate
+
+        data = EncodedArguments(input_ids)
+        sampler = BucketBatchSampler(data.lengths(), 128, shuffle=False)
+        hidden: list[Any] = [None] * len(data)
+        done = 0
+        for indices in sampler:
+            batch = collate([data[i] for i in indices], self.pad_id)
+            states = self.model.bottom(batch["input_ids"], batch["attention_mask"])
+            for row, i in enumerate(indices):
+                hidden[i] = states[row, : len(input_ids[i])].clone()
+            done += len(indices)
+            if self.progress:
+                self.progress(f"frozen layers ({label})", done, len(data))
+        del torch
+        return hidden
+
+    # -- the Detector interface ----------------------------------------------------------------
+    def _fit(self, train: Split, validation: Split | None) -> None:
+        import torch
+
+        from valuedetect.encoder.batching import EncodedArguments
+        from valuedetect.encoder.losses import positive_weights
+        from valuedetect.encoder.trainer import TrainSettings
+        from valuedetect.encoder.trainer import train as run_loop
+
+        assert train.labels is not None
+        c = self.config
+        self._build()
+        train_ids = self._encode(train.arguments)
+        val_ids = self._encode(validation.arguments) if validation is not None else None
+        cache = self.model.frozen_layers > 0
+        train_data = EncodedArguments(train_ids, train.labels,
+                                      self._cache_bottom(train_ids, "training") if cache else None)
+        val_data = None
+        if validation is not None and validation.labels is not None and val_ids is not None:
+            val_data = EncodedArguments(val_ids, None, self._cache_bottom(val_ids, "validation") if cache else None)
+        settings = TrainSettings(**{k: getattr(c, k) for k in TrainSettings.__dataclass_fields__})
+        pos_weight = positive_weights(torch.as_tensor(train.labels, dtype=torch.float32), c.pos_weight)
+        state = run_loop(
+            self.model, train_data, val_data, None if validation is None else validation.labels, settings,
+            self.pad_id, pos_weight=pos_weight, checkpoint_dir=self.checkpoint_dir, resume=self.resume,
+            progress=self.progress, log=self.log, on_step=getattr(self, "on_step", None),
+        )
+        self.model.eval()
+        self._round_trip_saved_dtype()
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.info.update(
+            history=state.history, best_epoch=state.best_epoch, parameters_total=total,
+            parameters_trainable=trainable, frozen_layers=self.model.frozen_layers,
+            base_model=c.model,
+        )
+
+    def _round_trip_saved_dtype(self) -> None:
+        """Make the in-memory weights exactly what ``save`` will write, so thresholds tuned now
+        and scores recorded now hold for the saved detector too."""
+        import torch
+
+        dtype = getattr(torch, self.config.save_dtype)
+        state = {k: v.to(dtype).to(v.dtype) for k, v in self.model.trainable_state_dict().items()}
+        self.model.load_state_dict(state, strict=False)
+
+    def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
+        import torch
+
+        from valuedetect.encoder.batching import EncodedArguments
+        from valuedetect.encoder.trainer import predict_scores
+
+        if not hasattr(self, "model"):
+            raise InputError("the encoder detector must be fitted or loaded before predicting")
+        model = self._inference_model()
+        with torch.inference_mode():
+            return predict_scores(model, EncodedArguments(self._encode(arguments)), 64, self.pad_id)
+
+    def _inference_model(self) -> Any:
+        if not self.config.quantize:
+            return self.model
+        if getattr(self, "_quantized", None) is None:
+            import torch
+
+            self._quantized = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        return self._quantized
+
+    def _save_weights(self, directory: Path) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        dtype = getattr(torch, self.config.save_dtype)
+        state = {k: v.detach().to(dtype).contiguous() for k, v in self.model.trainable_state_dict().items()}
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp), metadata={"base_model": self.config.model})
+        os.replace(tmp, directory / WEIGHTS_FILE)
+
+    def _load_weights(self, directory: Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        path = directory / WEIGHTS_FILE
+        if not path.exists():
+            raise InputError(f"missing {WEIGHTS_FILE}", directory)
+        self._build()
+        state = load_file(str(path))
+        expected = set(self.model.trainable_state_dict())
+        missing = expected - set(state)
+        if missing:
+            raise InputError(f"{WEIGHTS_FILE} lacks {len(missing)} weights (e.g. {sorted(missing)[0]}); "
+                             f"was it trained from {self.config.model!r} with these settings?", directory)
+        reference = self.model.state_dict()
+        for k, v in state.items():
+            if k not in reference or reference[k].shape != v.shape:
+                raise InputError(f"{WEIGHTS_FILE}: weight {k} does not fit base model {self.config.model!r}", directory)
+        self.model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=False)
+        self.model.eval()

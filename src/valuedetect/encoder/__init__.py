@@ -1,0 +1,1 @@
+"""Fine-tuning pretrained encoders for value detection: model, losses, batching, training."""

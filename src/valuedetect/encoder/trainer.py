@@ -1,0 +1,291 @@
+"""The training loop: accelerate for devices and processes, our own checkpoints for resuming.
+
+``accelerate`` prepares the model, optimiser and data loader, so ``accelerate launch`` runs the
+same loop on several GPUs or processes (batches are split across processes, so the effective
+batch size does not change). Checkpoints are written by us rather than by
+``Accelerator.save_state`` because the optional contrastive pre-training stage uses its own
+optimiser and schedule, and one small file with everything (trainable weights, optimiser,
+scheduler, RNG states, stage, epoch, step, best weights so far, history) is easy to write
+atomically and to reason about.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from valuedetect.encoder.batching import BucketBatchSampler, EncodedArguments, collate
+from valuedetect.encoder.losses import contrastive_loss
+from valuedetect.encoder.model import EncoderClassifier, find_blocks
+from valuedetect.thresholds import best_global
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings the loop needs (a view on the detector's config)."""
+
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    layer_decay: float = 0.9
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    patience: int = 2
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.05
+    contrastive_pretrain_epochs: int = 0
+    contrastive_pretrain_lr: float = 5e-5
+    checkpoint_every: int = 0
+    seed: int = 13
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainState:
+    stage: str = "pretrain"
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_f1: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    epoch_loss: float = 0.0  # running sum of this epoch's losses, so a resumed epoch reports the same
+    history: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+
+
+def param_groups(model: EncoderClassifier, s: TrainSettings, lr: float) -> list[dict[str, Any]]:
+    """Layer-wise learning-rate decay: the top block gets ``lr``, each block below it
+    ``layer_decay`` times the one above, the embeddings the smallest; heads get ``head_lr``."""
+    try:
+        holder, name = find_blocks(model.backbone)
+        blocks = list(getattr(holder, name))
+    except Exception:
+        blocks = []
+    depth: dict[int, int] = {}
+    for i, block in enumerate(blocks):
+        for p in block.parameters():
+            depth[id(p)] = len(blocks) - 1 - i
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for pname, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        group_lr = s.head_lr if pname.startswith("head.") else lr * s.layer_decay ** depth.get(id(p), len(blocks))
+        no_decay = p.ndim < 2 or "LayerNorm" in pname or "layer_norm" in pname
+        key = (group_lr, 0.0 if no_decay else s.weight_decay)
+        groups.setdefault(key, []).append(p)
+    return [{"params": ps, "lr": lr_, "weight_decay": wd} for (lr_, wd), ps in groups.items()]
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, total: int, warmup: float) -> Any:
+    from transformers import get_cosine_schedule_with_warmup
+
+    return get_cosine_schedule_with_warmup(optimizer, round(warmup * total), max(total, 1))
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def make_loader(data: EncodedArguments, sampler: BucketBatchSampler, pad_id: int) -> DataLoader:
+    """A loader with its own generator: a plain DataLoader draws its base seed from the global
+    torch RNG each time it is iterated, which would shift dropout masks after a resume."""
+    return DataLoader(data, batch_sampler=sampler, collate_fn=lambda b: collate(b, pad_id),
+                      generator=torch.Generator().manual_seed(0))
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(path: Path | None, accelerator: Any, model: EncoderClassifier, state: TrainState,
+                     best_weights: dict[str, torch.Tensor] | None, optimizer: Any, scheduler: Any) -> None:
+    """Everything needed to continue exactly here; written by the main process only."""
+    if path is None:
+        return
+    if accelerator.is_main_process:
+        _atomic_torch_save({
+            "weights": model.trainable_state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": _rng_state(),
+            "state": dict(state.__dict__),
+            "best_weights": best_weights,
+        }, path)
+    accelerator.wait_for_everyone()
+
+
+@torch.no_grad()
+def predict_scores(model: EncoderClassifier, data: EncodedArguments, batch_size: int, pad_id: int) -> np.ndarray:
+    """Sigmoid scores in the data's original order (batches sorted by length for speed)."""
+    was_training = model.training
+    model.eval()
+    sampler = BucketBatchSampler(data.lengths(), batch_size, shuffle=False)
+    out = np.zeros((len(data), 0), dtype=np.float32)
+    for batch in make_loader(data, sampler, pad_id):
+        logits, _ = model(batch["attention_mask"], input_ids=batch.get("input_ids"), hidden=batch.get("hidden"))
+        if out.shape[1] == 0:
+            out = np.zeros((len(data), logits.shape[1]), dtype=np.float32)
+        out[batch["index"].numpy()] = torch.sigmoid(logits).float().numpy()
+    model.train(was_training)
+    return out
+
+
+class Interrupted(Exception):
+    """Raised by a step callback to stop training at a step boundary (tests, time budgets)."""
+
+
+def train(
+    model: EncoderClassifier,
+    train_data: EncodedArguments,
+    val_data: EncodedArguments | None,
+    val_labels: np.ndarray | None,
+    s: TrainSettings,
+    pad_id: int,
+    pos_weight: torch.Tensor | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    on_step: Callable[[TrainState], None] | None = None,
+) -> TrainState:
+    """Contrastive pre-training (optional), then classifier training with early stopping on
+    the validation official F1. Leaves the best epoch's weights in ``model``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), split_batches=True)
+    say = log if (log and accelerator.is_main_process) else (lambda _m: None)
+    set_seed(s.seed)
+    state = TrainState(stage="pretrain" if s.contrastive_pretrain_epochs > 0 else "classify")
+    ckpt = checkpoint_dir / "checkpoint.pt" if checkpoint_dir else None
+    best_weights: dict[str, torch.Tensor] | None = None
+    saved: dict[str, Any] | None = None
+    if resume:
+        if ckpt is None or not ckpt.exists():
+            say(f"no checkpoint at {ckpt}; starting from the beginning")
+        else:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+            model.load_state_dict(saved["weights"], strict=False)
+            state = TrainState(**saved["state"])
+            best_weights = saved.get("best_weights")
+            say(f"resuming from {ckpt}: stage {state.stage}, epoch {state.epoch + 1}, "
+                f"step {state.step_in_epoch}")
+    if state.done:
+        if best_weights is not None:
+            model.load_state_dict(best_weights, strict=False)
+        return state
+
+    # The loader is ours, not accelerate's: accelerate's wrapper re-seeds the sampler with its
+    # own iteration count, which breaks resuming inside an epoch. Sharding is done here instead.
+    sampler = BucketBatchSampler(train_data.lengths(), s.batch_size, shuffle=True, seed=s.seed,
+                                 shard=accelerator.process_index, num_shards=accelerator.num_processes)
+    loader = make_loader(train_data, sampler, pad_id)
+    if pos_weight is not None:
+        pos_weight = pos_weight.to(accelerator.device)
+
+    stages = [("pretrain", s.contrastive_pretrain_epochs, s.contrastive_pretrain_lr), ("classify", s.epochs, s.lr)]
+    for stage, epochs, lr in stages:
+        if epochs <= 0 or (stage == "pretrain" and state.stage == "classify"):
+            continue
+        optimizer = torch.optim.AdamW(param_groups(model, s, lr))
+        scheduler = cosine_with_warmup(optimizer, epochs * len(sampler), s.warmup)
+        wrapped, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        if saved is not None and saved["state"]["stage"] == stage:
+            # A checkpoint taken between stages has no optimiser yet: start this stage's afresh.
+            if saved["optimizer"] is not None:
+                optimizer.load_state_dict(saved["optimizer"])
+                scheduler.load_state_dict(saved["scheduler"])
+            _set_rng_state(saved["rng"])
+            saved = None
+        else:
+            state.stage, state.epoch, state.step_in_epoch = stage, 0, 0
+
+        while state.epoch < epochs:
+            sampler.set_epoch(state.epoch, skip=state.step_in_epoch)
+            wrapped.train()
+            for batch in loader:
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                logits, pooled = wrapped(batch["attention_mask"], input_ids=batch.get("input_ids"),
+                                         hidden=batch.get("hidden"))
+                labels = batch["labels"]
+                if stage == "pretrain":
+                    loss = contrastive_loss(pooled, labels, s.contrastive_temperature)
+                else:
+                    loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+                    if s.contrastive_weight > 0:
+                        loss = loss + s.contrastive_weight * contrastive_loss(pooled, labels, s.contrastive_temperature)
+                accelerator.backward(loss)
+                if s.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(wrapped.parameters(), s.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step_in_epoch += 1
+                state.global_step += 1
+                state.epoch_loss += float(loss.detach())
+                if progress and accelerator.is_main_process:
+                    progress(f"{stage} epoch {state.epoch + 1}/{epochs}", state.step_in_epoch, len(sampler))
+                if s.checkpoint_every and state.step_in_epoch % s.checkpoint_every == 0 \
+                        and state.step_in_epoch < len(sampler):
+                    _save_checkpoint(ckpt, accelerator, accelerator.unwrap_model(wrapped), state, best_weights,
+                                     optimizer, scheduler)
+                if on_step:
+                    on_step(state)
+            record: dict[str, Any] = {"stage": stage, "epoch": state.epoch + 1,
+                                      "loss": state.epoch_loss / max(state.step_in_epoch, 1)}
+            state.epoch += 1
+            state.step_in_epoch = 0
+            state.epoch_loss = 0.0
+            stop = False
+            if stage == "classify" and val_data is not None and val_labels is not None:
+                unwrapped = accelerator.unwrap_model(wrapped)
+                scores = predict_scores(unwrapped, val_data, s.batch_size * 4, pad_id)
+                threshold, f1 = best_global(scores, val_labels)
+                record.update(validation_f1=f1, threshold=threshold)
+                if f1 > state.best_f1 + 1e-9:
+                    state.best_f1, state.best_epoch, state.bad_epochs = f1, record["epoch"], 0
+                    best_weights = {k: v.detach().clone() for k, v in unwrapped.trainable_state_dict().items()}
+                else:
+                    state.bad_epochs += 1
+                    stop = state.bad_epochs >= s.patience > 0
+            state.history.append(record)
+            say(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            if stop:
+                say(f"early stop: no better validation F1 for {s.patience} epochs")
+                break
+            _save_checkpoint(ckpt, accelerator, accelerator.unwrap_model(wrapped), state, best_weights,
+                             optimizer, scheduler)
+        if stage == "pretrain":
+            state.stage, state.epoch, state.step_in_epoch = "classify", 0, 0
+            # Between stages: the next stage starts a fresh optimiser, so none is saved.
+            _save_checkpoint(ckpt, accelerator, accelerator.unwrap_model(wrapped), state, best_weights, None, None)
+        model = accelerator.unwrap_model(wrapped)
+        accelerator.free_memory()
+    state.done = True
+    if best_weights is not None:
+        model.load_state_dict(best_weights, strict=False)
+    _save_checkpoint(ckpt, accelerator, model, state, best_weights, None, None)
+    if not math.isfinite(state.best_f1):
+        state.best_f1 = -1.0
+    return state

