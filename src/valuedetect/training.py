@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _is_main_process() -> bool:
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        return True
+    return bool(PartialState().is_main_process)
+
+
 def run_training(
     config: TrainConfig,
     source: str = "config",
@@ -69,6 +78,10 @@ def run_training(
     started = time.time()
     detector.fit(train, validation)
     fit_seconds = time.time() - started
+    if not _is_main_process():
+        # Under `accelerate launch`, every process trains; one writes the outputs.
+        return TrainingResult(detector, score(validation.labels, detector.predict(validation.arguments)),
+                              validation.ids, "worker process", [])
 
     val_scores_raw = detector.predict_proba(validation.arguments)
     val_pred = detector.decide(val_scores_raw)
@@ -114,4 +127,8 @@ def run_training(
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
     })
     written.append(str(output / "results.json"))
+    # A finished run needs no checkpoint (optimizer state is several times the weights).
+    checkpoint = getattr(detector, "checkpoint_dir", None)
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        shutil.rmtree(checkpoint)
     return TrainingResult(detector, val_scores, validation.ids, description, written)

@@ -187,7 +187,7 @@ class EncoderDetector(Detector):
         self.info.update(
             history=state.history, best_epoch=state.best_epoch, parameters_total=total,
             parameters_trainable=trainable, frozen_layers=self.model.frozen_layers,
-            base_model=c.model,
+            base_model=c.model, processes=state.processes,
         )
 
     def _round_trip_saved_dtype(self) -> None:

@@ -63,6 +63,7 @@ class TrainState:
     epoch_loss: float = 0.0  # running sum of this epoch's losses, so a resumed epoch reports the same
     history: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
+    processes: int = 1
 
 
 def param_groups(model: EncoderClassifier, s: TrainSettings, lr: float) -> list[dict[str, Any]]:
@@ -174,10 +175,11 @@ def train(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), split_batches=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     say = log if (log and accelerator.is_main_process) else (lambda _m: None)
     set_seed(s.seed)
-    state = TrainState(stage="pretrain" if s.contrastive_pretrain_epochs > 0 else "classify")
+    state = TrainState(stage="pretrain" if s.contrastive_pretrain_epochs > 0 else "classify",
+                       processes=accelerator.num_processes)
     ckpt = checkpoint_dir / "checkpoint.pt" if checkpoint_dir else None
     best_weights: dict[str, torch.Tensor] | None = None
     saved: dict[str, Any] | None = None
@@ -210,7 +212,9 @@ def train(
             continue
         optimizer = torch.optim.AdamW(param_groups(model, s, lr))
         scheduler = cosine_with_warmup(optimizer, epochs * len(sampler), s.warmup)
-        wrapped, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        # The scheduler stays ours: accelerate's wrapper steps it once per process unless batches
+        # are split by its own loader, which we do not use.
+        wrapped, optimizer = accelerator.prepare(model, optimizer)
         if saved is not None and saved["state"]["stage"] == stage:
             # A checkpoint taken between stages has no optimiser yet: start this stage's afresh.
             if saved["optimizer"] is not None:

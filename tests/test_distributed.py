@@ -1,0 +1,60 @@
+"""`accelerate launch` with 2 CPU processes (gloo) trains the same model as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from tests.tiny_models import tiny_bert
+
+from valuedetect.data import load_split, write_arguments, write_labels
+
+pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
+
+
+def _small_data(folder: Path) -> Path:
+    folder.mkdir()
+    for name, n in (("training", 64), ("validation", 32)):
+        split = load_split(name).subset(range(n))
+        write_arguments(folder / f"arguments-{name}.tsv", split.arguments)
+        write_labels(folder / f"labels-{name}.tsv", split.ids, split.labels)
+    return folder
+
+
+def _train(cmd_prefix: list[str], config: Path, output: Path, data: Path) -> tuple[dict, dict]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [*cmd_prefix, "train", "--config", str(config), "--output", str(output), "--data-dir", str(data)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return load_file(str(output / "trained-weights.safetensors")), json.loads((output / "results.json").read_text())
+
+
+def test_two_processes_match_one(tmp_path: Path) -> None:
+    model = tiny_bert(tmp_path / "model", dropout=0.0)
+    data = _small_data(tmp_path / "data")
+    config = tmp_path / "tiny.toml"
+    # Batches of 8 split 4 + 4 across the processes; dropout off so both runs see the same
+    # computation; float32 weights so the comparison is not blurred by rounding.
+    config.write_text(
+        'method = "encoder"\npredict_test = false\n[detector]\n'
+        f'model = "{model}"\nepochs = 2\nbatch_size = 8\ntrainable_layers = 1\ndropout = 0.0\n'
+        'lr = 1e-3\nhead_lr = 1e-2\npatience = 0\nsave_dtype = "float32"\nthresholds = "global"\n'
+    )
+    single, single_results = _train([sys.executable, "-m", "valuedetect.cli"], config, tmp_path / "one", data)
+    # --multi_gpu is accelerate's torchrun launcher; on a machine without GPUs our
+    # Accelerator(cpu=True) makes it N CPU processes talking over gloo.
+    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "valuedetect.cli"]
+    double, double_results = _train(launch, config, tmp_path / "two", data)
+    assert single_results["info"]["processes"] == 1
+    assert double_results["info"]["processes"] == 2
+    assert single.keys() == double.keys()
+    for key in single:
+        diff = (single[key] - double[key]).abs().max().item()
+        assert diff < 1e-4, f"{key} differs by {diff}"
