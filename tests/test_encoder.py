@@ -243,3 +243,67 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_model_dir, small_s
     for key, value in expected.items():
         assert torch.allclose(got[key], value, atol=1e-6), key
     assert resumed.info["history"] == reference.info["history"]
+
+
+def test_split_refuses_architectures_it_would_get_wrong_and_accepts_distilbert() -> None:
+    from transformers import DistilBertConfig, DistilBertModel, ElectraConfig, ElectraModel
+
+    from valuedetect.errors import ValueDetectError
+
+    torch.manual_seed(0)
+    electra = ElectraModel(ElectraConfig(vocab_size=50, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(ValueDetectError, match="trainable_layers = -1"):
+        EncoderClassifier(electra, 20, frozen_layers=1)
+    EncoderClassifier(electra, 20, frozen_layers=0)  # whole-model fine-tuning still works
+    distil = DistilBertModel(DistilBertConfig(vocab_size=50, dim=32, n_layers=2, n_heads=2, hidden_dim=64))
+    model = EncoderClassifier(distil, 20, frozen_layers=1).eval()
+    ids = torch.randint(5, 50, (3, 7))
+    mask = torch.ones_like(ids)
+    full, _ = model(mask, input_ids=ids)
+    cached, _ = model(mask, hidden=model.bottom(ids, mask))
+    assert torch.allclose(full, cached, atol=1e-5)
+
+
+def test_sharded_batches_are_never_empty_and_cover_each_batch() -> None:
+    lengths = list(range(3, 20))  # 17 arguments
+    shards = [BucketBatchSampler(lengths, batch_size=17, seed=1, shard=r, num_shards=8) for r in range(8)]
+    parts = [next(iter(s)) for s in shards]
+    assert all(parts) and sorted(i for p in parts for i in p) == list(range(17))
+    # A batch smaller than the process count is dropped for every process, and lengths agree.
+    small = [BucketBatchSampler(list(range(10)), batch_size=4, seed=1, shard=r, num_shards=3) for r in range(3)]
+    assert {len(s) for s in small} == {2} and all(len(list(s)) == 2 for s in small)
+
+
+def test_resume_with_other_settings_is_refused(tiny_model_dir, small_splits, tmp_path) -> None:
+    from valuedetect.errors import ValueDetectError
+
+    train, validation = small_splits
+    first = make_detector("encoder", _settings(tiny_model_dir, epochs=2))
+    first.checkpoint_dir = tmp_path / "run"
+
+    def stop(state) -> None:
+        if state.epoch == 1 and state.step_in_epoch == 1:
+            raise Interrupted
+
+    first.on_step = stop
+    with pytest.raises(Interrupted):
+        first.fit(train, validation)
+    other = make_detector("encoder", _settings(tiny_model_dir, epochs=2, lr=5e-4))
+    other.checkpoint_dir = tmp_path / "run"
+    other.resume = True
+    with pytest.raises(ValueDetectError, match="other settings"):
+        other.fit(train, validation)
+
+
+def test_a_broken_saved_detector_gives_a_clear_error(tiny_model_dir, small_splits, tmp_path) -> None:
+    from valuedetect.errors import InputError
+
+    train, validation = small_splits
+    folder = make_detector("encoder", _settings(tiny_model_dir, epochs=1)).fit(train, validation).save(tmp_path / "d")
+    (folder / "trained-weights.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match="trained-weights"):
+        load_detector(folder)
+    (folder / "detector.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match=r"detector\.json"):
+        load_detector(folder)

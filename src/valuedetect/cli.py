@@ -139,16 +139,16 @@ def predict(
     input: Annotated[Path | None, typer.Option("--input", help="Arguments TSV, CSV, JSONL or text lines.")] = None,
     output: Annotated[Path | None, typer.Option(help="Where to write results (run TSV, .csv or .jsonl).")] = None,
     text_column: Annotated[str, typer.Option(help="Text column of CSV/JSONL inputs.")] = "text",
-    batch_size: Annotated[int, typer.Option(help="Arguments per forward pass.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Arguments per progress step.")] = 256,
 ) -> None:
     """Label arguments or free text with a saved detector."""
-    from valuedetect.data import Argument, read_inputs
+    from valuedetect.data import Argument, ensure_writable, read_inputs
     from valuedetect.predicting import default_model_dir, predict_batched, write_predictions
 
     if (texts and input) or (not texts and input is None):
         raise InputError("give texts to label or --input FILE, not both")
-    if output is not None and output.is_dir():
-        raise InputError("is a directory; give a file name for the results", output)
+    if output is not None:
+        ensure_writable(output)  # fail now, not after an hour of predicting
     model_dir = model or default_model_dir()
     detector = _load(model_dir)
     if input is not None:

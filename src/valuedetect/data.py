@@ -154,14 +154,25 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
+def ensure_writable(path: str | Path) -> None:
+    """Fail before any work is done if ``path`` cannot be written (a folder, no permission)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory, cannot write a file there", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the folder for it ({error.strerror})", path) from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError("no permission to write here", path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a file so that readers see the old content or the new one, never half of it.
 
     An existing file keeps its permissions; a new one gets those the umask gives new files."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError("is a directory, cannot write a file there", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_writable(path)
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:

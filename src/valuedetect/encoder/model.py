@@ -23,7 +23,10 @@ class _PassThrough(nn.Module):
     """Stands in for the embeddings: hands the cached hidden states straight to the blocks."""
 
     def forward(self, *args: object, inputs_embeds: torch.Tensor | None = None, **kwargs: object) -> torch.Tensor:
-        assert inputs_embeds is not None
+        if inputs_embeds is None:  # some models pass it positionally (DistilBERT)
+            inputs_embeds = next((a for a in args if isinstance(a, torch.Tensor) and a.dim() == 3), None)
+        if inputs_embeds is None:
+            raise ValueDetectError("the model did not hand cached hidden states to its embeddings")
         return inputs_embeds
 
 
@@ -110,6 +113,8 @@ class EncoderClassifier(nn.Module):
             for block in blocks[frozen_layers:]:
                 for p in block.parameters():
                     p.requires_grad_(True)
+        if frozen_layers > 0:
+            self._check_split()
         # A pooler (BERT's) is computed by the backbone but never used here: keep it out of
         # training, or distributed training would stall on its missing gradients.
         for pname, p in backbone.named_parameters():
@@ -131,6 +136,30 @@ class EncoderClassifier(nn.Module):
         finally:
             holder._modules[name] = blocks
             self.backbone._modules["embeddings"] = embeddings
+
+    @torch.no_grad()
+    def _check_split(self) -> None:
+        """Frozen bottom + cached top must equal the full forward; some architectures apply
+        extra steps between embeddings and blocks (ELECTRA's projection, DeBERTa's conv) that
+        the split would repeat or skip. Refuse those rather than train on a wrong model."""
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            ids = (torch.arange(12).reshape(2, 6) % 7 + 5).long()
+            mask = torch.ones_like(ids)
+            mask[1, 4:] = 0
+            full = self.encode(mask, input_ids=ids)
+            split = self.encode(mask, hidden=self.bottom(ids, mask))
+            ok = full.shape == split.shape and torch.allclose(full, split, atol=1e-4, rtol=1e-3)
+        except (RuntimeError, ValueError, TypeError, AttributeError, ValueDetectError):
+            ok = False
+        finally:
+            self.backbone.train(was_training)
+        if not ok:
+            raise ValueDetectError(
+                f"{type(self.backbone).__name__} cannot be split into a cached frozen bottom and a trained top; "
+                "set trainable_layers = -1 to fine-tune it whole"
+            )
 
     @torch.no_grad()
     def bottom(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

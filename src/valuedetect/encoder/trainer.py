@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from valuedetect.encoder.batching import BucketBatchSampler, EncodedArguments, collate
 from valuedetect.encoder.losses import contrastive_loss
 from valuedetect.encoder.model import EncoderClassifier, find_blocks
+from valuedetect.errors import ValueDetectError
 from valuedetect.thresholds import best_global
 
 
@@ -96,13 +97,29 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total: int, warmup: flo
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fingerprint(model: EncoderClassifier, s: TrainSettings, processes: int) -> str:
+    """What a checkpoint must agree with to be resumed: settings, trained weights, processes."""
+    import hashlib
+    import json
+
+    settings = {k: v for k, v in s.__dict__.items() if k != "checkpoint_every"}
+    shapes = {k: list(v.shape) for k, v in model.trainable_state_dict().items()}
+    blob = json.dumps({"settings": settings, "shapes": shapes, "processes": processes}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def make_loader(data: EncodedArguments, sampler: BucketBatchSampler, pad_id: int) -> DataLoader:
@@ -120,7 +137,8 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def _save_checkpoint(path: Path | None, accelerator: Any, model: EncoderClassifier, state: TrainState,
-                     best_weights: dict[str, torch.Tensor] | None, optimizer: Any, scheduler: Any) -> None:
+                     best_weights: dict[str, torch.Tensor] | None, optimizer: Any, scheduler: Any,
+                     fingerprint: str = "") -> None:
     """Everything needed to continue exactly here; written by the main process only."""
     if path is None:
         return
@@ -129,10 +147,12 @@ def _save_checkpoint(path: Path | None, accelerator: Any, model: EncoderClassifi
             "weights": model.trainable_state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": _rng_state(),
             "state": dict(state.__dict__),
             "best_weights": best_weights,
+            "fingerprint": fingerprint,
         }, path)
+    # Each process has its own random state (dropout masks differ across processes).
+    _atomic_torch_save(_rng_state(), path.with_name(f"rng-{accelerator.process_index}.pt"))
     accelerator.wait_for_everyone()
 
 
@@ -143,11 +163,13 @@ def predict_scores(model: EncoderClassifier, data: EncodedArguments, batch_size:
     model.eval()
     sampler = BucketBatchSampler(data.lengths(), batch_size, shuffle=False)
     out = np.zeros((len(data), 0), dtype=np.float32)
+    device = next(model.parameters()).device
     for batch in make_loader(data, sampler, pad_id):
-        logits, _ = model(batch["attention_mask"], input_ids=batch.get("input_ids"), hidden=batch.get("hidden"))
+        inputs = {k: v.to(device) for k, v in batch.items() if k in ("attention_mask", "input_ids", "hidden")}
+        logits, _ = model(inputs["attention_mask"], input_ids=inputs.get("input_ids"), hidden=inputs.get("hidden"))
         if out.shape[1] == 0:
             out = np.zeros((len(data), logits.shape[1]), dtype=np.float32)
-        out[batch["index"].numpy()] = torch.sigmoid(logits).float().numpy()
+        out[batch["index"].numpy()] = torch.sigmoid(logits).float().cpu().numpy()
     model.train(was_training)
     return out
 
@@ -181,6 +203,7 @@ def train(
     state = TrainState(stage="pretrain" if s.contrastive_pretrain_epochs > 0 else "classify",
                        processes=accelerator.num_processes)
     ckpt = checkpoint_dir / "checkpoint.pt" if checkpoint_dir else None
+    fingerprint = _fingerprint(model, s, accelerator.num_processes)
     best_weights: dict[str, torch.Tensor] | None = None
     saved: dict[str, Any] | None = None
     if resume:
@@ -188,6 +211,12 @@ def train(
             say(f"no checkpoint at {ckpt}; starting from the beginning")
         else:
             saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+            if saved.get("fingerprint") != fingerprint:
+                raise ValueDetectError(
+                    f"{ckpt} was written by a run with other settings, model or process count; "
+                    "resume with the same config, or train into a new --output")
+            rng_file = ckpt.with_name(f"rng-{accelerator.process_index}.pt")
+            saved["rng"] = torch.load(rng_file, weights_only=False) if rng_file.exists() else None
             model.load_state_dict(saved["weights"], strict=False)
             state = TrainState(**saved["state"])
             best_weights = saved.get("best_weights")
@@ -220,7 +249,8 @@ def train(
             if saved["optimizer"] is not None:
                 optimizer.load_state_dict(saved["optimizer"])
                 scheduler.load_state_dict(saved["scheduler"])
-            _set_rng_state(saved["rng"])
+            if saved["rng"] is not None:
+                _set_rng_state(saved["rng"])
             saved = None
         else:
             state.stage, state.epoch, state.step_in_epoch = stage, 0, 0
@@ -234,7 +264,9 @@ def train(
                                          hidden=batch.get("hidden"))
                 labels = batch["labels"]
                 if stage == "pretrain":
-                    loss = contrastive_loss(pooled, labels, s.contrastive_temperature)
+                    # The zero term keeps the heads in the graph: distributed training expects a
+                    # gradient for every trainable parameter in every step.
+                    loss = contrastive_loss(pooled, labels, s.contrastive_temperature) + 0.0 * logits.sum()
                 else:
                     loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
                     if s.contrastive_weight > 0:
@@ -253,7 +285,7 @@ def train(
                 if s.checkpoint_every and state.step_in_epoch % s.checkpoint_every == 0 \
                         and state.step_in_epoch < len(sampler):
                     _save_checkpoint(ckpt, accelerator, accelerator.unwrap_model(wrapped), state, best_weights,
-                                     optimizer, scheduler)
+                                     optimizer, scheduler, fingerprint)
                 if on_step:
                     on_step(state)
             record: dict[str, Any] = {"stage": stage, "epoch": state.epoch + 1,
@@ -279,17 +311,18 @@ def train(
                 say(f"early stop: no better validation F1 for {s.patience} epochs")
                 break
             _save_checkpoint(ckpt, accelerator, accelerator.unwrap_model(wrapped), state, best_weights,
-                             optimizer, scheduler)
+                             optimizer, scheduler, fingerprint)
         if stage == "pretrain":
             state.stage, state.epoch, state.step_in_epoch = "classify", 0, 0
             # Between stages: the next stage starts a fresh optimiser, so none is saved.
-            _save_checkpoint(ckpt, accelerator, accelerator.unwrap_model(wrapped), state, best_weights, None, None)
+            _save_checkpoint(ckpt, accelerator, accelerator.unwrap_model(wrapped), state, best_weights, None, None,
+                             fingerprint)
         model = accelerator.unwrap_model(wrapped)
         accelerator.free_memory()
     state.done = True
     if best_weights is not None:
         model.load_state_dict(best_weights, strict=False)
-    _save_checkpoint(ckpt, accelerator, model, state, best_weights, None, None)
+    _save_checkpoint(ckpt, accelerator, model, state, best_weights, None, None, fingerprint)
     if not math.isfinite(state.best_f1):
         state.best_f1 = -1.0
     return state

@@ -1,0 +1,65 @@
+"""End to end on the real MiniLM weights: the detector that ships with the package."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from valuedetect.cli import app
+from valuedetect.data import load_split
+from valuedetect.detectors import load_detector
+from valuedetect.metrics import score
+from valuedetect.predicting import shipped_model_dir
+from valuedetect.taxonomy import CATEGORY_NAMES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_detector(shipped_model_dir())
+
+
+def test_shipped_detector_is_small() -> None:
+    total = sum(p.stat().st_size for p in shipped_model_dir().iterdir() if p.is_file())
+    assert total < 10 * 1024 * 1024
+
+
+def test_shipped_detector_reproduces_its_recorded_validation_f1(shipped) -> None:
+    validation = load_split("validation")
+    recorded = json.loads((shipped_model_dir() / "results.json").read_text())["validation"]["f1"]
+    assert shipped.info["validation_f1"] == pytest.approx(recorded, abs=1e-9)
+    f1 = score(validation.labels, shipped.predict(validation.arguments)).f1
+    assert f1 == pytest.approx(recorded, abs=5e-4)
+    assert f1 > 0.45  # far above the TF-IDF baseline (0.39) and the all-ones baseline (0.29)
+
+
+def test_shipped_detector_finds_obvious_values(shipped) -> None:
+    from valuedetect.data import Argument
+
+    texts = {
+        "Universalism: nature": "We must stop burning coal because it destroys forests, rivers and the climate.",
+        "Security: personal": "Fast food should be banned because it ruins people's health.",
+    }
+    for category, text in texts.items():
+        scores = shipped.predict_proba([Argument(id="x", premise=text)])[0]
+        top3 = [CATEGORY_NAMES[j] for j in np.argsort(-scores)[:3]]
+        assert category in top3, (category, top3)
+
+
+def test_predict_cli_uses_the_shipped_detector_by_default(tmp_path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", "Animals and forests need protection from pollution."])
+    assert result.exit_code == 0, result.output
+    assert "Universalism: nature" in result.output
+    inputs = tmp_path / "texts.txt"
+    inputs.write_text("Taxes on the rich fund schools for everyone.\nReligion keeps our traditions alive.\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["predict", "--input", str(inputs), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and set(rows[0]["probabilities"]) == set(CATEGORY_NAMES)
+    assert "Tradition" in rows[1]["detected"]
