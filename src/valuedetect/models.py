@@ -87,11 +87,11 @@ def _mpnet() -> str:
 
 
 def _model_root(folder: Path) -> Path:
-    """The folder that holds config.json (zips often nest one level)."""
-    if (folder / "config.json").exists():
-        return folder
-    for config in sorted(folder.rglob("config.json")):
-        return config.parent
+    """The folder with the model's config and weights (zips often nest a level, and
+    sentence-transformers folders hold other config.json files, e.g. 1_Pooling/)."""
+    for config in sorted(folder.rglob("config.json"), key=lambda p: len(p.parts)):
+        if any((config.parent / name).exists() for name in ("model.safetensors", "pytorch_model.bin")):
+            return config.parent
     return folder
 
 
