@@ -42,11 +42,14 @@ def worker_ours(args: argparse.Namespace) -> dict:
     from valuedetect.detectors import make_detector
     from valuedetect.metrics import score
 
+    import tomllib
+
     train, validation = load_split("training"), load_split("validation")
-    detector = make_detector("encoder", {
-        "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-        "max_length": args.max_length, "thresholds": "global", "patience": 0,
-    })
+    # The shipped default settings, with the benchmark's shared ones on top.
+    settings = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "default.toml").read_text())["detector"]
+    settings.update({"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+                     "max_length": args.max_length, "thresholds": "global", "patience": 0})
+    detector = make_detector("encoder", settings)
     start = time.perf_counter()
     detector.fit(train, validation)
     train_seconds = time.perf_counter() - start

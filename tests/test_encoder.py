@@ -207,7 +207,8 @@ def test_detector_fits_saves_and_loads_identically(tiny_model_dir, small_splits,
 def test_contrastive_pretraining_and_extra_loss_run(tiny_model_dir, small_splits) -> None:
     train, validation = small_splits
     detector = make_detector("encoder", _settings(
-        tiny_model_dir, contrastive_weight=0.5, contrastive_pretrain_epochs=1, epochs=1, head_hidden=8))
+        tiny_model_dir, contrastive_weight=0.5, contrastive_pretrain_epochs=1, epochs=1, heads="multiple",
+        head_hidden=8))
     detector.fit(train, validation)
     stages = [h["stage"] for h in detector.info["history"]]
     assert stages == ["pretrain", "classify"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,3 +64,31 @@ def test_predict_cli_uses_the_shipped_detector_by_default(tmp_path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and set(rows[0]["probabilities"]) == set(CATEGORY_NAMES)
     assert "Tradition" in rows[1]["detected"]
+
+
+def test_main_job_config_trains_real_minilm_end_to_end(tmp_path) -> None:
+    """The default config, cut to one epoch on a small data folder: what users run, quickly."""
+    from valuedetect.data import write_arguments, write_labels
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n in (("training", 160), ("validation", 96), ("test", 32)):
+        split = load_split("validation" if name == "test" else name).subset(range(n))
+        write_arguments(data / f"arguments-{name}.tsv", split.arguments)
+        if name != "test":
+            write_labels(data / f"labels-{name}.tsv", split.ids, split.labels)
+    config = tmp_path / "default-1-epoch.toml"
+    source = (Path(__file__).resolve().parents[1] / "configs" / "default.toml").read_text()
+    assert "epochs = 4" in source
+    config.write_text(source.replace("epochs = 4", "epochs = 1"))
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--output", str(tmp_path / "out"),
+                                      "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "official" in result.output
+    for name in ("detector.json", "trained-weights.safetensors", "validation-run.tsv", "test-run.tsv",
+                 "results.json"):
+        assert (tmp_path / "out" / name).exists(), name
+    assert not (tmp_path / "out" / "checkpoint").exists()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["split"] == "validation" and 0.0 < results["validation"]["f1"] <= 1.0
+    assert results["info"]["base_model"] == "minilm"

@@ -33,14 +33,14 @@ class EncoderConfig(DetectorConfig):
     template: str = "plain"
     max_length: int = 128
     pooling: str = "mean"  # mean | cls
-    heads: str = "multiple"  # single | multiple
+    heads: str = "single"  # single | multiple
     head_hidden: int = 0  # hidden units of each binary head (multiple heads only); 0: linear
     dropout: float = 0.1
     trainable_layers: int = 2  # top blocks that train; -1 (or the number of blocks): the whole model
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 32
-    lr: float = 1e-4
-    head_lr: float = 1e-3
+    lr: float = 3e-4
+    head_lr: float = 3e-3
     layer_decay: float = 0.9
     weight_decay: float = 0.01
     warmup: float = 0.1
@@ -228,6 +228,9 @@ class EncoderDetector(Detector):
         state = {k: v.detach().to(dtype).contiguous() for k, v in self.model.trainable_state_dict().items()}
         tmp = directory / (WEIGHTS_FILE + ".tmp")
         save_file(state, str(tmp), metadata={"base_model": self.config.model})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates owner-only files
         os.replace(tmp, directory / WEIGHTS_FILE)
 
     def _load_weights(self, directory: Path) -> None:
