@@ -36,13 +36,13 @@ def _texts(split) -> list[str]:
 
 
 def worker_ours(args: argparse.Namespace) -> dict:
+    import tomllib
+
     import torch
 
     from valuedetect.data import load_split
     from valuedetect.detectors import make_detector
     from valuedetect.metrics import score
-
-    import tomllib
 
     train, validation = load_split("training"), load_split("validation")
     # The shipped default settings, with the benchmark's shared ones on top.
@@ -109,7 +109,7 @@ def worker_hf(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         training_args = TrainingArguments(
             output_dir=tmp, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=64, learning_rate=5e-5, warmup_ratio=0.1, lr_scheduler_type="cosine",
+            per_device_eval_batch_size=64, learning_rate=5e-5, warmup_steps=0.1, lr_scheduler_type="cosine",
             save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[], use_cpu=True,
             seed=13, dataloader_num_workers=0,
         )

@@ -69,13 +69,13 @@ def run_training(
                          "continue an interrupted run there", output)
     if finished and resume and not (output / "checkpoint").exists():
         raise InputError("holds a finished run: there is nothing to resume", output)
+    detector = make_detector(config.method, config.detector, source)  # a bad config fails before any write
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"cannot create the output folder ({error.strerror})", output) from None
     if not os.access(output, os.W_OK):
         raise InputError("no permission to write in the output folder", output)
-    detector = make_detector(config.method, config.detector, source)
     detector.progress = progress
     detector.checkpoint_dir = output / "checkpoint"
     detector.resume = resume
