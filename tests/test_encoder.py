@@ -15,7 +15,8 @@ from valuedetect.detectors import load_detector, make_detector
 from valuedetect.encoder.batching import BucketBatchSampler, EncodedArguments, collate
 from valuedetect.encoder.losses import contrastive_loss, positive_weights
 from valuedetect.encoder.model import EncoderClassifier, MultipleHeads
-from valuedetect.encoder.trainer import Interrupted, TrainSettings, param_groups
+from valuedetect.encoder.settings import TrainSettings
+from valuedetect.encoder.trainer import Interrupted, param_groups
 
 
 @pytest.fixture(scope="module")

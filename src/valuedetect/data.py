@@ -190,6 +190,17 @@ def atomic_write_json(path: str | Path, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def _new_id(raw: str, first_line: dict[str, int], path: str | Path, number: int) -> str:
+    """A row's Argument ID, checked to be non-empty and not seen before in this file."""
+    arg_id = raw.strip()
+    if not arg_id:
+        raise InputError("empty Argument ID", path, number)
+    if arg_id in first_line:
+        raise InputError(f"duplicate Argument ID {arg_id!r} (first seen on line {first_line[arg_id]})", path, number)
+    first_line[arg_id] = number
+    return arg_id
+
+
 # ----------------------------------------------------------------------------- arguments
 
 
@@ -200,16 +211,7 @@ def read_arguments(path: str | Path) -> list[Argument]:
     arguments: list[Argument] = []
     first_line: dict[str, int] = {}
     for number, fields in rows:
-        arg_id = fields[col[ID_COLUMN]].strip()
-        if not arg_id:
-            raise InputError("empty Argument ID", path, number)
-        if arg_id in first_line:
-            raise InputError(
-                f"duplicate Argument ID {arg_id!r} (first seen on line {first_line[arg_id]})",
-                path,
-                number,
-            )
-        first_line[arg_id] = number
+        arg_id = _new_id(fields[col[ID_COLUMN]], first_line, path, number)
         stance_raw = fields[col["Stance"]]
         stance = _STANCE_ALIASES.get(stance_raw.strip().lower())
         if stance is None:
@@ -270,16 +272,7 @@ def read_labels(path: str | Path, level: int | None = None) -> tuple[list[str], 
     first_line: dict[str, int] = {}
     matrix = np.zeros((len(rows), len(names)), dtype=np.int8)
     for r, (number, fields) in enumerate(rows):
-        arg_id = fields[id_col].strip()
-        if not arg_id:
-            raise InputError("empty Argument ID", path, number)
-        if arg_id in first_line:
-            raise InputError(
-                f"duplicate Argument ID {arg_id!r} (first seen on line {first_line[arg_id]})",
-                path,
-                number,
-            )
-        first_line[arg_id] = number
+        arg_id = _new_id(fields[id_col], first_line, path, number)
         ids.append(arg_id)
         for c, col in enumerate(order):
             value = fields[col].strip()

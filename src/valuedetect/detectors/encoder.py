@@ -20,6 +20,7 @@ import numpy as np
 
 from valuedetect.data import Argument, Split
 from valuedetect.detectors.base import Detector, DetectorConfig
+from valuedetect.encoder.settings import TrainSettings
 from valuedetect.errors import InputError, ValueDetectError
 from valuedetect.taxonomy import NUM_CATEGORIES
 from valuedetect.templates import input_template
@@ -28,7 +29,9 @@ WEIGHTS_FILE = "trained-weights.safetensors"
 
 
 @dataclass
-class EncoderConfig(DetectorConfig):
+class EncoderConfig(DetectorConfig, TrainSettings):
+    """Model and input settings; the optimisation settings come from TrainSettings."""
+
     model: str = "minilm"
     template: str = "plain"
     max_length: int = 128
@@ -37,21 +40,7 @@ class EncoderConfig(DetectorConfig):
     head_hidden: int = 0  # hidden units of each binary head (multiple heads only); 0: linear
     dropout: float = 0.1
     trainable_layers: int = 2  # top blocks that train; -1 (or the number of blocks): the whole model
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 3e-4
-    head_lr: float = 3e-3
-    layer_decay: float = 0.9
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    max_grad_norm: float = 1.0
-    patience: int = 2
     pos_weight: str = "none"  # none | sqrt | balanced
-    contrastive_weight: float = 0.0  # lambda of the contrastive term added to BCE
-    contrastive_temperature: float = 0.05
-    contrastive_pretrain_epochs: int = 0  # > 0: a contrastive-only stage before the heads train
-    contrastive_pretrain_lr: float = 5e-5
-    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: per epoch only)
     save_dtype: str = "float16"  # float16 halves the saved size; scores change < 1e-3
     threads: int = 0  # torch intra-op threads; 0: all cores
     quantize: bool = False  # int8 dynamic quantization of linear layers for CPU inference
@@ -159,7 +148,6 @@ class EncoderDetector(Detector):
 
         from valuedetect.encoder.batching import EncodedArguments
         from valuedetect.encoder.losses import positive_weights
-        from valuedetect.encoder.trainer import TrainSettings
         from valuedetect.encoder.trainer import train as run_loop
 
         assert train.labels is not None

@@ -27,29 +27,9 @@ from torch.utils.data import DataLoader
 from valuedetect.encoder.batching import BucketBatchSampler, EncodedArguments, collate
 from valuedetect.encoder.losses import contrastive_loss
 from valuedetect.encoder.model import EncoderClassifier, find_blocks
+from valuedetect.encoder.settings import TrainSettings
 from valuedetect.errors import ValueDetectError
 from valuedetect.thresholds import best_global
-
-
-@dataclass
-class TrainSettings:
-    """Optimisation settings the loop needs (a view on the detector's config)."""
-
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 1e-4
-    head_lr: float = 1e-3
-    layer_decay: float = 0.9
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    patience: int = 2
-    contrastive_weight: float = 0.0
-    contrastive_temperature: float = 0.05
-    contrastive_pretrain_epochs: int = 0
-    contrastive_pretrain_lr: float = 5e-5
-    checkpoint_every: int = 0
-    seed: int = 13
-    max_grad_norm: float = 1.0
 
 
 @dataclass
