@@ -90,7 +90,8 @@ def run_training(
     fit_seconds = time.time() - started
     if not _is_main_process():
         # Under `accelerate launch`, every process trains; one writes the outputs.
-        return TrainingResult(detector, score(validation.labels, detector.predict(validation.arguments)),
+        assert detector.validation_scores is not None
+        return TrainingResult(detector, score(validation.labels, detector.decide(detector.validation_scores)),
                               validation.ids, "worker process", [])
 
     val_scores_raw = detector.validation_scores

@@ -123,8 +123,6 @@ class EncoderDetector(Detector):
 
     def _cache_bottom(self, input_ids: list[list[int]], label: str) -> list[Any]:
         """Frozen-bottom hidden states per argument, unpadded, computed once."""
-        import torch
-
         from valuedetect.encoder.batching import BucketBatchSampler, EncodedArguments, collate
 
         data = EncodedArguments(input_ids)
@@ -139,7 +137,6 @@ class EncoderDetector(Detector):
             done += len(indices)
             if self.progress:
                 self.progress(f"frozen layers ({label})", done, len(data))
-        del torch
         return hidden
 
     # -- the Detector interface ----------------------------------------------------------------
