@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file
 from tests.tiny_models import tiny_bert
 
 from valuedetect.data import load_split, write_arguments, write_labels
-
-pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
 
 
 def _small_data(folder: Path) -> Path:
@@ -49,8 +45,9 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     single, single_results = _train([sys.executable, "-m", "valuedetect.cli"], config, tmp_path / "one", data)
     # --multi_gpu is accelerate's torchrun launcher; on a machine without GPUs our
     # Accelerator(cpu=True) makes it N CPU processes talking over gloo.
-    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "valuedetect.cli"]
+    # `python -m accelerate.commands.launch` is `accelerate launch` without relying on PATH.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "valuedetect.cli"]
     double, double_results = _train(launch, config, tmp_path / "two", data)
     assert single_results["info"]["processes"] == 1
     assert double_results["info"]["processes"] == 2
