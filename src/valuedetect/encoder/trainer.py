@@ -119,7 +119,9 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 def _save_checkpoint(path: Path | None, accelerator: Any, model: EncoderClassifier, state: TrainState,
                      best_weights: dict[str, torch.Tensor] | None, optimizer: Any, scheduler: Any,
                      fingerprint: str = "") -> None:
-    """Everything needed to continue exactly here; written by the main process only."""
+    """Everything needed to continue exactly here, in one atomically replaced file, so a kill
+    at any moment leaves either the previous checkpoint or this one, never a mix. Other
+    processes' random states go to files of their own, stamped with the step."""
     if path is None:
         return
     if accelerator.is_main_process:
@@ -130,9 +132,11 @@ def _save_checkpoint(path: Path | None, accelerator: Any, model: EncoderClassifi
             "state": dict(state.__dict__),
             "best_weights": best_weights,
             "fingerprint": fingerprint,
+            "rng": _rng_state(),
         }, path)
-    # Each process has its own random state (dropout masks differ across processes).
-    _atomic_torch_save(_rng_state(), path.with_name(f"rng-{accelerator.process_index}.pt"))
+    else:
+        _atomic_torch_save({"step": state.global_step, "rng": _rng_state()},
+                           path.with_name(f"rng-{accelerator.process_index}.pt"))
     accelerator.wait_for_everyone()
 
 
@@ -195,8 +199,11 @@ def train(
                 raise ValueDetectError(
                     f"{ckpt} was written by a run with other settings, model or process count; "
                     "resume with the same config, or train into a new --output")
-            rng_file = ckpt.with_name(f"rng-{accelerator.process_index}.pt")
-            saved["rng"] = torch.load(rng_file, weights_only=False) if rng_file.exists() else None
+            if not accelerator.is_main_process:
+                rng_file = ckpt.with_name(f"rng-{accelerator.process_index}.pt")
+                mine = torch.load(rng_file, weights_only=False) if rng_file.exists() else None
+                step_matches = mine is not None and mine["step"] == saved["state"]["global_step"]
+                saved["rng"] = mine["rng"] if step_matches else None
             model.load_state_dict(saved["weights"], strict=False)
             state = TrainState(**saved["state"])
             best_weights = saved.get("best_weights")
