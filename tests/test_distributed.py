@@ -9,18 +9,7 @@ import sys
 from pathlib import Path
 
 from safetensors.torch import load_file
-from tests.tiny_models import tiny_bert
-
-from valuedetect.data import load_split, write_arguments, write_labels
-
-
-def _small_data(folder: Path) -> Path:
-    folder.mkdir()
-    for name, n in (("training", 64), ("validation", 32)):
-        split = load_split(name).subset(range(n))
-        write_arguments(folder / f"arguments-{name}.tsv", split.arguments)
-        write_labels(folder / f"labels-{name}.tsv", split.ids, split.labels)
-    return folder
+from tests.tiny_models import small_data_dir, tiny_bert
 
 
 def _train(cmd_prefix: list[str], config: Path, output: Path, data: Path) -> tuple[dict, dict]:
@@ -33,7 +22,7 @@ def _train(cmd_prefix: list[str], config: Path, output: Path, data: Path) -> tup
 
 def test_two_processes_match_one(tmp_path: Path) -> None:
     model = tiny_bert(tmp_path / "model", dropout=0.0)
-    data = _small_data(tmp_path / "data")
+    data = small_data_dir(tmp_path / "data", training=64, validation=32)
     config = tmp_path / "tiny.toml"
     # Batches of 8 split 4 + 4 across the processes; dropout off so both runs see the same
     # computation; float32 weights so the comparison is not blurred by rounding.

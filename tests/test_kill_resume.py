@@ -11,18 +11,7 @@ import time
 from pathlib import Path
 
 from safetensors.torch import load_file
-from tests.tiny_models import tiny_bert
-
-from valuedetect.data import load_split, write_arguments, write_labels
-
-
-def _data(folder: Path) -> Path:
-    folder.mkdir()
-    for name, n in (("training", 400), ("validation", 64)):
-        split = load_split(name).subset(range(n))
-        write_arguments(folder / f"arguments-{name}.tsv", split.arguments)
-        write_labels(folder / f"labels-{name}.tsv", split.ids, split.labels)
-    return folder
+from tests.tiny_models import small_data_dir, tiny_bert
 
 
 def _cmd(config: Path, output: Path, data: Path, *extra: str) -> list[str]:
@@ -32,7 +21,7 @@ def _cmd(config: Path, output: Path, data: Path, *extra: str) -> list[str]:
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     model = tiny_bert(tmp_path / "model")
-    data = _data(tmp_path / "data")
+    data = small_data_dir(tmp_path / "data", training=400, validation=64)
     config = tmp_path / "tiny.toml"
     config.write_text(
         'method = "encoder"\npredict_test = false\n[detector]\n'

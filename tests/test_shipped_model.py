@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.tiny_models import small_data_dir
 from typer.testing import CliRunner
 
 from valuedetect.cli import app
@@ -68,15 +69,7 @@ def test_predict_cli_uses_the_shipped_detector_by_default(tmp_path) -> None:
 
 def test_main_job_config_trains_real_minilm_end_to_end(tmp_path) -> None:
     """The default config, cut to one epoch on a small data folder: what users run, quickly."""
-    from valuedetect.data import write_arguments, write_labels
-
-    data = tmp_path / "data"
-    data.mkdir()
-    for name, n in (("training", 160), ("validation", 96), ("test", 32)):
-        split = load_split("validation" if name == "test" else name).subset(range(n))
-        write_arguments(data / f"arguments-{name}.tsv", split.arguments)
-        if name != "test":
-            write_labels(data / f"labels-{name}.tsv", split.ids, split.labels)
+    data = small_data_dir(tmp_path / "data", training=160, validation=96, test=32)
     config = tmp_path / "default-1-epoch.toml"
     source = (Path(__file__).resolve().parents[1] / "configs" / "default.toml").read_text()
     assert "epochs = 4" in source

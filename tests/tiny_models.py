@@ -1,4 +1,5 @@
-"""Tiny randomly initialised encoders saved as local model folders: milliseconds, no downloads."""
+"""Tiny randomly initialised encoders saved as local model folders, and small data folders cut
+from the shipped dataset: milliseconds, no downloads."""
 
 from __future__ import annotations
 
@@ -108,3 +109,19 @@ def tiny_mpnet_backbone(layers: int = 2, hidden: int = 32) -> torch.nn.Module:
         max_position_embeddings=130,
     )
     return MPNetModel(config)
+
+
+def small_data_dir(folder: Path, training: int, validation: int, test: int = 0) -> Path:
+    """A dataset folder with the first arguments of each split (test ones, unlabelled, are cut
+    from validation, since the shipped test split has no labels anyway)."""
+    from valuedetect.data import load_split, write_arguments, write_labels
+
+    folder.mkdir(parents=True)
+    for name, n in (("training", training), ("validation", validation), ("test", test)):
+        if n == 0:
+            continue
+        split = load_split("validation" if name == "test" else name).subset(range(n))
+        write_arguments(folder / f"arguments-{name}.tsv", split.arguments)
+        if name != "test":
+            write_labels(folder / f"labels-{name}.tsv", split.ids, split.labels)
+    return folder
