@@ -236,6 +236,38 @@ def compare(
 
 @app.command()
 @user_errors
+def serve(
+    model: Annotated[Path | None, typer.Option(help="Saved detector folder (default: the shipped one).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    max_arguments: Annotated[int, typer.Option(min=1, help="Arguments per /v1/predict request.")] = 256,
+    max_chars: Annotated[int, typer.Option(min=1, help="Characters per argument.")] = 5_000,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Bytes per JSON request body.")] = 1_000_000,
+    max_upload_bytes: Annotated[int, typer.Option(min=1, help="Bytes per uploaded file.")] = 20_000_000,
+    batching: Annotated[bool, typer.Option(help="Merge concurrent requests into shared forward passes.")] = True,
+    batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a request waits for others to join.")] = 5.0,
+) -> None:
+    """Serve the HTTP API (/docs) and the web page (/) for a detector.
+
+    Set VALUEDETECT_API_KEY in the environment to require 'Authorization: Bearer <key>'.
+    """
+    from valuedetect.serve import ServeSettings
+    from valuedetect.serve import serve as run_server
+
+    model_dir = model
+    if model_dir is not None and not (model_dir / "detector.json").exists():
+        raise InputError("not a saved detector (no detector.json)", model_dir)
+    settings = ServeSettings(
+        model_dir=model_dir, max_arguments=max_arguments, max_chars=max_chars, max_body_bytes=max_body_bytes,
+        max_upload_bytes=max_upload_bytes, batching=batching, batch_wait_ms=batch_wait_ms,
+    )
+    key_note = "an API key is required" if settings.api_key else "no API key (set VALUEDETECT_API_KEY to require one)"
+    err_console.print(f"serving on http://{host}:{port}/ (API docs at /docs); {key_note}")
+    run_server(settings, host=host, port=port)
+
+
+@app.command()
+@user_errors
 def data(
     data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (default: the shipped copy).")] = None,
 ) -> None:

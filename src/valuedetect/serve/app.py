@@ -1,0 +1,346 @@
+"""The FastAPI application: loads one detector and answers predictions, explanations and
+pyvalues' remote-classifier calls; serves the offline web page at ``/``."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from valuedetect import __version__
+from valuedetect.detectors import load_detector
+from valuedetect.detectors.base import Detector
+from valuedetect.errors import InputError
+from valuedetect.explain import explain
+from valuedetect.predicting import default_model_dir
+from valuedetect.serve.jobs import RESULT_FORMATS, JobStore, parse_upload
+from valuedetect.serve.limits import APIError, BodySizeLimit
+from valuedetect.serve.runner import ModelRunner
+from valuedetect.serve.schemas import (
+    ArgumentIn,
+    ArgumentResult,
+    CategoryExplanationOut,
+    CategoryInfo,
+    ErrorResponse,
+    ExplainRequest,
+    ExplainResponse,
+    Health,
+    JobOut,
+    ModelInfo,
+    PredictRequest,
+    PredictResponse,
+    PyvaluesDocument,
+    PyvaluesResponse,
+    WordOut,
+)
+from valuedetect.serve.settings import ServeSettings
+from valuedetect.taxonomy import CATEGORY_NAMES, TAXONOMY_VERSION, categories
+from valuedetect.value_systems import calibrate, to_system
+
+STATIC = resources.files("valuedetect") / "serve" / "static"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key (when the server requires one)."},
+    413: {"model": ErrorResponse, "description": "A size limit was exceeded; `error.limit` names it."},
+    422: {"model": ErrorResponse, "description": "Malformed JSON or invalid fields; `error.fields` names them."},
+}
+
+
+class ServedModel:
+    """The loaded detector and what the API reports about it."""
+
+    def __init__(self, detector: Detector, name: str):
+        self.detector = detector
+        self.name = name
+        if detector.thresholds is not None:
+            self.thresholds = np.asarray(detector.thresholds.values, dtype=np.float64)
+        else:
+            self.thresholds = np.full(len(CATEGORY_NAMES), detector.config.fixed_threshold)
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        return self.detector.decide(scores)
+
+
+def load_served_model(model_dir: Path | None) -> ServedModel:
+    directory = Path(model_dir) if model_dir is not None else default_model_dir()
+    return ServedModel(load_detector(directory), directory.resolve().name)
+
+
+def create_app(settings: ServeSettings | None = None, model: ServedModel | None = None) -> FastAPI:
+    """Build the app; the detector is loaded here, once, not per request."""
+    settings = settings or ServeSettings()
+    model = model or load_served_model(settings.model_dir)
+    runner = ModelRunner(model.detector.predict_proba, batching=settings.batching,
+                         max_arguments=settings.batch_max_arguments, wait_ms=settings.batch_wait_ms)
+    jobs = JobStore(settings.max_jobs_kept)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runner.start()
+        try:
+            yield
+        finally:
+            await runner.stop()
+            jobs.close()
+
+    app = FastAPI(
+        title="valuedetect",
+        version=__version__,
+        summary="Which of the 20 Touche23-ValueEval value categories does an argument appeal to?",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.model, app.state.runner, app.state.jobs = settings, model, runner, jobs
+    app.add_middleware(
+        BodySizeLimit,
+        limit_for=lambda path: (settings.max_upload_bytes, "max_upload_bytes") if path == "/v1/jobs"
+        else (settings.max_body_bytes, "max_body_bytes"),
+    )
+    _install_error_handlers(app)
+    require_key = _key_check(settings)
+
+    # ------------------------------------------------------------------ helpers
+    def check_sizes(arguments: list[ArgumentIn], where: str) -> None:
+        if len(arguments) > settings.max_arguments:
+            raise APIError(413, "too_many_arguments",
+                           f"{len(arguments)} {where} in one request; at most {settings.max_arguments}",
+                           "max_arguments")
+        for i, argument in enumerate(arguments):
+            if argument.characters > settings.max_chars:
+                raise APIError(413, "argument_too_long",
+                               f"{where}[{i}] has {argument.characters} characters; at most {settings.max_chars}",
+                               "max_chars")
+
+    def result(argument_id: str, scores: np.ndarray, decisions: np.ndarray) -> ArgumentResult:
+        return ArgumentResult(
+            id=argument_id,
+            detected=[c for c, d in zip(CATEGORY_NAMES, decisions, strict=True) if d],
+            probabilities={c: float(p) for c, p in zip(CATEGORY_NAMES, scores, strict=True)},
+            level1=None,
+        )
+
+    # ------------------------------------------------------------------ endpoints
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        return Health(status="ok", model=model.name)
+
+    @app.get("/v1/model", response_model=ModelInfo, tags=["service"], responses={401: _ERRORS[401]},
+             dependencies=[Depends(require_key)])
+    def model_info() -> ModelInfo:
+        info = model.detector.info or {}
+        thresholds = model.detector.thresholds
+        return ModelInfo(
+            name=model.name,
+            type=model.detector.type_name,
+            base_model=info.get("base_model") or getattr(model.detector.config, "model", None),
+            threshold_mode=thresholds.mode if thresholds is not None else None,
+            validation_f1=info.get("validation_f1"),
+            parameters_total=info.get("parameters_total"),
+            parameters_trainable=info.get("parameters_trainable"),
+            taxonomy_version=TAXONOMY_VERSION,
+            valuedetect_version=__version__,
+            categories=[CategoryInfo(name=c.name, group=c.group, description=c.description,
+                                     threshold=float(model.thresholds[c.index])) for c in categories()],
+            limits={k: getattr(settings, k) for k in ("max_body_bytes", "max_arguments", "max_chars",
+                                                      "max_upload_bytes", "max_upload_arguments")},
+        )
+
+    @app.post("/v1/predict", response_model=PredictResponse, tags=["values"], responses=_ERRORS,
+              dependencies=[Depends(require_key)])
+    async def predict(request: PredictRequest) -> PredictResponse:
+        """Probabilities and decisions for each argument (20 categories, official order)."""
+        check_sizes(request.arguments, "arguments")
+        arguments = [a.to_argument(i) for i, a in enumerate(request.arguments)]
+        scores = await runner.predict(arguments)
+        decisions = model.decide(scores)
+        return PredictResponse(
+            model=model.name,
+            results=[result(a.id, s, d) for a, s, d in zip(arguments, scores, decisions, strict=True)],
+        )
+
+    @app.post("/v1/explain", response_model=ExplainResponse, tags=["values"], responses=_ERRORS,
+              dependencies=[Depends(require_key)])
+    async def explain_argument(request: ExplainRequest) -> ExplainResponse:
+        """Which words raise each category's probability most (leave-one-word-out occlusion)."""
+        check_sizes([request.argument], "argument")
+        argument = request.argument.to_argument(0)
+        full = await runner.predict([argument])
+        decisions = model.decide(full)[0]
+        detected = [c for c, d in zip(CATEGORY_NAMES, decisions, strict=True) if d]
+        wanted = list(dict.fromkeys(request.categories)) if request.categories is not None else detected
+        _, explanations = await runner.run(
+            explain, model.detector.predict_proba, argument, wanted, request.top_k, settings.explain_max_words
+        )
+        return ExplainResponse(
+            id=argument.id,
+            method=f"leave-one-word-out occlusion (first {settings.explain_max_words} words)",
+            detected=detected,
+            probabilities={c: float(p) for c, p in zip(CATEGORY_NAMES, full[0], strict=True)},
+            explanations=[
+                CategoryExplanationOut(
+                    category=e.category,
+                    probability=float(full[0][CATEGORY_NAMES.index(e.category)]),
+                    threshold=float(model.thresholds[CATEGORY_NAMES.index(e.category)]),
+                    detected=e.category in detected,
+                    words=[WordOut(word=w.word.text, field=w.word.field, start=w.word.start, end=w.word.end,
+                                   weight=w.weight) for w in e.words],
+                )
+                for e in explanations
+            ],
+        )
+
+    @app.post("/v1/jobs", response_model=JobOut, status_code=202, tags=["files"], responses=_ERRORS,
+              dependencies=[Depends(require_key)])
+    async def upload(
+        file: Annotated[UploadFile, File(description="Arguments as .tsv, .csv, .jsonl or .txt (one text per line)")],
+        text_column: Annotated[str, Form(description="Text column, for files without a Premise column")] = "text",
+    ) -> JobOut:
+        """Label a whole file in the background; poll the job, then download the results."""
+        data = await file.read()
+        name = file.filename or "upload.txt"
+        try:
+            arguments = await asyncio.to_thread(parse_upload, data, name, text_column)
+        except InputError as error:
+            raise APIError(422, "invalid_file", str(error)) from None
+        if len(arguments) > settings.max_upload_arguments:
+            raise APIError(413, "too_many_rows", f"{name} holds {len(arguments)} arguments; at most "
+                           f"{settings.max_upload_arguments}", "max_upload_arguments")
+        too_long = next((a for a in arguments if len(a.premise) + len(a.conclusion) > settings.max_chars), None)
+        if too_long is not None:
+            raise APIError(413, "argument_too_long", f"{name}: argument {too_long.id!r} is longer than "
+                           f"{settings.max_chars} characters", "max_chars")
+        job = jobs.start(name, arguments, lambda batch: runner.run_blocking(model.detector.predict_proba, batch),
+                         model.decide)
+        return _job_out(job)
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["files"],
+             responses={404: {"model": ErrorResponse}, 401: _ERRORS[401]}, dependencies=[Depends(require_key)])
+    def job_status(job_id: str) -> JobOut:
+        return _job_out(_find_job(jobs, job_id))
+
+    @app.get("/v1/jobs/{job_id}/results.{fmt}", tags=["files"], response_class=FileResponse,
+             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 401: _ERRORS[401]},
+             dependencies=[Depends(require_key)])
+    def job_results(job_id: str, fmt: Literal["tsv", "csv", "jsonl"]) -> FileResponse:
+        """The finished job's results: an official run file (tsv), a table (csv) or JSON lines."""
+        job = _find_job(jobs, job_id)
+        if job.status != "done":
+            raise APIError(409, "job_not_done", f"job {job_id} is {job.status}")
+        stem = Path(job.filename).stem or "results"
+        return FileResponse(jobs.result_path(job, fmt), filename=f"{stem}-values.{fmt}")
+
+    @app.post("/pyvalues/{system}", response_model=PyvaluesResponse, tags=["pyvalues"], responses=_ERRORS,
+              dependencies=[Depends(require_key)])
+    async def pyvalues_classify(
+        system: Literal["refined", "refined-coarse", "original"],
+        document: PyvaluesDocument,
+        scores: Literal["calibrated", "probability", "decision"] = "calibrated",
+    ) -> PyvaluesResponse:
+        """pyvalues' remote-classifier protocol: one value dictionary per segment.
+
+        `refined`: 19 values (our 20 minus Universalism: objectivity); `refined-coarse`: 12;
+        `original`: 10. Merged values take the maximum of their members. `calibrated` scores
+        put each category's threshold at 0.5, so pyvalues' default binarisation reproduces
+        this detector's decisions.
+        """
+        if document.language.lower() != "en":
+            raise APIError(422, "unsupported_language",
+                           f"language {document.language!r} is not supported; this detector reads English ('en')")
+        segments = document.segments or []
+        if len(segments) > settings.max_arguments:
+            raise APIError(413, "too_many_arguments", f"{len(segments)} segments; at most {settings.max_arguments}",
+                           "max_arguments")
+        for i, segment in enumerate(segments):
+            if not segment.strip():
+                raise APIError(422, "empty_text", f"segments[{i}] is empty")
+            if len(segment) > settings.max_chars:
+                raise APIError(413, "argument_too_long",
+                               f"segments[{i}] has {len(segment)} characters; at most {settings.max_chars}",
+                               "max_chars")
+        if not segments:
+            return PyvaluesResponse(values=[])
+        arguments = [ArgumentIn(text=s).to_argument(i) for i, s in enumerate(segments)]
+        raw = await runner.predict(arguments)
+        if scores == "calibrated":
+            shown = calibrate(raw, model.thresholds)
+        elif scores == "decision":
+            shown = model.decide(raw).astype(np.float64)
+        else:
+            shown = raw
+        return PyvaluesResponse(values=to_system(shown, system))
+
+    return app
+
+
+# ---------------------------------------------------------------------- small pieces
+def _job_out(job: Any) -> JobOut:
+    downloads = {fmt: f"/v1/jobs/{job.id}/results.{fmt}" for fmt in RESULT_FORMATS} if job.status == "done" else {}
+    return JobOut(id=job.id, status=job.status, done=job.done, total=job.total, filename=job.filename,
+                  error=job.error, downloads=downloads)
+
+
+def _find_job(jobs: JobStore, job_id: str) -> Any:
+    job = jobs.get(job_id)
+    if job is None:
+        raise APIError(404, "unknown_job", f"no job {job_id!r} (jobs are kept in memory until the server stops)")
+    return job
+
+
+def _key_check(settings: ServeSettings) -> Any:
+    """A dependency that demands ``Authorization: Bearer <key>`` when a key is configured."""
+
+    def check(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+            raise APIError(401, "unauthorized", "missing or wrong API key; send 'Authorization: Bearer <key>'")
+
+    return check
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, error: APIError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        fields = []
+        for problem in error.errors():
+            location = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
+            message = str(problem.get("msg", "invalid"))
+            if problem.get("type") == "json_invalid":
+                position = problem.get("loc", ("body", "?"))[-1]
+                location = "body"
+                message = f"malformed JSON at character {position} ({problem.get('ctx', {}).get('error', '?')})"
+            fields.append({"field": location, "problem": message.removeprefix("Value error, ")})
+        summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields[:5])
+        body = {"error": {"code": "invalid_request", "message": summary, "fields": fields}}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        api = getattr(error, "api_error", None)
+        if api is not None:
+            return JSONResponse(api.body(), status_code=api.status)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(error.detail)}}, status_code=error.status_code,
+                            headers=getattr(error, "headers", None))

@@ -1,0 +1,290 @@
+// The valuedetect page: plain DOM and SVG, no libraries, so it works offline and loads instantly.
+// User text is only ever placed with textContent, never parsed as HTML.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+const $ = (id) => document.getElementById(id);
+let modelInfo = null;      // GET /v1/model: categories (official order), groups, thresholds
+let lastPrediction = null; // {argument, result}
+let lastExplanation = null;
+let selectedCategory = null;
+
+function apiKey() { return sessionStorage.getItem("valuedetect-key") || ""; }
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (apiKey()) headers["Authorization"] = "Bearer " + apiKey();
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) {
+    $("key-row").hidden = false;
+    throw new Error("this server needs an API key: enter it above and try again");
+  }
+  if (!response.ok) {
+    let message = response.status + " " + response.statusText;
+    try { const body = await response.json(); if (body.error) message = body.error.message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+async function loadModel() {
+  const info = await (await api("/v1/model")).json();
+  modelInfo = info;
+  const f1 = info.validation_f1 == null ? "" : `, validation F1 ${info.validation_f1.toFixed(3)}`;
+  $("model-line").textContent = `Model: ${info.name} (${info.type}${f1}).`;
+}
+
+function currentArgument() {
+  const premise = $("premise").value;
+  const conclusion = $("conclusion").value.trim();
+  if (!premise.trim()) throw new Error("write a premise or some text first");
+  return conclusion ? { premise, conclusion, stance: $("stance").value } : { text: premise };
+}
+
+function setStatus(element, text, isError = false) {
+  element.textContent = text;
+  element.classList.toggle("error", isError);
+}
+
+// ------------------------------------------------------------------ chart
+function drawChart(probabilities, detected) {
+  const chart = $("chart");
+  chart.replaceChildren();
+  const width = 560, labelWidth = 200, barWidth = width - labelWidth - 50, rowHeight = 17;
+  const groups = [];
+  for (const c of modelInfo.categories) {
+    let g = groups.find((x) => x.name === c.group);
+    if (!g) { g = { name: c.group, items: [] }; groups.push(g); }
+    g.items.push(c);
+  }
+  const height = groups.length * 22 + modelInfo.categories.length * rowHeight + 10;
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("role", "img");
+  const add = (tag, attrs, text) => {
+    const el = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text !== undefined) el.textContent = text;
+    svg.appendChild(el);
+    return el;
+  };
+  let y = 4;
+  for (const g of groups) {
+    add("text", { x: 0, y: y + 14, class: "group" }, g.name);
+    y += 22;
+    for (const c of g.items) {
+      const p = probabilities[c.name];
+      const on = detected.includes(c.name);
+      add("text", { x: labelWidth - 6, y: y + 12, "text-anchor": "end" }, c.name);
+      const bar = add("rect", {
+        x: labelWidth, y: y + 2, width: Math.max(1, p * barWidth), height: rowHeight - 5,
+        class: "bar" + (on ? " on" : "") + (c.name === selectedCategory ? " selected" : ""),
+        "data-category": c.name, "data-detected": on ? "1" : "0",
+      });
+      bar.appendChild(document.createElementNS(SVG, "title")).textContent =
+        `${c.name}: p = ${p.toFixed(3)}, threshold ${c.threshold.toFixed(3)}`;
+      const tx = labelWidth + c.threshold * barWidth;
+      add("line", { x1: tx, x2: tx, y1: y, y2: y + rowHeight - 1, class: "tick" });
+      add("text", { x: labelWidth + barWidth + 6, y: y + 12 }, p.toFixed(2));
+      const hit = add("rect", { x: 0, y, width, height: rowHeight, class: "row-hit" });
+      hit.addEventListener("click", () => selectCategory(c.name));
+      y += rowHeight;
+    }
+  }
+  chart.appendChild(svg);
+}
+
+// ------------------------------------------------------------------ explanation
+function renderDetected(detected) {
+  const list = $("detected");
+  list.replaceChildren();
+  if (!detected.length) {
+    const li = document.createElement("li");
+    li.className = "none";
+    li.textContent = "none above threshold";
+    list.appendChild(li);
+    return;
+  }
+  for (const name of detected) {
+    const li = document.createElement("li");
+    li.textContent = name;
+    li.dataset.category = name;
+    li.classList.toggle("selected", name === selectedCategory);
+    li.addEventListener("click", () => selectCategory(name));
+    list.appendChild(li);
+  }
+}
+
+function highlightField(container, label, text, words) {
+  if (label) {
+    const span = document.createElement("span");
+    span.className = "field";
+    span.textContent = label;
+    container.appendChild(span);
+  }
+  const top = Math.max(1e-9, ...words.map((w) => w.weight));
+  const sorted = [...words].sort((a, b) => a.start - b.start);
+  let at = 0;
+  for (const w of sorted) {
+    if (w.start < at) continue;
+    container.appendChild(document.createTextNode(text.slice(at, w.start)));
+    const mark = document.createElement("mark");
+    mark.textContent = text.slice(w.start, w.end);
+    mark.style.background = `rgba(var(--mark), ${0.25 + 0.75 * (w.weight / top)})`;
+    mark.title = `removing it lowers p by ${w.weight.toFixed(3)}`;
+    container.appendChild(mark);
+    at = w.end;
+  }
+  container.appendChild(document.createTextNode(text.slice(at)));
+}
+
+function renderExplanation() {
+  const box = $("highlighted");
+  box.replaceChildren();
+  if (!lastPrediction) return;
+  const argument = lastPrediction.argument;
+  const premise = argument.premise ?? argument.text;
+  const entry = lastExplanation && lastExplanation.explanations.find((e) => e.category === selectedCategory);
+  const words = entry ? entry.words : [];
+  $("why-category").textContent = selectedCategory ? `"${selectedCategory}"` : "";
+  highlightField(box, argument.conclusion ? "premise" : "", premise, words.filter((w) => w.field === "premise"));
+  if (argument.conclusion) {
+    highlightField(box, `conclusion (${argument.stance})`, argument.conclusion,
+      words.filter((w) => w.field === "conclusion"));
+  }
+  $("why-note").textContent = !selectedCategory ? "" : entry && words.length
+    ? "Highlighted: the words whose removal lowers this category's probability most."
+    : "No single word stands out for this category.";
+}
+
+async function selectCategory(name) {
+  selectedCategory = name;
+  renderDetected(lastPrediction.result.detected);
+  drawChart(lastPrediction.result.probabilities, lastPrediction.result.detected);
+  const known = lastExplanation && lastExplanation.explanations.some((e) => e.category === name);
+  if (!known) {
+    const body = { argument: lastPrediction.argument, categories: [name], top_k: 5 };
+    const extra = await (await api("/v1/explain", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    })).json();
+    lastExplanation = lastExplanation || extra;
+    lastExplanation.explanations.push(...extra.explanations);
+  }
+  renderExplanation();
+}
+
+// ------------------------------------------------------------------ single argument
+$("argument-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if ($("api-key").value) sessionStorage.setItem("valuedetect-key", $("api-key").value);
+  const button = $("detect");
+  button.disabled = true;
+  try {
+    const argument = currentArgument();
+    setStatus($("status"), "detecting ...");
+    if (!modelInfo) await loadModel();
+    const prediction = await (await api("/v1/predict", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ arguments: [argument] }),
+    })).json();
+    const result = prediction.results[0];
+    lastPrediction = { argument, result };
+    lastExplanation = null;
+    selectedCategory = result.detected[0] || null;
+    $("result").hidden = false;
+    renderDetected(result.detected);
+    drawChart(result.probabilities, result.detected);
+    $("chart").dataset.ready = "1";
+    renderExplanation();
+    setStatus($("status"), "explaining ...");
+    if (result.detected.length) {
+      lastExplanation = await (await api("/v1/explain", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ argument, top_k: 5 }),
+      })).json();
+      renderExplanation();
+    }
+    setStatus($("status"), `${result.detected.length} of ${modelInfo.categories.length} categories detected`);
+  } catch (error) {
+    setStatus($("status"), error.message, true);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// ------------------------------------------------------------------ files
+function uploadWithProgress(form) {
+  // XMLHttpRequest, because fetch cannot report upload progress.
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("POST", "/v1/jobs");
+    if (apiKey()) request.setRequestHeader("Authorization", "Bearer " + apiKey());
+    request.upload.onprogress = (e) => {
+      if (e.lengthComputable) { $("job-progress").max = e.total; $("job-progress").value = e.loaded; }
+      setStatus($("job-status"), "uploading ...");
+    };
+    request.onload = () => {
+      let body = null;
+      try { body = JSON.parse(request.responseText); } catch (_) { /* not JSON */ }
+      if (request.status === 401) $("key-row").hidden = false;
+      if (request.status >= 200 && request.status < 300) resolve(body);
+      else reject(new Error(body && body.error ? body.error.message : `upload failed (${request.status})`));
+    };
+    request.onerror = () => reject(new Error("the server could not be reached"));
+    request.send(form);
+  });
+}
+
+async function download(url, filename) {
+  const blob = await (await api(url)).blob();
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = filename;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+$("upload-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if ($("api-key").value) sessionStorage.setItem("valuedetect-key", $("api-key").value);
+  const file = $("file").files[0];
+  if (!file) return;
+  const button = $("upload");
+  button.disabled = true;
+  $("downloads").replaceChildren();
+  const bar = $("job-progress");
+  bar.hidden = false;
+  try {
+    const form = new FormData();
+    form.append("file", file);
+    form.append("text_column", $("text-column").value || "text");
+    let job = await uploadWithProgress(form);
+    while (job.status === "running") {
+      bar.max = Math.max(1, job.total);
+      bar.value = job.done;
+      setStatus($("job-status"), `labelling: ${job.done} of ${job.total} arguments`);
+      await new Promise((r) => setTimeout(r, 400));
+      job = await (await api(`/v1/jobs/${job.id}`)).json();
+    }
+    if (job.status === "failed") throw new Error(job.error || "the job failed");
+    bar.max = 1; bar.value = 1;
+    setStatus($("job-status"), `done: ${job.total} arguments. Download:`);
+    const stem = job.filename.replace(/\.[^.]*$/, "") || "results";
+    const names = { tsv: "run file (.tsv)", csv: "table (.csv)", jsonl: "JSON lines" };
+    for (const [fmt, url] of Object.entries(job.downloads)) {
+      const link = document.createElement("a");
+      link.href = "#";
+      link.textContent = names[fmt] || fmt;
+      link.dataset.format = fmt;
+      link.addEventListener("click", (e) => { e.preventDefault(); download(url, `${stem}-values.${fmt}`); });
+      $("downloads").appendChild(link);
+    }
+  } catch (error) {
+    bar.hidden = true;
+    setStatus($("job-status"), error.message, true);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+loadModel().catch((error) => setStatus($("status"), error.message, true));
