@@ -195,11 +195,14 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% interval.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    run_ids_only: Annotated[bool, typer.Option(
+        help="Score only the arguments in the run (a run on a seeded subset); by default, as the official "
+             "evaluator, a missing argument counts as predicted with no value.")] = False,
 ) -> None:
     """Score a run file with the official measure (F1 = 2PR/(P+R) over macro P and R)."""
     from valuedetect.evaluation import score_run_file
 
-    scores = score_run_file(run, labels, bootstrap=bootstrap, seed=seed)
+    scores = score_run_file(run, labels, bootstrap=bootstrap, seed=seed, run_ids_only=run_ids_only)
     if as_json:
         print(json.dumps(scores.to_dict(), indent=2))
     else:

@@ -120,6 +120,19 @@ class TrainConfig:
     data_dir: str | None = None
     output: str | None = None
     predict_test: bool = True
+    # A seeded subset of validation, for methods too slow to score all 1896 arguments
+    # (LLM prompting on a CPU); every report of such a run states the subset.
+    validation_limit: int | None = None
+    validation_sample: float | None = None
+    subset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.validation_limit is not None and self.validation_limit < 1:
+            raise ValueError("validation_limit must be at least 1")
+        if self.validation_sample is not None and not 0 < self.validation_sample <= 1:
+            raise ValueError("validation_sample must be in (0, 1]")
+        if self.validation_limit is not None and self.validation_sample is not None:
+            raise ValueError("give validation_limit or validation_sample, not both")
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

@@ -11,12 +11,14 @@ from valuedetect.errors import InputError
 from valuedetect.metrics import Comparison, Scores, compare, score
 
 
-def _run_against_labels(run: str | Path, labels: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
+def _run_against_labels(run: str | Path, labels: str | Path, run_ids_only: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray, int]:
     """Truth and predictions aligned on the labels' IDs.
 
     Like the official evaluator, an argument missing from the run counts as predicted with no
     value; an ID in the run that the labels lack is an error here (the evaluator skips it
     silently, which hides mistakes such as scoring a run against the wrong split).
+    ``run_ids_only`` scores just the arguments the run covers (a run on a seeded subset).
     """
     label_ids, truth = read_labels(labels)
     run_ids, predicted = read_labels(run, level=1 if truth.shape[1] != 20 else 2)
@@ -28,11 +30,14 @@ def _run_against_labels(run: str | Path, labels: str | Path) -> tuple[np.ndarray
     aligned = np.zeros_like(truth)
     rows = [i for i, arg_id in enumerate(label_ids) if arg_id in position]
     aligned[rows] = predicted[[position[label_ids[i]] for i in rows]]
+    if run_ids_only:
+        return truth[rows], aligned[rows], 0
     return truth, aligned, len(label_ids) - len(rows)
 
 
-def score_run_file(run: str | Path, labels: str | Path, bootstrap: int = 1000, seed: int = 0) -> Scores:
-    truth, predicted, _ = _run_against_labels(run, labels)
+def score_run_file(run: str | Path, labels: str | Path, bootstrap: int = 1000, seed: int = 0,
+                   run_ids_only: bool = False) -> Scores:
+    truth, predicted, _ = _run_against_labels(run, labels, run_ids_only)
     return score(truth, predicted, bootstrap=bootstrap, seed=seed)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from valuedetect import __version__
 from valuedetect.config import TrainConfig, to_dict
-from valuedetect.data import atomic_write_json, load_split, write_run
+from valuedetect.data import Split, atomic_write_json, load_split, write_run
 from valuedetect.detectors import make_detector
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
@@ -51,6 +51,23 @@ def _is_main_process() -> bool:
     except ImportError:
         return True
     return bool(PartialState().is_main_process)
+
+
+def validation_subset(validation: Split, config: TrainConfig) -> tuple[Split, str | None]:
+    """The seeded subset of validation a config asks for, and a sentence saying which it is."""
+    n = len(validation)
+    if config.validation_limit is not None:
+        k = min(config.validation_limit, n)
+    elif config.validation_sample is not None:
+        k = max(1, round(config.validation_sample * n))
+    else:
+        return validation, None
+    if k == n:
+        return validation, None
+    rng = np.random.default_rng(config.subset_seed)
+    indices = sorted(rng.choice(n, size=k, replace=False).tolist())
+    note = f"seeded sample of {k} of {n} arguments (seed {config.subset_seed})"
+    return validation.subset(indices, name=f"{validation.name} ({note})"), note
 
 
 def run_training(
@@ -85,6 +102,9 @@ def run_training(
     validation = load_split("validation", config.data_dir)
     if validation.labels is None:
         raise InputError("the validation split has no labels-validation.tsv", config.data_dir)
+    validation, subset_note = validation_subset(validation, config)
+    if subset_note and log:
+        log(f"validation: {subset_note}")
     started = time.time()
     detector.fit(train, validation)
     fit_seconds = time.time() - started
@@ -125,12 +145,14 @@ def run_training(
                 detector.info["test_f1"] = score(test.labels, test_pred).f1
     model = getattr(detector.config, "model", None)
     description = f"method {config.method}" + (f", model {model}" if model else "") + \
-        f", seed {detector.config.seed}, thresholds {detector.thresholds.mode if detector.thresholds else '-'}"
+        f", seed {detector.config.seed}, thresholds {detector.thresholds.mode if detector.thresholds else '-'}" + \
+        (f", {subset_note}" if subset_note else "")
     atomic_write_json(output / "results.json", {
         "method": config.method,
         "config": to_dict(config),
         "detector_config": to_dict(detector.config),
         "split": "validation",
+        "validation_subset": subset_note,
         "validation": val_scores.to_dict(),
         "thresholds": detector.thresholds.to_dict() if detector.thresholds else None,
         "train_seconds": round(fit_seconds, 1),
