@@ -557,3 +557,10 @@ def test_written_files_get_ordinary_permissions(tmp_path):
         assert stat.S_IMODE(kept.stat().st_mode) == 0o640
     finally:
         os.umask(old_mask)
+
+
+def test_ids_that_would_break_a_run_file_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "posts.jsonl"
+    path.write_text('{"id": "a\\tb", "text": "hello"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"posts.jsonl, line 1: id 'a\\tb' holds a tab"):
+        read_inputs(path)

@@ -367,6 +367,8 @@ def _text_argument(arg_id: str, record: dict[str, object], text_column: str, pat
     if not text.strip():
         raise InputError(f"empty text (field {key!r})", path, line)
     given_id = record.get(ID_COLUMN) or record.get("id")
+    if given_id and any(c in str(given_id) for c in "\t\r\n"):
+        raise InputError(f"id {str(given_id)[:40]!r} holds a tab or line break, which no run file can hold", path, line)
     return Argument(id=str(given_id) if given_id else arg_id, premise=text, conclusion=conclusion, stance=stance)
 
 

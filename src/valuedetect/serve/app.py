@@ -229,12 +229,14 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         return _job_out(job)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["files"],
-             responses={404: {"model": ErrorResponse}, 401: _ERRORS[401]}, dependencies=[Depends(require_key)])
+             responses={404: {"model": ErrorResponse}, 401: _ERRORS[401], 422: _ERRORS[422]},
+             dependencies=[Depends(require_key)])
     def job_status(job_id: str) -> JobOut:
         return _job_out(_find_job(jobs, job_id))
 
     @app.get("/v1/jobs/{job_id}/results.{fmt}", tags=["files"], response_class=FileResponse,
-             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 401: _ERRORS[401]},
+             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 401: _ERRORS[401],
+                        422: _ERRORS[422]},
              dependencies=[Depends(require_key)])
     def job_results(job_id: str, fmt: Literal["tsv", "csv", "jsonl"]) -> FileResponse:
         """The finished job's results: an official run file (tsv), a table (csv) or JSON lines."""
@@ -341,6 +343,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         api = getattr(error, "api_error", None)
         if api is not None:
             return JSONResponse(api.body(), status_code=api.status)
+        if error.status_code == 400:
+            # FastAPI and Starlette answer 400 when a body cannot be parsed at all (JSON that is not
+            # UTF-8, broken multipart): a malformed body, reported like malformed JSON.
+            problem = f"malformed request body ({error.detail})"
+            fields = [{"field": "body", "problem": problem}]
+            return JSONResponse({"error": {"code": "invalid_request", "message": f"body: {problem}", "fields": fields}},
+                                status_code=422)
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return JSONResponse({"error": {"code": code, "message": str(error.detail)}}, status_code=error.status_code,
                             headers=getattr(error, "headers", None))

@@ -69,7 +69,7 @@ class JobStore:
     ) -> Job:
         job_id = uuid.uuid4().hex[:16]
         folder = self._root / job_id
-        folder.mkdir()
+        folder.mkdir(parents=True)  # the root again too, should the store have been closed before
         job = Job(id=job_id, filename=Path(filename).name, total=len(arguments), folder=folder)
         job.thread = threading.Thread(
             target=self._work, args=(job, list(arguments), predict_proba, decide), daemon=True, name=f"job-{job_id}"
@@ -88,6 +88,9 @@ class JobStore:
         return job.folder / RESULT_FORMATS[fmt]
 
     def close(self) -> None:
+        """Forget every job and delete its files (the store stays usable)."""
+        with self._lock:
+            self._jobs.clear()
         shutil.rmtree(self._root, ignore_errors=True)
 
     def _evict(self) -> None:

@@ -52,12 +52,21 @@ class ModelRunner:
         self.max_arguments = max_arguments
         self.wait_seconds = wait_ms / 1000
         self.stats = RunnerStats()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valuedetect-model")
+        self._executor = self._new_executor()
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     # ------------------------------------------------------------------ lifecycle
+    @staticmethod
+    def _new_executor() -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="valuedetect-model")
+
     async def start(self) -> None:
+        # A stopped runner can start again (an app's lifespan may run more than once, e.g. under
+        # successive test clients); its old executor is shut down for good, so take a new one.
+        if self._stopped:
+            self._executor, self._stopped = self._new_executor(), False
         if self.batching and self._task is None:
             self._queue = asyncio.Queue()
             self._task = asyncio.create_task(self._batch_loop(), name="valuedetect-batcher")
@@ -69,6 +78,7 @@ class ModelRunner:
                 await self._task
             self._task = None
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._stopped = True
 
     # ------------------------------------------------------------------ entry points
     async def predict(self, arguments: Sequence[Argument]) -> np.ndarray:
@@ -100,8 +110,10 @@ class ModelRunner:
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None
+        carried: _Pending | None = None  # taken from the queue but too large for the last batch
         while True:
-            batch = [await self._queue.get()]
+            batch = [carried if carried is not None else await self._queue.get()]
+            carried = None
             size = len(batch[0].arguments)
             deadline = asyncio.get_running_loop().time() + self.wait_seconds
             while size < self.max_arguments:
@@ -110,6 +122,9 @@ class ModelRunner:
                     item = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(
                         self._queue.get(), remaining)
                 except (TimeoutError, asyncio.QueueEmpty):
+                    break
+                if size + len(item.arguments) > self.max_arguments:
+                    carried = item  # it starts the next batch instead
                     break
                 batch.append(item)
                 size += len(item.arguments)

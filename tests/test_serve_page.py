@@ -1,0 +1,209 @@
+"""The web page end to end: headless Debian Chromium (through Playwright) against a real server.
+
+Skipped only where /usr/bin/chromium is missing and CI is not set; in CI a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from tests.serve_helpers import fake_served_model, running_server, shipped_model
+
+from valuedetect.data import read_labels, shipped_data_dir
+from valuedetect.serve.app import create_app
+from valuedetect.serve.settings import ServeSettings
+from valuedetect.taxonomy import CATEGORY_NAMES
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's 'chromium' package for the page tests")
+        pytest.skip(f"{CHROMIUM} is missing (install Debian's 'chromium' package to run the page tests)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with running_server(create_app(ServeSettings(api_key=None), shipped_model())) as base:
+        yield base
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(accept_downloads=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def argument(server, validation) -> dict:
+    """A validation argument in which the detector finds at least two categories."""
+    with httpx.Client(base_url=server, timeout=60) as http:
+        for a in validation.arguments[:40]:
+            body = {"premise": a.premise, "conclusion": a.conclusion, "stance": a.stance}
+            (result,) = http.post("/v1/predict", json={"arguments": [body]}).json()["results"]
+            if len(result["detected"]) >= 2:
+                return {"id": a.id, **body, "detected": result["detected"]}
+    raise AssertionError("no validation argument among the first 40 has two detected categories")
+
+
+def record_requests(page) -> list[str]:
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    return urls
+
+
+def assert_only_loopback(urls: list[str]) -> None:
+    assert urls, "no requests were recorded"
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme in ("data", "blob", "about"):
+            continue
+        assert parts.scheme == "http" and parts.hostname == "127.0.0.1", f"request left the server: {url}"
+
+
+def detect(page, base: str, argument: dict) -> None:
+    page.goto(f"{base}/")
+    page.wait_for_function("document.getElementById('model-line').textContent.length > 0")
+    page.fill("#premise", argument["premise"])
+    page.fill("#conclusion", argument.get("conclusion", ""))
+    if argument.get("stance"):
+        page.select_option("#stance", argument["stance"])
+    page.get_by_role("button", name="Detect values").click()
+    page.wait_for_selector('#chart[data-ready="1"]')
+
+
+def shown(page) -> tuple[list[str], list[str]]:
+    listed = page.eval_on_selector_all("#detected li[data-category]", "els => els.map(e => e.dataset.category)")
+    bars = page.eval_on_selector_all('#chart rect.bar[data-detected="1"]', "els => els.map(e => e.dataset.category)")
+    return listed, bars
+
+
+def explained_words(base: str, argument: dict, category: str) -> list[str]:
+    body = {"argument": {k: argument[k] for k in ("premise", "conclusion", "stance")}, "categories": [category],
+            "top_k": 5}
+    response = httpx.post(f"{base}/v1/explain", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return [w["word"] for w in response.json()["explanations"][0]["words"]]
+
+
+def test_page_shows_what_the_api_detects(page, server, argument):
+    urls = record_requests(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    detect(page, server, argument)
+
+    assert not page.is_visible("#key-row")  # this server needs no key: the page must not ask for one
+    listed, bars = shown(page)
+    assert listed == argument["detected"]  # same categories, same (official) order
+    assert sorted(bars) == sorted(argument["detected"])
+    all_bars = page.eval_on_selector_all("#chart rect.bar", "els => els.map(e => e.dataset.category)")
+    assert sorted(all_bars) == sorted(CATEGORY_NAMES)  # one bar per category
+
+    # The explanation arrives after the chart: the first detected category's words are marked.
+    page.wait_for_function("document.getElementById('status').textContent.includes('categories detected')")
+    first = argument["detected"][0]
+    assert first in page.inner_text("#why-category")
+    page.wait_for_selector("#highlighted mark")
+    marks = page.eval_on_selector_all("#highlighted mark", "els => els.map(e => e.textContent)")
+    assert sorted(marks) == sorted(explained_words(server, argument, first))
+    highlighted = page.inner_text("#highlighted")
+    assert argument["premise"][:40] in highlighted and argument["conclusion"] in highlighted
+
+    # Choosing another detected category explains that one instead.
+    second = argument["detected"][1]
+    page.click(f'#detected li[data-category="{second}"]')
+    page.wait_for_function(f"document.getElementById('why-category').textContent.includes({second!r})")
+    page.wait_for_function(
+        f"document.querySelector('#detected li.selected')?.dataset.category === {second!r}")
+    expected = explained_words(server, argument, second)
+    if expected:
+        page.wait_for_function(f"document.querySelectorAll('#highlighted mark').length === {len(expected)}")
+    marks = page.eval_on_selector_all("#highlighted mark", "els => els.map(e => e.textContent)")
+    assert sorted(marks) == sorted(expected)
+    assert page.eval_on_selector(f'#chart rect.bar[data-category="{second}"]', "e => e.classList.contains('selected')")
+
+    assert_only_loopback(urls)
+    assert any(urlsplit(u).path == "/v1/explain" for u in urls)
+    assert errors == []
+
+
+def test_plain_text_through_the_page(page, server):
+    text = "Everyone should be free to choose their own religion and way of life."
+    with httpx.Client(base_url=server, timeout=60) as http:
+        (result,) = http.post("/v1/predict", json={"arguments": [{"text": text}]}).json()["results"]
+    detect(page, server, {"premise": text})
+    listed, bars = shown(page)
+    assert listed == result["detected"]
+    assert sorted(bars) == sorted(result["detected"])
+    if not result["detected"]:
+        assert page.inner_text("#detected") == "none above threshold"
+
+
+def test_file_upload_through_the_page(page, server, tmp_path):
+    urls = record_requests(page)
+    rows = (shipped_data_dir() / "arguments-validation.tsv").read_text(encoding="utf-8").splitlines()[:5]
+    page.goto(f"{server}/")
+    page.set_input_files("#file", files=[{"name": "few.tsv", "mimeType": "text/tab-separated-values",
+                                          "buffer": ("\n".join(rows) + "\n").encode()}])
+    page.get_by_role("button", name="Label file").click()
+    page.wait_for_function("document.querySelectorAll('#downloads a[data-format]').length === 3")
+    formats = page.eval_on_selector_all("#downloads a[data-format]", "els => els.map(e => e.dataset.format)")
+    assert sorted(formats) == ["csv", "jsonl", "tsv"]
+    assert "done: 4 arguments" in page.inner_text("#job-status")
+    with page.expect_download() as download_info:
+        page.click('#downloads a[data-format="tsv"]')
+    download = download_info.value
+    assert download.suggested_filename == "few-values.tsv"
+    path = tmp_path / "few-values.tsv"
+    download.save_as(path)
+    ids, matrix = read_labels(path, level=2)
+    assert ids == [r.split("\t")[0] for r in rows[1:]]
+    assert matrix.shape == (4, len(CATEGORY_NAMES))
+    assert_only_loopback(urls)
+
+
+def test_page_asks_for_the_api_key(page):
+    with running_server(create_app(ServeSettings(api_key="s3cret"), fake_served_model())) as base:
+        text = "We must protect nature and the environment for our children."
+        headers = {"Authorization": "Bearer s3cret"}
+        (result,) = httpx.post(f"{base}/v1/predict", json={"arguments": [{"text": text}]}, headers=headers,
+                               timeout=60).json()["results"]
+        page.goto(f"{base}/")
+        page.wait_for_selector("#key-row:not([hidden])")  # the model info was refused: ask for the key
+        assert page.is_visible("#api-key")
+        page.fill("#premise", text)
+        page.fill("#api-key", "wrong")
+        page.get_by_role("button", name="Detect values").click()
+        page.wait_for_function("document.getElementById('status').classList.contains('error')")
+        assert "API key" in page.inner_text("#status")
+        page.fill("#api-key", "s3cret")
+        page.get_by_role("button", name="Detect values").click()
+        page.wait_for_selector('#chart[data-ready="1"]')
+        listed, bars = shown(page)
+        assert listed == result["detected"]
+        assert sorted(bars) == sorted(result["detected"])
