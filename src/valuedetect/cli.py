@@ -101,18 +101,46 @@ def train(
     output: Annotated[Path | None, typer.Option(help="Folder for the detector and its runs.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (default: the shipped copy).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
+    backend: Annotated[str | None, typer.Option(help="llm: transformers, llamacpp or openai.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="llm/openai: the endpoint, e.g. http://127.0.0.1:8080/v1.")
+                        ] = None,
+    model: Annotated[str | None, typer.Option(help="Model alias, path, Hub name or API model name.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="llm: per-value, all-in-one, few-shot or cot.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score a seeded subset of N validation arguments.")] = None,
+    sample: Annotated[float | None, typer.Option(help="Score a seeded fraction of validation, e.g. 0.05.")] = None,
+    subset_seed: Annotated[int | None, typer.Option(help="Seed of the --limit/--sample subset.")] = None,
+    predict_test: Annotated[bool | None, typer.Option(
+        help="Also label the test split (default: yes, except for --method llm).")] = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="A detector setting, KEY=VALUE (VALUE read as TOML, else as text); repeatable.")] = None,
 ) -> None:
     """Train on the training split, tune thresholds on validation, save, print the validation table."""
-    from valuedetect.config import TrainConfig, load_train_config
+    from valuedetect.config import TrainConfig, from_dict, load_train_config, to_dict
     from valuedetect.training import run_training
 
     if (config is None) == (method is None):
         raise InputError("give exactly one of --config FILE or --method NAME")
-    train_config = load_train_config(config) if config is not None else TrainConfig(method=str(method))
-    if data_dir is not None:
-        train_config.data_dir = str(data_dir)
-    if output is not None:
-        train_config.output = str(output)
+    if config is not None:
+        train_config = load_train_config(config)
+    else:
+        train_config = TrainConfig(method=str(method), predict_test=method != "llm")
+    overrides = _detector_overrides(settings or [])
+    for key, value in (("backend", backend), ("base_url", base_url), ("model", model), ("strategy", strategy)):
+        if value is not None:
+            overrides[key] = value
+    run_settings = {k: v for k, v in (("validation_limit", limit), ("validation_sample", sample),
+                                       ("subset_seed", subset_seed), ("predict_test", predict_test),
+                                       ("data_dir", str(data_dir) if data_dir else None),
+                                       ("output", str(output) if output else None)) if v is not None}
+    if overrides or run_settings:
+        # Rebuilt through the validating reader, so a bad option is reported like a bad config key.
+        raw = {**to_dict(train_config), **run_settings, "detector": {**train_config.detector, **overrides}}
+        if limit is not None or sample is not None:
+            raw["validation_limit"], raw["validation_sample"] = limit, sample
+        train_config = from_dict(TrainConfig, raw, "command line")
+        from valuedetect.detectors import detector_class
+
+        from_dict(detector_class(train_config.method).config_class, train_config.detector, "command line")
     with progress_bar() as update:
         result = run_training(train_config, source=str(config or f"--method {method}"), resume=resume,
                               progress=update, log=lambda m: err_console.print(m, highlight=False))
@@ -126,6 +154,22 @@ def train(
                       f"per-category {r['crossfit_f1_per_category']:.3f}")
     for line in result.written:
         console.print(f"wrote {line}")
+
+
+def _detector_overrides(pairs: list[str]) -> dict[str, Any]:
+    import tomllib
+
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {pair!r}: expected KEY=VALUE")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        overrides[key.strip()] = value
+    return overrides
 
 
 # --------------------------------------------------------------------------------- predict

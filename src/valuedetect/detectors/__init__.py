@@ -15,6 +15,7 @@ _REGISTRY: dict[str, str] = {
     "random-prior": "valuedetect.detectors.baselines:RandomPriorDetector",
     "tfidf": "valuedetect.detectors.baselines:TfidfDetector",
     "encoder": "valuedetect.detectors.encoder:EncoderDetector",
+    "llm": "valuedetect.detectors.llm:LLMDetector",
 }
 
 METHODS = tuple(_REGISTRY)

@@ -1,0 +1,49 @@
+"""`valuedetect train` options that override a method's settings from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.tiny_models import small_data_dir
+from typer.testing import CliRunner
+
+from valuedetect.cli import _detector_overrides, app
+from valuedetect.errors import InputError
+
+runner = CliRunner()
+
+
+def test_set_values_are_read_as_toml_else_text() -> None:
+    assert _detector_overrides(["few_shot_k=5", "use_cache=false", "model=smollm2", "timeout=2.5"]) == {
+        "few_shot_k": 5, "use_cache": False, "model": "smollm2", "timeout": 2.5}
+    with pytest.raises(InputError, match="expected KEY=VALUE"):
+        _detector_overrides(["few_shot_k"])
+
+
+def test_unknown_setting_is_named(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--method", "tfidf", "--set", "bogus=1", "--output", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "command line: unknown key 'bogus'" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_llm_strategy_is_refused_before_any_work(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--method", "llm", "--strategy", "telepathy",
+                                 "--output", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "strategy must be one of per-value, all-in-one, few-shot, cot" in result.output
+
+
+def test_limit_scores_a_stated_subset(tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "data", training=30, validation=80)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--method", "all-ones", "--data-dir", str(data), "--output", str(out),
+                                 "--limit", "25", "--subset-seed", "7", "--no-predict-test"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    assert record["validation_subset"] == "seeded sample of 25 of 80 arguments (seed 7)"
+    assert len((out / "validation-run.tsv").read_text().splitlines()) == 1 + 25
+    assert not (out / "test-run.tsv").exists()
+    assert "seeded sample of 25 of 80" in result.output

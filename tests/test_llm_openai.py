@@ -1,0 +1,265 @@
+"""The openai backend against a small OpenAI-compatible server written here with the standard
+library (http.server in a thread): retries, budget, fallbacks and error messages."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from valuedetect.errors import ConfigError, ValueDetectError
+from valuedetect.llm.backends import make_backend
+from valuedetect.llm.backends.base import BudgetExhausted, GenerateRequest, ScoreRequest, probability_of
+from valuedetect.llm.backends.openai_backend import OpenAICompatibleLM
+from valuedetect.llm.cache import CachedLanguageModel, ResponseCache
+
+CHAT = [{"role": "user", "content": "Is it about health? Answer Yes or No."}]
+
+
+class FakeServer:
+    """Scripted behaviour: ``failures`` is a list of HTTP statuses to answer before succeeding;
+    ``reject`` lists request fields answered with 400/422; every request is recorded."""
+
+    def __init__(self) -> None:
+        self.models = ["tiny-model"]
+        self.failures: list[int] = []
+        self.reject: dict[str, int] = {}
+        self.logprobs = True
+        self.content = '{"values": ["Achievement"]}'
+        self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.lock = threading.Lock()
+
+    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = json.loads(handler.rfile.read(length) or b"{}") if method == "POST" else {}
+        with self.lock:
+            self.requests.append((handler.path, body, {k.lower(): v for k, v in handler.headers.items()}))
+            status = self.failures.pop(0) if self.failures and method == "POST" else 200
+        if status != 200:
+            return self.send(handler, status, {"error": {"message": f"scripted {status}"}}, {"retry-after-ms": "5"})
+        for field, code in self.reject.items():
+            value = body.get(field)
+            if value is not None and (field != "response_format" or value.get("type") == "json_schema"):
+                return self.send(handler, code, {"error": {"message": f"{field} not supported"}})
+        if handler.path == "/v1/models":
+            return self.send(handler, 200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in self.models]})
+        usage = {"prompt_tokens": 12, "completion_tokens": 1 if body.get("max_tokens") == 1 else 7, "total_tokens": 0}
+        if handler.path == "/v1/chat/completions":
+            scoring = body.get("max_tokens") == 1
+            text = "Yes" if scoring else self.content
+            logprobs = None
+            if scoring and body.get("logprobs") and self.logprobs:
+                top = [{"token": t, "logprob": p, "bytes": None}
+                       for t, p in (("Yes", -0.4), (" yes", -2.0), ("No", -1.2), (" No", -3.0))]
+                logprobs = {"content": [{"token": "Yes", "logprob": -0.4, "bytes": None, "top_logprobs": top}]}
+            choice = {"index": 0, "finish_reason": "stop", "logprobs": logprobs,
+                      "message": {"role": "assistant", "content": text}}
+            return self.send(handler, 200, {"id": "x", "object": "chat.completion", "created": 0,
+                                            "model": body.get("model"), "choices": [choice], "usage": usage})
+        if handler.path == "/v1/completions":
+            logprobs = None
+            if body.get("logprobs"):
+                logprobs = {"tokens": [" No"], "token_logprobs": [-0.3], "text_offset": [0],
+                            "top_logprobs": [{" No": -0.3, " Yes": -1.5}]}
+            choice = {"index": 0, "finish_reason": "stop", "text": " No", "logprobs": logprobs}
+            return self.send(handler, 200, {"id": "x", "object": "text_completion", "created": 0,
+                                            "model": body.get("model"), "choices": [choice], "usage": usage})
+        return self.send(handler, 404, {"error": {"message": "no such route"}})
+
+    @staticmethod
+    def send(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def posts(self, path: str) -> list[dict[str, Any]]:
+        return [body for p, body, _ in self.requests if p == path]
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[FakeServer, str]]:
+    with _serve() as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _serve() -> Iterator[tuple[FakeServer, str]]:
+    fake = FakeServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fake.handle(self, "GET")
+
+        def do_POST(self) -> None:
+            fake.handle(self, "POST")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _backend(url: str, **options: Any) -> OpenAICompatibleLM:
+    options = {"concurrency": 2, "max_retries": 3, "connect_retries": 1, "retry_delay": 0.01, "timeout": 10, **options}
+    return OpenAICompatibleLM("tiny-model", base_url=url, **options)
+
+
+def test_scores_from_chat_logprobs(server: tuple[FakeServer, str]) -> None:
+    fake, url = server
+    (scores,) = _backend(url).score([ScoreRequest(CHAT)])
+    assert scores["No"] == pytest.approx(math.log(math.exp(-1.2) + math.exp(-3.0)))  # "No" and " No"
+    assert probability_of(scores) > 0.6
+    body = fake.posts("/v1/chat/completions")[0]
+    assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["max_tokens"] == 1
+
+
+def test_plain_prompts_use_the_completions_endpoint(server: tuple[FakeServer, str]) -> None:
+    fake, url = server
+    (scores,) = _backend(url).score([ScoreRequest("Is it about health? Answer:")])
+    assert scores == {"Yes": -1.5, "No": -0.3}
+    assert fake.posts("/v1/completions")[0]["logprobs"] == 20
+
+
+def test_without_logprobs_the_answer_text_decides(server: tuple[FakeServer, str]) -> None:
+    fake, url = server
+    fake.reject = {"logprobs": 400}
+    lm = _backend(url)
+    (scores,) = lm.score([ScoreRequest(CHAT)])
+    assert probability_of(scores) == 1.0
+    assert "logprobs" not in fake.posts("/v1/chat/completions")[-1]
+    lm.score([ScoreRequest([*CHAT, {"role": "user", "content": "again"}])])
+    assert len(fake.posts("/v1/chat/completions")) == 3  # learnt: no second try with logprobs
+
+
+def test_retries_on_429_and_500(server: tuple[FakeServer, str]) -> None:
+    fake, url = server
+    fake.failures = [429, 500, 503]
+    lm = _backend(url, concurrency=1)
+    (scores,) = lm.score([ScoreRequest(CHAT)])
+    assert probability_of(scores) > 0.6
+    assert lm.usage.retries == 3 and lm.usage.requests == 1 and lm.usage.failures == 0
+    assert len(fake.posts("/v1/chat/completions")) == 4
+
+
+def test_persistent_server_errors_give_up_clearly(server: tuple[FakeServer, str]) -> None:
+    fake, url = server
+    fake.failures = [500] * 10
+    with pytest.raises(ValueDetectError, match=r"kept answering 500 .* after 2 retries: scripted 500"):
+        _backend(url, max_retries=2, concurrency=1).score([ScoreRequest(CHAT)])
+
+
+def test_budget_exhaustion_stops_cleanly_and_keeps_answers(server: tuple[FakeServer, str], tmp_path: Path) -> None:
+    fake, url = server
+    requests = [ScoreRequest([{"role": "user", "content": f"question {i}"}]) for i in range(6)]
+    backend = _backend(url, concurrency=1)
+    backend.budget.max_requests = 4
+    with pytest.raises(BudgetExhausted, match="max_requests=4"):
+        CachedLanguageModel(backend, ResponseCache(tmp_path / "c.sqlite")).score(requests)
+    assert len(ResponseCache(tmp_path / "c.sqlite")) == 4 and len(fake.posts("/v1/chat/completions")) == 4
+    tokens = _backend(url, concurrency=1)
+    tokens.budget.max_tokens = 20  # 13 tokens per request: the third is refused
+    with pytest.raises(BudgetExhausted, match="max_tokens=20"):
+        tokens.score(requests[:3])
+    assert tokens.usage.requests == 2
+    resumed = CachedLanguageModel(_backend(url), ResponseCache(tmp_path / "c.sqlite"))
+    resumed.score(requests)
+    assert resumed.hits == 4 and resumed.misses == 2
+
+
+def test_unreachable_endpoint_names_the_url() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    url = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(ValueDetectError, match=rf"the endpoint {url} is unreachable .*is the server running"):
+        _backend(url, max_retries=0).score([ScoreRequest(CHAT)])
+
+
+def test_wrong_model_lists_what_the_server_offers(server: tuple[FakeServer, str]) -> None:
+    fake, url = server
+    fake.models = ["tiny-model", "/models/SmolLM2-135M-Instruct.Q4_1.gguf"]
+    with pytest.raises(ConfigError, match=r"does not serve the model 'gpt-9'; it offers: tiny-model, /models/SmolLM2"):
+        OpenAICompatibleLM("gpt-9", base_url=url).score([ScoreRequest(CHAT)])
+    assert fake.posts("/v1/chat/completions") == []
+    # A GGUF path the server lists may be named by its file name.
+    OpenAICompatibleLM("SmolLM2-135M-Instruct.Q4_1", base_url=url).score([ScoreRequest(CHAT)])
+
+
+def test_api_key_comes_from_the_named_variable_and_is_never_shown(
+    server: tuple[FakeServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = server
+    monkeypatch.setenv("VD_TEST_KEY", "sk-secret-123")
+    lm = make_backend("openai", "nope", base_url=url, api_key_env="VD_TEST_KEY", batch_size=3)
+    with pytest.raises(ConfigError) as error:
+        lm.score([ScoreRequest(CHAT)])
+    assert "sk-secret-123" not in str(error.value)
+    assert fake.requests[0][2]["authorization"] == "Bearer sk-secret-123"
+    assert "sk-secret" not in json.dumps(lm.cache_key)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="set the environment variable OPENAI_API_KEY"):
+        OpenAICompatibleLM("gpt-4o-mini").score([ScoreRequest(CHAT)])
+    with pytest.raises(ConfigError, match="NAME of an environment variable"):
+        OpenAICompatibleLM("m", api_key_env="sk-abc def")
+
+
+@pytest.mark.parametrize("status", [422, 500])  # llama.cpp's server answers type json_schema with a 500
+def test_json_schema_falls_back_to_what_the_server_accepts(server: tuple[FakeServer, str], status: int) -> None:
+    fake, url = server
+    fake.reject = {"response_format": status}
+    lm = _backend(url, concurrency=1)
+    schema = {"type": "object", "properties": {"values": {"type": "array"}}}
+    out = lm.generate([GenerateRequest(CHAT, max_tokens=50, json_schema=schema)] * 2)
+    assert [g.text for g in out] == ['{"values": ["Achievement"]}'] * 2
+    assert out[0].prompt_tokens == 12 and out[0].completion_tokens == 7
+    formats = [b["response_format"]["type"] for b in fake.posts("/v1/chat/completions")]
+    assert formats == ["json_schema", "json_object", "json_object"]
+    assert lm.usage.prompt_tokens == 24 and lm.usage.completion_tokens == 14
+
+
+def test_concurrent_requests_keep_their_order(server: tuple[FakeServer, str]) -> None:
+    fake, url = server
+    fake.content = "same answer"
+    prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(12)]
+    seen: list[int] = []
+    lm = _backend(url, concurrency=4)
+    out = lm.generate([GenerateRequest(p) for p in prompts], on_result=lambda i, r: seen.append(i))
+    assert len(out) == 12 and sorted(seen) == list(range(12))
+
+
+def test_a_server_that_dies_mid_run_is_resumed_from_the_cache_on_another_port(tmp_path: Path) -> None:
+    requests = [ScoreRequest([{"role": "user", "content": f"question {i}"}]) for i in range(6)]
+    cache = tmp_path / "c.sqlite"
+    with _serve() as (fake, url):
+        backend = _backend(url, concurrency=1, max_retries=0)
+        CachedLanguageModel(backend, ResponseCache(cache)).score(requests[:3])
+    # The server is gone: our own retries (after the endpoint was reached once), then a clear error.
+    with pytest.raises(ValueDetectError, match=rf"the endpoint {url} is unreachable"):
+        CachedLanguageModel(backend, ResponseCache(cache)).score(requests)
+    assert backend.usage.retries == 1  # connect_retries=1
+    with _serve() as (fake, new_url):  # restarted elsewhere: the cache is keyed by model, not URL
+        assert new_url != url
+        resumed = CachedLanguageModel(_backend(new_url), ResponseCache(cache))
+        resumed.score(requests)
+        assert resumed.hits == 3 and len(fake.posts("/v1/chat/completions")) == 3

@@ -1,0 +1,51 @@
+"""A tiny randomly initialised causal LM (Llama architecture, hidden 32, 2 layers) with a
+byte-level BPE tokenizer trained in code and a chat template: milliseconds, no downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+SPECIAL = ["<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|pad|>"]
+
+
+def _corpus() -> list[str]:
+    from valuedetect.llm import prompts
+    from valuedetect.taxonomy import categories
+
+    texts = [prompts.SYSTEM, prompts.PER_VALUE_QUESTION, prompts.ALL_IN_ONE_INSTRUCTION, prompts.COT_TURN2,
+             "Yes No yes no Yes. No. Answer: Yes Answer: No", '{"values": []}']
+    for c in categories():
+        texts += [c.name, c.description, ", ".join(c.synonyms)]
+    texts += ["We should ban fast food because it harms children's health. Conclusion Stance Premise in favor of"]
+    return texts * 3
+
+
+def tiny_causal_lm(folder: Path, layers: int = 2, hidden: int = 32, seed: int = 0, chat: bool = True) -> Path:
+    """Save a tiny Llama and its tokenizer to ``folder`` and return it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    raw.train_from_iterator(_corpus(), trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|end|>", pad_token="<|pad|>")
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
