@@ -179,28 +179,31 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         """Which words raise each category's probability most (leave-one-word-out occlusion)."""
         check_sizes([request.argument], "argument")
         argument = request.argument.to_argument(0)
-        full = await runner.predict([argument])
-        decisions = model.decide(full)[0]
+        # One batch holds the argument and all its occluded variants: the argument's own scores
+        # decide what is detected, and weights for every category cost no extra forward pass.
+        full, explanations = await runner.run(
+            explain, model.detector.predict_proba, argument, CATEGORY_NAMES, request.top_k,
+            settings.explain_max_words,
+        )
+        decisions = model.decide(full[None, :])[0]
         detected = [c for c, d in zip(CATEGORY_NAMES, decisions, strict=True) if d]
         wanted = list(dict.fromkeys(request.categories)) if request.categories is not None else detected
-        _, explanations = await runner.run(
-            explain, model.detector.predict_proba, argument, wanted, request.top_k, settings.explain_max_words
-        )
+        by_name = {e.category: e for e in explanations}
         return ExplainResponse(
             id=argument.id,
             method=f"leave-one-word-out occlusion (first {settings.explain_max_words} words)",
             detected=detected,
-            probabilities={c: float(p) for c, p in zip(CATEGORY_NAMES, full[0], strict=True)},
+            probabilities={c: float(p) for c, p in zip(CATEGORY_NAMES, full, strict=True)},
             explanations=[
                 CategoryExplanationOut(
-                    category=e.category,
-                    probability=float(full[0][CATEGORY_NAMES.index(e.category)]),
-                    threshold=float(model.thresholds[CATEGORY_NAMES.index(e.category)]),
-                    detected=e.category in detected,
+                    category=name,
+                    probability=by_name[name].probability,
+                    threshold=float(model.thresholds[CATEGORY_NAMES.index(name)]),
+                    detected=name in detected,
                     words=[WordOut(word=w.word.text, field=w.word.field, start=w.word.start, end=w.word.end,
-                                   weight=w.weight) for w in e.words],
+                                   weight=w.weight) for w in by_name[name].words],
                 )
-                for e in explanations
+                for name in wanted
             ],
         )
 
