@@ -16,6 +16,7 @@ _REGISTRY: dict[str, str] = {
     "tfidf": "valuedetect.detectors.baselines:TfidfDetector",
     "encoder": "valuedetect.detectors.encoder:EncoderDetector",
     "llm": "valuedetect.detectors.llm:LLMDetector",
+    "prompt": "valuedetect.detectors.prompt:PromptDetector",
 }
 
 METHODS = tuple(_REGISTRY)

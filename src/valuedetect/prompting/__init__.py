@@ -1,0 +1,1 @@
+"""Prompting frozen language models (the paper's Exp-II): label-word scoring of prompt templates."""

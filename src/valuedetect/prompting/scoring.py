@@ -1,0 +1,212 @@
+"""Zero-shot scoring of prompts by label-word log-probabilities, for three kinds of language model.
+
+One interface, ``LabelWordScorer.logprobs(texts, token_ids)``: the log-softmax over the whole
+vocabulary at the answer position, read at ``token_ids``:
+
+- masked LM (``AutoModelForMaskedLM``): the logits at the (single) mask token;
+- seq2seq (``AutoModelForSeq2SeqLM``, T5): the logits of the first decoder token (the decoder
+  gets only its start token; the prompt, without a mask, is the encoder input);
+- causal (``AutoModelForCausalLM``): the logits of the next token after the prompt.
+
+Label words are scored by their FIRST token only ("Yes" -> "Yes", "free thought" -> "free"): a
+single forward pass then scores every word, and it is exact for one-token words, which Yes/No are
+in every tokenizer we know. The spelling tried first is the one with a leading space (" Yes": the
+word after "The answer is" in GPT/Llama BPE), then the bare word; a first token that decodes to
+whitespace only (SentencePiece's lone "▁", a byte-level " ") is skipped.
+
+Long prompts are cut from the LEFT (``truncation_side="left"``), so the question and the answer
+position survive; prompts are sorted by length and batched (right padding, with the answer
+position read per row), so padding never changes a score.
+
+Causal aliases (smollm2, gemma3-270m, qwen2.5-0.5b) and ``.gguf`` files go through
+``lm_models.causal_lm_path`` (converted once to a cached checkpoint); any other name is given to
+``from_pretrained`` unchanged. Sharing the argument prefix's key/value cache across the 20 value
+questions (as ``llm.backends.transformers_backend`` does) is not done here yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from valuedetect.errors import ValueDetectError
+
+LM_TYPES = ("auto", "masked", "seq2seq", "causal")
+_MASKED_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "distilbert", "electra", "albert",
+                       "mpnet", "camembert", "modernbert", "ernie"}
+
+
+def detect_lm_type(config: Any) -> str:
+    """masked, seq2seq or causal from a transformers config."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForMaskedLM") for a in architectures):
+        return "masked"
+    if any(a.endswith("ForCausalLM") for a in architectures):
+        return "causal"
+    return "masked" if getattr(config, "model_type", "") in _MASKED_MODEL_TYPES else "causal"
+
+
+class LabelWordScorer:
+    """Log-probabilities of label words at a prompt's answer position (see the module docstring).
+
+    ``model`` and ``tokenizer`` may be given as objects (tests); otherwise they are loaded from
+    ``name`` (a Hub name, a folder, or a causal alias) on first use.
+    """
+
+    def __init__(self, name: str = "", lm_type: str = "auto", *, max_length: int = 256, batch_size: int = 16,
+                 model: Any = None, tokenizer: Any = None, device: str = "cpu"):
+        if lm_type not in LM_TYPES:
+            raise ValueDetectError(f"lm_type must be one of {', '.join(LM_TYPES)}, not {lm_type!r}")
+        self.name = name
+        self.lm_type = lm_type
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self.model = model
+        self.tokenizer = tokenizer
+        if model is not None:
+            self._setup()
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self) -> LabelWordScorer:
+        if self.model is not None:
+            return self
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForMaskedLM,
+            AutoModelForSeq2SeqLM,
+            AutoTokenizer,
+        )
+        from transformers.utils import logging as hf_logging
+
+        from valuedetect.lm_models import LM_ALIASES, causal_lm_path, gguf_file
+
+        path = self.name
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            if gguf_file(self.name) is not None:
+                if self.lm_type not in ("auto", "causal"):
+                    raise ValueDetectError(f"{self.name!r} is a causal language model, not {self.lm_type}")
+                path, self.lm_type = causal_lm_path(self.name), "causal"
+            if self.lm_type == "auto":
+                self.lm_type = detect_lm_type(AutoConfig.from_pretrained(path))
+            auto = {"masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM,
+                    "causal": AutoModelForCausalLM}[self.lm_type]
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = auto.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            raise ValueDetectError(
+                f"cannot load the {self.lm_type} language model {self.name!r} ({error}); use a local checkpoint "
+                f"folder, a causal alias ({', '.join(LM_ALIASES)}), or a Hub name where the Hub is reachable"
+            ) from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        self._setup()
+        return self
+
+    def _setup(self) -> None:
+        if self.lm_type == "auto":
+            self.lm_type = detect_lm_type(self.model.config)
+        self.model.to(self.device).eval()
+        self.tokenizer.truncation_side = "left"
+        if self.lm_type == "masked" and self.tokenizer.mask_token_id is None:
+            raise ValueDetectError(f"the tokenizer of {self.name or 'the model'!r} has no mask token")
+        self._pad_id = self.tokenizer.pad_token_id
+        if self._pad_id is None:
+            self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+
+    @property
+    def mask_token(self) -> str:
+        """What a template's {mask} becomes: the mask token for masked LMs, else nothing."""
+        self.load()
+        return self.tokenizer.mask_token if self.lm_type == "masked" else ""
+
+    # -- label words -----------------------------------------------------------------------
+    def first_token_id(self, word: str) -> int:
+        """The id of the first token of ``word`` (leading-space spelling first, see above)."""
+        self.load()
+        for variant in (" " + word.strip(), word.strip()):
+            ids = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
+            if ids and self.tokenizer.decode(ids[:1]).strip():
+                return int(ids[0])
+        raise ValueDetectError(f"the tokenizer of {self.name or 'the model'!r} cannot spell the label word {word!r}")
+
+    def token_ids(self, words: Sequence[str]) -> list[int]:
+        return [self.first_token_id(w) for w in words]
+
+    # -- scoring ---------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        self.load()
+        ids = self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
+        if self.lm_type == "masked" and ids.count(self.tokenizer.mask_token_id) != 1:
+            raise ValueDetectError("a masked-LM prompt needs exactly one mask token (end the template with {mask}); "
+                                   f"got {ids.count(self.tokenizer.mask_token_id)} in {text[:80]!r}...")
+        return list(ids)
+
+    def logprobs(self, texts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
+        """[len(texts), len(token_ids)]: log P(token | prompt) at each prompt's answer position."""
+        import torch
+
+        self.load()
+        encoded = [self.encode(t) for t in texts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        wanted = torch.tensor(list(token_ids), dtype=torch.long)
+        result = np.zeros((len(texts), len(token_ids)))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                rows = [encoded[i] for i in batch]
+                width = max(len(r) for r in rows)
+                ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+                attention = torch.zeros((len(rows), width), dtype=torch.long)
+                for b, r in enumerate(rows):
+                    ids[b, : len(r)] = torch.tensor(r)
+                    attention[b, : len(r)] = 1
+                logits = self._answer_logits(ids.to(self.device), attention.to(self.device), rows)
+                result[batch] = torch.log_softmax(logits.float(), dim=-1)[:, wanted].cpu().numpy()
+        return result
+
+    def _answer_logits(self, ids: Any, attention: Any, rows: list[list[int]]) -> Any:
+        import torch
+
+        index = torch.arange(len(rows))
+        if self.lm_type == "masked":
+            position = torch.tensor([r.index(self.tokenizer.mask_token_id) for r in rows])
+            return self.model(input_ids=ids, attention_mask=attention).logits[index, position]
+        if self.lm_type == "seq2seq":
+            start = self.model.config.decoder_start_token_id
+            start = self._pad_id if start is None else start
+            decoder = torch.full((len(rows), 1), start, dtype=torch.long, device=ids.device)
+            return self.model(input_ids=ids, attention_mask=attention, decoder_input_ids=decoder).logits[:, 0]
+        last = torch.tensor([len(r) - 1 for r in rows])
+        return self.model(input_ids=ids, attention_mask=attention).logits[index, last]
+
+
+def yes_probability(logprobs: np.ndarray, n_positive: int) -> np.ndarray:
+    """P(yes) per row: softmax over two classes, each the log-sum-exp of its words' log-probs
+    (columns ``[:n_positive]`` positive, the rest negative)."""
+    positive = np.logaddexp.reduce(logprobs[:, :n_positive], axis=1)
+    negative = np.logaddexp.reduce(logprobs[:, n_positive:], axis=1)
+    return 1.0 / (1.0 + np.exp(negative - positive))
+
+
+def synonym_probability(logprobs: np.ndarray, own: Sequence[Sequence[int]], categories: Sequence[int]) -> np.ndarray:
+    """OA's knowledgeable verbalizer: the probability mass of the asked category's synonym first
+    tokens, normalised over the first tokens of ALL 20 categories' synonyms (``logprobs`` columns).
+
+    Chosen over a fixed set of contrast words because it needs no extra word list and its
+    contrast is exactly the alternatives the paper's verbalizer can answer; it stays in [0, 1]
+    and is comparable across categories up to each category's prior, which the per-category
+    thresholds absorb. ``own[c]`` lists the columns of category c; row i asks about
+    ``categories[i]``.
+    """
+    probabilities = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
+    total = probabilities.sum(axis=1)
+    mass = np.array([probabilities[i, own[c]].sum() for i, c in enumerate(categories)])
+    return mass / total

@@ -1,0 +1,145 @@
+"""Label-word scoring on tiny random masked, seq2seq and causal LMs (no downloads), checked
+against a direct computation from each model's logits; the prompt detector end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.tiny_lm import tiny_causal_lm
+from tests.tiny_models import tiny_vocab
+
+from valuedetect.data import Argument, load_split
+from valuedetect.detectors import load_detector, make_detector
+from valuedetect.prompting.scoring import LabelWordScorer
+from valuedetect.taxonomy import NUM_CATEGORIES, categories
+from valuedetect.templates import PROMPT_TEMPLATES
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        BertTokenizerFast,
+        ByT5Tokenizer,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    root = tmp_path_factory.mktemp("prompt-lms")
+    torch.manual_seed(0)
+    masked = root / "bert"
+    tokenizer = BertTokenizerFast(vocab=tiny_vocab(), do_lower_case=True)
+    tokenizer.save_pretrained(masked)
+    BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+                    ).save_pretrained(masked)
+    seq2seq = root / "t5"
+    ByT5Tokenizer().save_pretrained(seq2seq)
+    T5ForConditionalGeneration(T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2,
+                                        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+                               ).save_pretrained(seq2seq)
+    causal = tiny_causal_lm(root / "llama", chat=False)
+    return {"masked": masked, "seq2seq": seq2seq, "causal": causal}
+
+
+ARGUMENTS = [*load_split("validation").arguments[:3], Argument("F", "Fast food harms the health of children.")]
+
+
+def detector(models, lm_type, template, **settings):
+    return make_detector("prompt", {"model": str(models[lm_type]), "template": template, "batch_size": 7,
+                                    "max_length": 512, **settings})
+
+
+def direct_logprobs(models, lm_type, text):
+    """Log-softmax at the answer position, one unpadded prompt, straight from the model."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(models[lm_type])
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        if lm_type == "masked":
+            logits = AutoModelForMaskedLM.from_pretrained(models[lm_type])(input_ids=ids).logits[0]
+            logits = logits[(ids[0] == tokenizer.mask_token_id).nonzero()[0, 0]]
+        elif lm_type == "seq2seq":
+            model = AutoModelForSeq2SeqLM.from_pretrained(models[lm_type])
+            logits = model(input_ids=ids, decoder_input_ids=torch.tensor([[0]])).logits[0, 0]
+        else:
+            logits = AutoModelForCausalLM.from_pretrained(models[lm_type])(input_ids=ids).logits[0, -1]
+    return tokenizer, torch.log_softmax(logits, -1)
+
+
+@pytest.mark.parametrize(("lm_type", "template"), [("masked", "mbc"), ("seq2seq", "bca"), ("causal", "bca")])
+def test_p_yes_matches_direct_computation(models, lm_type, template):
+    scores = detector(models, lm_type, template).predict_proba(ARGUMENTS)
+    assert scores.shape == (len(ARGUMENTS), NUM_CATEGORIES)
+    assert np.all((scores >= 0) & (scores <= 1)) and scores.std() > 0
+    c = categories()[7]
+    mask = {"masked": "[MASK]"}.get(lm_type, "")
+    tokenizer, logprobs = direct_logprobs(models, lm_type, PROMPT_TEMPLATES[template].render_prompt(ARGUMENTS[1], c,
+                                                                                                    mask))
+    # The label words' first tokens, by hand for each tokenizer family.
+    if lm_type == "masked":  # WordPiece, lower-cased: "yes" -> "y" "##e" "##s"
+        yes, no = tokenizer.convert_tokens_to_ids(["y", "n"])
+    elif lm_type == "seq2seq":  # ByT5: " Yes" -> b" " (whitespace, skipped), so "Yes" -> b"Y"
+        yes, no = ord("Y") + 3, ord("N") + 3
+    else:  # byte-level BPE: the leading-space spelling
+        yes, no = tokenizer(" Yes")["input_ids"][0], tokenizer(" No")["input_ids"][0]
+    expected = torch.softmax(logprobs[[yes, no]], -1)[0].item()
+    assert scores[1, 7] == pytest.approx(expected, abs=1e-5)
+
+
+def test_oa_synonym_mass_matches_direct_computation(models):
+    found = detector(models, "causal", "oa")
+    scores = found.predict_proba(ARGUMENTS[:2])
+    assert scores.shape == (2, NUM_CATEGORIES) and np.all((scores > 0) & (scores < 1))
+    c = categories()[3]
+    tokenizer, logprobs = direct_logprobs(models, "causal", PROMPT_TEMPLATES["oa"].render_prompt(ARGUMENTS[0], c))
+
+    def first(word):  # the leading-space spelling, unless its first token is a bare space
+        spaced = tokenizer(" " + word)["input_ids"][0]
+        return spaced if tokenizer.decode([spaced]).strip() else tokenizer(word)["input_ids"][0]
+
+    every = {first(w) for d in categories() for w in d.synonyms}
+    own = {first(w) for w in c.synonyms}
+    p = logprobs.exp()
+    assert scores[0, 3] == pytest.approx((p[list(own)].sum() / p[list(every)].sum()).item(), abs=1e-5)
+
+
+def test_auto_type_masked_appends_mask_and_left_truncation(models):
+    scorer = LabelWordScorer(str(models["masked"]), max_length=24).load()
+    assert scorer.lm_type == "masked"
+    assert LabelWordScorer(str(models["seq2seq"])).load().lm_type == "seq2seq"
+    assert LabelWordScorer(str(models["causal"])).load().lm_type == "causal"
+    # BCA has no {mask}: a masked LM gets one appended; a long premise is cut from the left.
+    found = detector(models, "masked", "bca", max_length=24)
+    scores = found.predict_proba(ARGUMENTS[:2])
+    assert scores.shape == (2, NUM_CATEGORIES) and found.info["lm_type"] == "masked"
+
+
+def test_custom_template_and_verbalizer(models):
+    templates = {"mine": {"text": "{premise} Is it about {value_label}? {mask}",
+                          "verbalizer": {"positive": ["yes", "sure"], "negative": ["no"]}}}
+    scores = detector(models, "masked", "mine", templates=templates).predict_proba(ARGUMENTS[:2])
+    assert scores.shape == (2, NUM_CATEGORIES) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_causal_alias_goes_through_lm_models(models, monkeypatch):
+    import valuedetect.lm_models as lm_models
+
+    monkeypatch.setattr(lm_models, "gguf_file", lambda name: models["causal"] if name == "tiny-alias" else None)
+    monkeypatch.setattr(lm_models, "causal_lm_path", lambda name: str(models["causal"]))
+    scorer = LabelWordScorer("tiny-alias").load()
+    assert scorer.lm_type == "causal"
+
+
+def test_save_load_round_trip(models, tmp_path):
+    validation = load_split("validation").subset(range(8))
+    found = detector(models, "causal", "bca").fit(validation, validation)
+    assert found.thresholds is not None
+    before = found.predict_proba(validation.arguments)
+    loaded = load_detector(found.save(tmp_path / "prompt"))
+    assert type(loaded).__name__ == "PromptDetector" and loaded.config == found.config
+    np.testing.assert_allclose(loaded.predict_proba(validation.arguments), before, atol=1e-6)
+    assert np.array_equal(loaded.predict(validation.arguments), found.predict(validation.arguments))
