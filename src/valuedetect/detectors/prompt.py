@@ -4,10 +4,13 @@ zero-shot reference point).
 Each (argument, category) pair is rendered with a prompt template (``templates.PROMPT_TEMPLATES``:
 mbc, bca, oa, or a custom one from the config's ``templates`` table) and scored by label-word
 log-probabilities at the answer position (``prompting.scoring``): P(yes) for Yes/No verbalizers,
-the synonym mass for OA's knowledgeable verbalizer. fit() trains nothing: it only tunes the
-thresholds on validation (base class).
+the synonym mass for OA's knowledgeable verbalizer. With ``soft_prompt_tokens = 0`` (the default)
+fit() trains nothing: it only tunes the thresholds on validation (base class). With
+``soft_prompt_tokens > 0`` fit() trains a soft prompt shared by all categories on the frozen LM
+(``prompting.tuning``: peft prompt tuning, cross-entropy on the Yes/No verbalizer words); only the
+prompt is saved (``soft_prompt.safetensors``), never the LM's weights.
 
-Not in this slice: soft prompts / P-tuning with ``peft`` (training on the verbalizer words), the
+Not in this slice: one soft prompt per category, prompt tuning with the synonym verbalizer, the
 CLS template's trainable heads, few-shot sampling, OA by generation + synonym matching, and
 sharing the argument prefix's key/value cache across the 20 questions.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +27,19 @@ import numpy as np
 from valuedetect.data import Argument, Split
 from valuedetect.detectors.base import Detector, DetectorConfig
 from valuedetect.prompting.scoring import LM_TYPES, LabelWordScorer, synonym_probability, yes_probability
+from valuedetect.prompting.tuning import (
+    PROMPT_INITS,
+    TuneSettings,
+    attach_soft_prompt,
+    init_text,
+    parameter_counts,
+    soft_prompt_state,
+    train_soft_prompt,
+)
 from valuedetect.taxonomy import NUM_CATEGORIES, categories
 from valuedetect.templates import PromptTemplate, Verbalizer, prompt_template, verbalizer_from_config
+
+SOFT_PROMPT_FILE = "soft_prompt.safetensors"
 
 
 @dataclass
@@ -37,7 +52,15 @@ class PromptConfig(DetectorConfig):
     templates: dict[str, Any] = field(default_factory=dict)  # custom templates: name -> {text, free_text, verbalizer}
     verbalizer: str | dict[str, Any] = "auto"  # auto (the template's) | yes_no | synonyms | {positive, negative}
     max_length: int = 256
-    batch_size: int = 16
+    batch_size: int = 16  # scoring and prompt-tuning batches
+    # Prompt tuning (0 tokens: zero-shot with the hard template alone).
+    soft_prompt_tokens: int = 0
+    prompt_init: str = "text"  # text (the template's first words) | random
+    epochs: int = 3
+    lr: float = 0.03
+    negative_ratio: float = 1.0  # negative pairs kept per positive pair, drawn afresh each epoch
+    max_steps: int = 0  # 0: no limit
+    max_seconds: float = 0.0  # 0: no limit
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,7 +71,16 @@ class PromptConfig(DetectorConfig):
         for name in ("max_length", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        self.prompt_template()  # raises ConfigError naming the field
+        if self.soft_prompt_tokens < 0 or self.epochs < 0 or self.max_steps < 0 or self.max_seconds < 0:
+            raise ValueError("soft_prompt_tokens, epochs, max_steps and max_seconds must not be negative")
+        if self.prompt_init not in PROMPT_INITS:
+            raise ValueError(f"prompt_init must be one of {', '.join(PROMPT_INITS)}, not {self.prompt_init!r}")
+        if self.lr <= 0 or self.negative_ratio <= 0:
+            raise ValueError("lr and negative_ratio must be positive")
+        template = self.prompt_template()  # raises ConfigError naming the field
+        if self.soft_prompt_tokens and template.verbalizer.kind == "synonyms":
+            raise ValueError("prompt tuning (soft_prompt_tokens > 0) needs a positive/negative verbalizer, "
+                             f"not the synonym verbalizer of template {template.name!r}")
 
     def prompt_template(self) -> PromptTemplate:
         template = prompt_template(self.template, self.templates, "prompt detector: 'templates'")
@@ -67,22 +99,76 @@ class PromptDetector(Detector):
         super().__init__(config)
         # A scorer set by the caller (e.g. tests) is used instead of one built from the config.
         self.scorer: LabelWordScorer | None = None
+        self.soft_prompt: Any = None  # the peft model wrapping the scorer's LM, once attached
+        self._soft_state: dict[str, Any] | None = None  # a loaded soft prompt, attached on first use
 
     def _fit(self, train: Split, validation: Split | None) -> None:
-        """Zero-shot: nothing to learn; the base class tunes thresholds on validation."""
+        """Zero-shot: nothing to learn (the base class tunes thresholds on validation); with
+        soft prompt tokens, train the soft prompt on the training split first."""
+        c = self.config
+        if not c.soft_prompt_tokens:
+            return
+        if self.soft_prompt is not None:  # fit again: start from a fresh prompt on the bare LM
+            self.scorer.model, self.soft_prompt, self._soft_state = self.soft_prompt.get_base_model(), None, None
+        scorer = self._scorer()
+        template = self._template(scorer)
+        mask = scorer.mask_token
+        asked = categories()
+        verbalizer = template.verbalizer
+        settings = TuneSettings(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, negative_ratio=c.negative_ratio,
+                                max_steps=c.max_steps, max_seconds=c.max_seconds, seed=c.seed)
+        result = train_soft_prompt(
+            scorer, lambda i, k: template.render_prompt(train.arguments[i], asked[k], mask),
+            np.asarray(train.labels), len(verbalizer.positive),
+            scorer.token_ids([*verbalizer.positive, *verbalizer.negative]), settings,
+            progress=self.progress, log=self.log,
+        )
+        trainable, total = parameter_counts(self.soft_prompt)
+        self.info.update(
+            parameters_trainable=trainable, parameters_total=total, base_model=c.model, lm_type=scorer.lm_type,
+            soft_prompt_tokens=c.soft_prompt_tokens, prompt_init=c.prompt_init, history=result.history,
+            budget={"max_steps": c.max_steps, "max_seconds": c.max_seconds, "epochs": c.epochs,
+                    "steps": result.steps, "seconds": round(result.seconds, 3),
+                    "epochs_completed": result.epochs_completed, "stopped_by": result.stopped_by},
+            negative_sampling=f"all positive pairs and {c.negative_ratio:g} negative pair(s) per positive, "
+                              f"drawn afresh each epoch (seed {c.seed})",
+        )
 
     def _scorer(self) -> LabelWordScorer:
+        c = self.config
         if self.scorer is None:
-            c = self.config
             self.scorer = LabelWordScorer(c.model, c.lm_type, max_length=c.max_length, batch_size=c.batch_size)
-        return self.scorer.load()
+        scorer = self.scorer.load()
+        if c.soft_prompt_tokens and self.soft_prompt is None:
+            self.soft_prompt = attach_soft_prompt(scorer, c.soft_prompt_tokens, c.prompt_init,
+                                                  init_text(c.prompt_template().argument), c.seed, self._soft_state)
+        return scorer
 
-    def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
-        scorer = self._scorer()
+    def _template(self, scorer: LabelWordScorer) -> PromptTemplate:
         template = self.config.prompt_template()
         if scorer.lm_type == "masked" and not template.has_mask:
             template = PromptTemplate(template.name, template.argument + " {mask}", template.free_text + " {mask}",
                                       verbalizer=template.verbalizer)
+        return template
+
+    def _save_weights(self, directory: Path) -> None:
+        """Only the soft prompt (a few thousand numbers), never the frozen LM."""
+        state = soft_prompt_state(self.soft_prompt) if self.soft_prompt is not None else self._soft_state
+        if self.config.soft_prompt_tokens and state is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in state.items()}, str(directory / SOFT_PROMPT_FILE))
+
+    def _load_weights(self, directory: Path) -> None:
+        path = directory / SOFT_PROMPT_FILE
+        if self.config.soft_prompt_tokens and path.exists():
+            from safetensors.torch import load_file
+
+            self._soft_state = load_file(str(path))
+
+    def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
+        scorer = self._scorer()
+        template = self._template(scorer)
         mask = scorer.mask_token
         texts = [template.render_prompt(a, c, mask) for a in arguments for c in categories()]
         asked = [c.index for _ in arguments for c in categories()]

@@ -68,6 +68,7 @@ class LabelWordScorer:
         self.device = device
         self.model = model
         self.tokenizer = tokenizer
+        self.prefix_tokens = 0  # soft prompt tokens the model prepends to every input (prompt tuning)
         if model is not None:
             self._setup()
 
@@ -156,35 +157,45 @@ class LabelWordScorer:
         self.load()
         encoded = [self.encode(t) for t in texts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        wanted = torch.tensor(list(token_ids), dtype=torch.long)
         result = np.zeros((len(texts), len(token_ids)))
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                rows = [encoded[i] for i in batch]
-                width = max(len(r) for r in rows)
-                ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
-                attention = torch.zeros((len(rows), width), dtype=torch.long)
-                for b, r in enumerate(rows):
-                    ids[b, : len(r)] = torch.tensor(r)
-                    attention[b, : len(r)] = 1
-                logits = self._answer_logits(ids.to(self.device), attention.to(self.device), rows)
-                result[batch] = torch.log_softmax(logits.float(), dim=-1)[:, wanted].cpu().numpy()
+                result[batch] = self.answer_logprobs([encoded[i] for i in batch], token_ids).cpu().numpy()
         return result
+
+    def answer_logprobs(self, rows: list[list[int]], token_ids: Sequence[int]) -> Any:
+        """A torch tensor [len(rows), len(token_ids)] of log-softmax values at the answer position of
+        each encoded prompt (``encode``), one right-padded batch; differentiable when called with
+        gradients enabled (prompt tuning trains through it)."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, r in enumerate(rows):
+            ids[b, : len(r)] = torch.tensor(r)
+            attention[b, : len(r)] = 1
+        logits = self._answer_logits(ids.to(self.device), attention.to(self.device), rows)
+        wanted = torch.tensor(list(token_ids), dtype=torch.long, device=logits.device)
+        return torch.log_softmax(logits.float(), dim=-1)[:, wanted]
 
     def _answer_logits(self, ids: Any, attention: Any, rows: list[list[int]]) -> Any:
         import torch
 
         index = torch.arange(len(rows))
+        # Soft prompt tokens (peft prompt tuning) are prepended to the input, so for masked and
+        # causal models every position of the output moves right by their number.
+        shift = self.prefix_tokens
         if self.lm_type == "masked":
-            position = torch.tensor([r.index(self.tokenizer.mask_token_id) for r in rows])
+            position = torch.tensor([r.index(self.tokenizer.mask_token_id) + shift for r in rows])
             return self.model(input_ids=ids, attention_mask=attention).logits[index, position]
         if self.lm_type == "seq2seq":
             start = self.model.config.decoder_start_token_id
             start = self._pad_id if start is None else start
             decoder = torch.full((len(rows), 1), start, dtype=torch.long, device=ids.device)
             return self.model(input_ids=ids, attention_mask=attention, decoder_input_ids=decoder).logits[:, 0]
-        last = torch.tensor([len(r) - 1 for r in rows])
+        last = torch.tensor([len(r) - 1 + shift for r in rows])
         return self.model(input_ids=ids, attention_mask=attention).logits[index, last]
 
 

@@ -1,0 +1,158 @@
+"""Prompt tuning on tiny random LMs (no downloads): the LM stays bit-identical, only the soft
+prompt trains, the training loss falls, budgets stop training, negatives are subsampled as stated,
+and a saved detector scores identically after loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.tiny_lm import tiny_causal_lm
+from tests.tiny_models import tiny_vocab
+
+from valuedetect.data import Argument, Split
+from valuedetect.detectors import load_detector, make_detector
+from valuedetect.errors import ValueDetectError
+from valuedetect.prompting.tuning import sample_pairs, soft_prompt_state
+from valuedetect.taxonomy import NUM_CATEGORIES
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        BertTokenizerFast,
+        ByT5Tokenizer,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    root = tmp_path_factory.mktemp("tuning-lms")
+    torch.manual_seed(0)
+    masked = root / "bert"
+    tokenizer = BertTokenizerFast(vocab=tiny_vocab(), do_lower_case=True)
+    tokenizer.save_pretrained(masked)
+    BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+                    ).save_pretrained(masked)
+    seq2seq = root / "t5"
+    ByT5Tokenizer().save_pretrained(seq2seq)
+    T5ForConditionalGeneration(T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2,
+                                        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+                               ).save_pretrained(seq2seq)
+    return {"masked": masked, "seq2seq": seq2seq, "causal": tiny_causal_lm(root / "llama", chat=False)}
+
+
+# 8 free-text arguments; an argument mentioning children is positive for the first 10 categories.
+PREMISES = ["We should ban fast food for children.", "Fast food is cheap.", "Children need free schools.",
+            "Taxes are too high.", "Protect children from harm.", "The army needs money.",
+            "Children deserve healthy food.", "Cars should be electric."]
+SPLIT = Split("train", [Argument(str(i), p) for i, p in enumerate(PREMISES)],
+              np.array([[1] * 10 + [0] * 10 if "hildren" in p else [0] * NUM_CATEGORIES for p in PREMISES],
+                       dtype=np.float32))
+HIDDEN = 32
+FEW = SPLIT.arguments[:2]
+# A short template keeps the tiny runs fast; the built-in ones are used in the first test.
+SHORT = {"short": {"text": "{premise} Is it {value_label}? The answer is",
+                   "verbalizer": {"positive": ["Yes"], "negative": ["No"]}}}
+
+
+def detector(models, lm_type="causal", template="short", **settings):
+    config = {"model": str(models[lm_type]), "template": template, "templates": SHORT, "batch_size": 16,
+              "max_length": 512,
+              "soft_prompt_tokens": 4, "epochs": 1, "lr": 0.1, "thresholds": "fixed", **settings}
+    return make_detector("prompt", config)
+
+
+def loss(found):
+    p = np.clip(found.predict_proba(SPLIT.arguments), 1e-7, 1 - 1e-7)
+    return float(-np.mean(SPLIT.labels * np.log(p) + (1 - SPLIT.labels) * np.log(1 - p)))
+
+
+@pytest.mark.parametrize(("lm_type", "template"), [("causal", "bca"), ("seq2seq", "bca"), ("masked", "mbc")])
+def test_lm_frozen_prompt_trained_and_counted(models, lm_type, template):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
+
+    auto = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM, "masked": AutoModelForMaskedLM}
+    found = detector(models, lm_type, template, max_steps=3, batch_size=4)
+    found._scorer()
+    initial = soft_prompt_state(found.soft_prompt)
+    found.fit(SPLIT)
+    trained = soft_prompt_state(found.soft_prompt)
+    assert list(trained) == list(initial)
+    assert not all(torch.equal(trained[k], initial[k]) for k in trained)
+    original = auto[lm_type].from_pretrained(models[lm_type]).state_dict()
+    after = found.soft_prompt.get_base_model().state_dict()
+    assert set(after) == set(original)
+    assert all(torch.equal(after[k], original[k]) for k in original)
+    assert found.info["parameters_trainable"] == 4 * HIDDEN
+    assert found.info["parameters_total"] == 4 * HIDDEN + sum(v.numel() for v in auto[lm_type].from_pretrained(
+        models[lm_type]).parameters())
+    assert found.info["lm_type"] == lm_type
+
+
+def test_training_lowers_the_loss(models):
+    found = detector(models, epochs=5, negative_ratio=10.0, lr=0.03, soft_prompt_tokens=8)
+    found._scorer()
+    before = loss(found)
+    found.fit(SPLIT)
+    after = loss(found)
+    assert after < before - 0.02, (before, after)
+    history = found.info["history"]
+    assert len(history) == 5 and history[-1]["loss"] < history[0]["loss"]
+    assert found.info["budget"]["stopped_by"] is None and found.info["budget"]["epochs_completed"] == 5
+
+
+def test_max_steps_stops_and_is_recorded(models):
+    found = detector(models, epochs=50, max_steps=5, batch_size=4).fit(SPLIT)
+    budget = found.info["budget"]
+    assert budget["steps"] == 5 and budget["stopped_by"] == "max_steps" and budget["max_steps"] == 5
+    assert budget["epochs_completed"] < 50
+    assert "negative" in found.info["negative_sampling"]
+
+
+def test_negative_subsampling_keeps_positives_and_ratio():
+    labels = SPLIT.labels
+    positives = set(np.flatnonzero(labels.reshape(-1) > 0.5))
+    for ratio in (0.5, 1.0, 2.0):
+        pairs = sample_pairs(labels, ratio, seed=3, epoch=0)
+        chosen = set(pairs.tolist())
+        assert positives <= chosen
+        assert len(chosen - positives) == round(ratio * len(positives))
+        assert len(pairs) == len(chosen)
+    assert np.array_equal(sample_pairs(labels, 1.0, 3, 1), sample_pairs(labels, 1.0, 3, 1))
+    assert not np.array_equal(sample_pairs(labels, 1.0, 3, 0), sample_pairs(labels, 1.0, 3, 1))
+    assert len(sample_pairs(labels, 100.0, 3, 0)) == labels.size  # capped at every negative
+
+
+@pytest.mark.parametrize("lm_type", ["causal", "seq2seq"])
+def test_save_load_round_trip(models, tmp_path, lm_type):
+    found = detector(models, lm_type, max_steps=4, prompt_init="random").fit(SPLIT)
+    before = found.predict_proba(FEW)
+    folder = found.save(tmp_path / "tuned")
+    assert sorted(p.name for p in folder.iterdir()) == ["detector.json", "soft_prompt.safetensors"]
+    assert (folder / "soft_prompt.safetensors").stat().st_size < 4 * HIDDEN * 4 + 1000  # the prompt, not the LM
+    loaded = load_detector(folder)
+    assert loaded.config == found.config
+    np.testing.assert_array_equal(loaded.predict_proba(FEW), before)
+    # Saving a loaded detector again (before it scored anything) keeps the prompt.
+    again = load_detector(loaded.save(tmp_path / "again"))
+    np.testing.assert_array_equal(again.predict_proba(FEW), before)
+
+
+def test_zero_shot_unchanged_without_soft_prompt(models, tmp_path):
+    found = detector(models, soft_prompt_tokens=0)
+    before = found.predict_proba(FEW)
+    found.fit(SPLIT)
+    assert found.soft_prompt is None and "parameters_trainable" not in found.info
+    np.testing.assert_array_equal(found.predict_proba(FEW), before)
+    folder = found.save(tmp_path / "zero")
+    assert sorted(p.name for p in folder.iterdir()) == ["detector.json"]
+
+
+def test_config_errors(models):
+    with pytest.raises((ValueError, ValueDetectError), match="synonym"):
+        detector(models, template="oa", templates={})
+    with pytest.raises((ValueError, ValueDetectError), match="prompt_init"):
+        detector(models, prompt_init="words")
