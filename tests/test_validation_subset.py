@@ -71,3 +71,30 @@ def validation_labels_path() -> Path:
     from valuedetect.data import shipped_data_dir
 
     return shipped_data_dir() / "labels-validation.tsv"
+
+
+def test_k_per_category_gives_every_category_k_examples(training: Split) -> None:
+    from valuedetect.training import training_subset
+
+    few, note = training_subset(training, TrainConfig(method="all-ones", training_per_category=5, subset_seed=2))
+    counts = few.labels.sum(axis=0)
+    available = training.labels.sum(axis=0)
+    assert np.all(counts >= np.minimum(5, available))
+    assert len(few) <= 5 * 20 and note.startswith(f"5 per category: {len(few)} of {len(training)}")
+    again, _ = training_subset(training, TrainConfig(method="all-ones", training_per_category=5, subset_seed=2))
+    other, _ = training_subset(training, TrainConfig(method="all-ones", training_per_category=5, subset_seed=3))
+    assert again.ids == few.ids and other.ids != few.ids
+    quarter, note = training_subset(training, TrainConfig(method="all-ones", training_fraction=0.25))
+    assert len(quarter) == round(0.25 * len(training)) and "seeded 25%" in note
+    whole, none = training_subset(training, TrainConfig(method="all-ones"))
+    assert whole is training and none is None
+
+
+def test_training_on_k_per_category_is_recorded(tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "data", training=300, validation=40)
+    config = TrainConfig(method="tfidf", data_dir=str(data), output=str(tmp_path / "run"),
+                         training_per_category=3, predict_test=False)
+    run_training(config)
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["training_subset"].startswith("3 per category:")
+    assert record["training_arguments"] < 300

@@ -109,6 +109,9 @@ def train(
     limit: Annotated[int | None, typer.Option(min=1, help="Score a seeded subset of N validation arguments.")] = None,
     sample: Annotated[float | None, typer.Option(help="Score a seeded fraction of validation, e.g. 0.05.")] = None,
     subset_seed: Annotated[int | None, typer.Option(help="Seed of the --limit/--sample subset.")] = None,
+    train_per_category: Annotated[int | None, typer.Option(
+        min=1, help="Train on k seeded arguments per category (few-shot).")] = None,
+    train_fraction: Annotated[float | None, typer.Option(help="Train on a seeded fraction of training.")] = None,
     predict_test: Annotated[bool | None, typer.Option(
         help="Also label the test split (default: yes, except for --method llm).")] = None,
     settings: Annotated[list[str] | None, typer.Option(
@@ -130,6 +133,8 @@ def train(
             overrides[key] = value
     run_settings = {k: v for k, v in (("validation_limit", limit), ("validation_sample", sample),
                                        ("subset_seed", subset_seed), ("predict_test", predict_test),
+                                       ("training_per_category", train_per_category),
+                                       ("training_fraction", train_fraction),
                                        ("data_dir", str(data_dir) if data_dir else None),
                                        ("output", str(output) if output else None)) if v is not None}
     if overrides or run_settings:

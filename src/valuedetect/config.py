@@ -125,8 +125,18 @@ class TrainConfig:
     validation_limit: int | None = None
     validation_sample: float | None = None
     subset_seed: int = 0
+    # Less training data, for few-shot and data-size experiments: k arguments per category
+    # (seeded; an argument counts for every category it has), or a seeded fraction.
+    training_per_category: int | None = None
+    training_fraction: float | None = None
 
     def __post_init__(self) -> None:
+        if self.training_per_category is not None and self.training_per_category < 1:
+            raise ValueError("training_per_category must be at least 1")
+        if self.training_fraction is not None and not 0 < self.training_fraction <= 1:
+            raise ValueError("training_fraction must be in (0, 1]")
+        if self.training_per_category is not None and self.training_fraction is not None:
+            raise ValueError("give training_per_category or training_fraction, not both")
         if self.validation_limit is not None and self.validation_limit < 1:
             raise ValueError("validation_limit must be at least 1")
         if self.validation_sample is not None and not 0 < self.validation_sample <= 1:

@@ -70,6 +70,37 @@ def validation_subset(validation: Split, config: TrainConfig) -> tuple[Split, st
     return validation.subset(indices, name=f"{validation.name} ({note})"), note
 
 
+def training_subset(train: Split, config: TrainConfig) -> tuple[Split, str | None]:
+    """The smaller training set a config asks for, and a sentence saying which it is.
+
+    ``training_per_category = k``: for each category in turn, k of its positive arguments not
+    yet chosen are added (seeded), so every category has at least k examples where the data
+    allows; arguments chosen for one category also count for the others they carry.
+    """
+    n = len(train)
+    rng = np.random.default_rng(config.subset_seed)
+    if config.training_per_category is not None:
+        if train.labels is None:
+            raise InputError("the training split has no labels to pick examples per category from")
+        k = config.training_per_category
+        chosen: set[int] = set()
+        for column in range(train.labels.shape[1]):
+            have = sum(1 for i in chosen if train.labels[i, column])
+            candidates = [i for i in np.flatnonzero(train.labels[:, column]) if i not in chosen]
+            take = max(0, min(k - have, len(candidates)))
+            if take:
+                chosen.update(int(i) for i in rng.choice(candidates, size=take, replace=False))
+        indices = sorted(chosen)
+        note = f"{k} per category: {len(indices)} of {n} training arguments (seed {config.subset_seed})"
+    elif config.training_fraction is not None and round(config.training_fraction * n) < n:
+        size = max(1, round(config.training_fraction * n))
+        indices = sorted(rng.choice(n, size=size, replace=False).tolist())
+        note = f"seeded {config.training_fraction:.0%}: {size} of {n} training arguments (seed {config.subset_seed})"
+    else:
+        return train, None
+    return train.subset(indices, name=f"{train.name} ({note})"), note
+
+
 def run_training(
     config: TrainConfig,
     source: str = "config",
@@ -105,6 +136,9 @@ def run_training(
     validation, subset_note = validation_subset(validation, config)
     if subset_note and log:
         log(f"validation: {subset_note}")
+    train, training_note = training_subset(train, config)
+    if training_note and log:
+        log(f"training: {training_note}")
     started = time.time()
     detector.fit(train, validation)
     fit_seconds = time.time() - started
@@ -146,13 +180,15 @@ def run_training(
     model = getattr(detector.config, "model", None)
     description = f"method {config.method}" + (f", model {model}" if model else "") + \
         f", seed {detector.config.seed}, thresholds {detector.thresholds.mode if detector.thresholds else '-'}" + \
-        (f", {subset_note}" if subset_note else "")
+        (f", {subset_note}" if subset_note else "") + (f", training {training_note}" if training_note else "")
     atomic_write_json(output / "results.json", {
         "method": config.method,
         "config": to_dict(config),
         "detector_config": to_dict(detector.config),
         "split": "validation",
         "validation_subset": subset_note,
+        "training_subset": training_note,
+        "training_arguments": len(train),
         "validation": val_scores.to_dict(),
         "thresholds": detector.thresholds.to_dict() if detector.thresholds else None,
         "train_seconds": round(fit_seconds, 1),
