@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.tiny_lm import tiny_causal_lm
-from tests.tiny_models import tiny_vocab
+from tests.tiny_lm import tiny_language_models
 
 from valuedetect.data import Argument, load_split
 from valuedetect.detectors import load_detector, make_detector
@@ -18,30 +17,7 @@ from valuedetect.templates import PROMPT_TEMPLATES
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from transformers import (
-        BertConfig,
-        BertForMaskedLM,
-        BertTokenizerFast,
-        ByT5Tokenizer,
-        T5Config,
-        T5ForConditionalGeneration,
-    )
-
-    root = tmp_path_factory.mktemp("prompt-lms")
-    torch.manual_seed(0)
-    masked = root / "bert"
-    tokenizer = BertTokenizerFast(vocab=tiny_vocab(), do_lower_case=True)
-    tokenizer.save_pretrained(masked)
-    BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                               num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-                    ).save_pretrained(masked)
-    seq2seq = root / "t5"
-    ByT5Tokenizer().save_pretrained(seq2seq)
-    T5ForConditionalGeneration(T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2,
-                                        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-                               ).save_pretrained(seq2seq)
-    causal = tiny_causal_lm(root / "llama", chat=False)
-    return {"masked": masked, "seq2seq": seq2seq, "causal": causal}
+    return tiny_language_models(tmp_path_factory.mktemp("prompt-lms"))
 
 
 ARGUMENTS = [*load_split("validation").arguments[:3], Argument("F", "Fast food harms the health of children.")]

@@ -49,3 +49,33 @@ def tiny_causal_lm(folder: Path, layers: int = 2, hidden: int = 32, seed: int = 
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+def tiny_language_models(root: Path) -> dict[str, Path]:
+    """One tiny random model per kind the prompt detector reads (masked, seq2seq, causal), saved
+    under ``root``: a BERT MLM with the tiny WordPiece vocabulary, a T5 with ByT5's file-free
+    tokenizer, and the tiny Llama above."""
+    import torch
+    from tests.tiny_models import tiny_vocab
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        BertTokenizerFast,
+        ByT5Tokenizer,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    torch.manual_seed(0)
+    masked = root / "bert"
+    tokenizer = BertTokenizerFast(vocab=tiny_vocab(), do_lower_case=True)
+    tokenizer.save_pretrained(masked)
+    BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+                    ).save_pretrained(masked)
+    seq2seq = root / "t5"
+    ByT5Tokenizer().save_pretrained(seq2seq)
+    T5ForConditionalGeneration(T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2,
+                                        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+                               ).save_pretrained(seq2seq)
+    return {"masked": masked, "seq2seq": seq2seq, "causal": tiny_causal_lm(root / "llama", chat=False)}
