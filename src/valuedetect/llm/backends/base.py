@@ -186,6 +186,25 @@ def choice_variants(choice: str) -> tuple[str, str]:
     return (choice, " " + choice)
 
 
+def choice_token_ids(choices: Sequence[str], encode: Callable[[str], Sequence[int]],
+                     decode: Callable[[Sequence[int]], str], model_name: str) -> list[list[int]]:
+    """Per choice, the first token of each spelling (bare, leading space), for any tokenizer.
+
+    Whitespace-only first tokens are skipped (sentencepiece splits " Yes" into "▁" + "Yes").
+    """
+    per_choice = []
+    for choice in choices:
+        ids: list[int] = []
+        for variant in choice_variants(choice):
+            tokens = list(encode(variant))
+            if tokens and decode(tokens[:1]).strip() and tokens[0] not in ids:
+                ids.append(tokens[0])
+        if not ids:
+            raise ValueDetectError(f"the tokenizer of {model_name!r} cannot spell the answer {choice!r}")
+        per_choice.append(ids)
+    return per_choice
+
+
 def logsumexp(values: Sequence[float]) -> float:
     finite = [v for v in values if v != -math.inf]
     if not finite:

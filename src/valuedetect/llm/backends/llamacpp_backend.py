@@ -24,7 +24,7 @@ from valuedetect.llm.backends.base import (
     ResultCallback,
     ScoreRequest,
     check_prompt,
-    choice_variants,
+    choice_token_ids,
     render_plain,
 )
 from valuedetect.llm.backends.transformers_backend import common_prefix_length
@@ -99,17 +99,10 @@ class LlamaCppLM(LanguageModel):
         key = tuple(choices)
         if key not in self._choice_cache:
             llm = self._load()
-            per_choice = []
-            for choice in choices:
-                ids: list[int] = []
-                for variant in choice_variants(choice):
-                    tokens = llm.tokenize(variant.encode("utf-8"), add_bos=False, special=False)
-                    if tokens and llm.detokenize(tokens[:1]).strip() and tokens[0] not in ids:
-                        ids.append(tokens[0])
-                if not ids:
-                    raise ValueDetectError(f"the vocabulary of {self.model_name!r} cannot spell the answer {choice!r}")
-                per_choice.append(ids)
-            self._choice_cache[key] = per_choice
+            self._choice_cache[key] = choice_token_ids(
+                choices, lambda text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=False),
+                lambda ids: llm.detokenize(list(ids)).decode("utf-8", "replace"), self.model_name,
+            )
         return self._choice_cache[key]
 
     def score(

@@ -23,7 +23,7 @@ from valuedetect.llm.backends.base import (
     ResultCallback,
     ScoreRequest,
     check_prompt,
-    choice_variants,
+    choice_token_ids,
     render_plain,
 )
 
@@ -155,21 +155,14 @@ class TransformersLM(LanguageModel):
         return list(self._tokenizer(render_plain(prompt), add_special_tokens=True)["input_ids"])
 
     def _choice_ids(self, choices: Sequence[str]) -> list[list[int]]:
-        """Per choice, the first token of each spelling (bare, leading space); whitespace-only
-        first tokens are skipped (sentencepiece splits " Yes" into "▁" + "Yes")."""
+        """``choice_token_ids``, plus a check that no two answers share a first token."""
         key = tuple(choices)
         if key in self._choice_cache:
             return self._choice_cache[key]
-        per_choice = []
-        for choice in choices:
-            ids: list[int] = []
-            for variant in choice_variants(choice):
-                tokens = self._tokenizer(variant, add_special_tokens=False)["input_ids"]
-                if tokens and self._tokenizer.decode(tokens[:1]).strip() and tokens[0] not in ids:
-                    ids.append(tokens[0])
-            if not ids:
-                raise ValueDetectError(f"the tokenizer of {self.model_name!r} cannot spell the answer {choice!r}")
-            per_choice.append(ids)
+        per_choice = choice_token_ids(
+            choices, lambda text: self._tokenizer(text, add_special_tokens=False)["input_ids"],
+            lambda ids: self._tokenizer.decode(list(ids)), self.model_name,
+        )
         for a in range(len(choices)):
             for b in range(a + 1, len(choices)):
                 if set(per_choice[a]) & set(per_choice[b]):
