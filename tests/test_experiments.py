@@ -1,0 +1,188 @@
+"""The experiment runner: configs expand and validate up front, each run leaves a record, a
+failed run does not stop the grid, and a killed experiment resumes without repeating a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests.tiny_models import small_data_dir
+
+from valuedetect.errors import ConfigError
+from valuedetect.experiments.config import load_experiment
+from valuedetect.experiments.records import RunRecord, read_records
+from valuedetect.experiments.runner import run_experiment, run_states
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_data_dir(tmp_path_factory.mktemp("experiment-data") / "data", training=80, validation=40)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _grid(tmp_path: Path, data_dir: Path, extra: str = "") -> Path:
+    return _write(tmp_path / "grid.toml", f"""
+name = "tiny"
+results = "{tmp_path / 'results'}"
+
+[defaults]
+data_dir = "{data_dir}"
+predict_test = false
+
+[[run]]
+name = "ones"
+method = "all-ones"
+
+[[run]]
+name = "tfidf-{{training_per_category}}"
+method = "tfidf"
+[run.grid]
+training_per_category = [3, 10]
+
+[[run]]
+name = "prior"
+method = "random-prior"
+{extra}
+""")
+
+
+def test_grid_expands_in_order_with_names_families_and_merged_settings(tmp_path: Path, data_dir: Path) -> None:
+    experiment = load_experiment(_grid(tmp_path, data_dir))
+    assert [r.name for r in experiment.runs] == ["ones", "tfidf-3", "tfidf-10", "prior"]
+    assert [r.family for r in experiment.runs] == ["baseline"] * 4
+    tfidf = experiment.runs[1]
+    assert tfidf.settings["training_per_category"] == 3
+    assert tfidf.settings["data_dir"] == str(data_dir)
+    assert tfidf.settings["predict_test"] is False
+    assert experiment.runs[1].hash != experiment.runs[2].hash
+
+
+def test_base_config_file_and_dotted_grid_keys(tmp_path: Path) -> None:
+    _write(tmp_path / "base.toml", 'method = "prompt"\n[detector]\ntemplate = "bca"\nbatch_size = 4\n')
+    path = _write(tmp_path / "exp.toml", f"""
+[[run]]
+name = "p"
+config = "{tmp_path / 'base.toml'}"
+[run.detector]
+soft_prompt_tokens = 4
+[run.grid]
+"detector.model" = ["smollm2", "qwen2.5-0.5b"]
+""")
+    runs = load_experiment(path).runs
+    assert [r.name for r in runs] == ["p-smollm2", "p-qwen2.5-0.5b"]
+    assert runs[1].settings["detector"] == {"template": "bca", "batch_size": 4, "soft_prompt_tokens": 4,
+                                            "model": "qwen2.5-0.5b"}
+    assert runs[0].family == "prompt-tuning"
+    assert runs[1].model == "qwen2.5-0.5b"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('[[run]]\nname = "a"\nmethod = "tfidf"\nepochs = 3\n', "unknown key 'epochs'"),
+    ('[[run]]\nname = "a"\nmethod = "tfidf"\n[run.detector]\nmax_featurs = 3\n',
+     r"run 'a' \[detector\]: unknown key 'max_featurs'"),
+    ('[[run]]\nname = "a"\nmethod = "nope"\n', "unknown method 'nope'"),
+    ('[[run]]\nname = "a"\nmethod = "tfidf"\n[[run]]\nname = "a"\nmethod = "all-ones"\n', "two runs have this name"),
+    ('[[run]]\nname = "a b"\nmethod = "tfidf"\n', "letters, digits"),
+    ('[[run]]\nname = "a"\nmethod = "tfidf"\n[run.grid]\nsubset_seed = []\n', "non-empty list"),
+    ('[[run]]\nname = "a"\nmethod = "tfidf"\nfamily = "magic"\n', "family must be one of"),
+    ('nme = "x"\n[[run]]\nname = "a"\nmethod = "tfidf"\n', "unknown key 'nme'"),
+    ('name = "x"\n', "no runs"),
+    ('[[run]]\nmethod = "tfidf"\n', "needs a name"),
+])
+def test_bad_configs_are_refused_before_anything_runs(tmp_path: Path, body: str, message: str) -> None:
+    path = _write(tmp_path / "bad.toml", body)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_experiment(path)
+    assert str(path) in str(caught.value)
+
+
+def test_runs_record_everything_and_a_second_run_does_nothing(tmp_path: Path, data_dir: Path) -> None:
+    experiment = load_experiment(_grid(tmp_path, data_dir))
+    lines: list[str] = []
+    made = run_experiment(experiment, show=lines.append)
+    assert [r.name for r in made] == ["ones", "tfidf-3", "tfidf-10", "prior"]
+    assert all(r.done for r in made), [r.error for r in made]
+    records = read_records(experiment.results)
+    assert [r.name for r in records] == ["ones", "tfidf-3", "tfidf-10", "prior"]
+    tfidf = records[1]
+    assert tfidf.validation["n"] == 40 and 0 <= tfidf.validation["f1"] <= 1
+    assert tfidf.validation["ci95"][0] <= tfidf.validation["f1"] <= tfidf.validation["ci95"][1]
+    assert tfidf.training_arguments is not None and tfidf.training_arguments < 80
+    assert "3 per category" in tfidf.training_subset
+    assert tfidf.budget["training_per_category"] == 3
+    assert tfidf.peak_rss_mib and tfidf.peak_rss_mib > 10
+    assert tfidf.wall_seconds > 0 and tfidf.inference_seconds is not None
+    assert tfidf.versions["valuedetect"] and tfidf.machine["cpus"] >= 1
+    assert (experiment.results / "tfidf-3" / tfidf.outputs["validation_run"]).exists()
+    assert (experiment.results / "tfidf-3" / "log.txt").exists()
+    assert any("[2/4] tfidf-3" in line for line in lines)
+    again = run_experiment(load_experiment(_grid(tmp_path, data_dir)), show=lines.append)
+    assert again == []
+
+
+def test_a_failed_run_is_recorded_and_the_grid_goes_on(tmp_path: Path, data_dir: Path) -> None:
+    extra = '\n[[run]]\nname = "broken"\nmethod = "prompt"\n[run.detector]\nmodel = "/no/such/model"\n' \
+            '\n[[run]]\nname = "after"\nmethod = "all-ones"\n'
+    experiment = load_experiment(_grid(tmp_path, data_dir, extra))
+    made = run_experiment(experiment, only=["broken", "after"], show=lambda line: None)
+    assert [(r.name, r.status) for r in made] == [("broken", "failed"), ("after", "done")]
+    assert "/no/such/model" in made[0].error
+    states = {s.spec.name: s.state for s in run_states(experiment)}
+    assert states == {"ones": "pending", "tfidf-3": "pending", "tfidf-10": "pending", "prior": "pending",
+                      "broken": "failed", "after": "done"}
+
+
+def test_a_changed_run_is_stale_and_rerun_keeping_the_old_results(tmp_path: Path, data_dir: Path) -> None:
+    experiment = load_experiment(_grid(tmp_path, data_dir))
+    run_experiment(experiment, only=["prior"], show=lambda line: None)
+    changed = _grid(tmp_path, data_dir).read_text().replace('method = "random-prior"',
+                                                            'method = "random-prior"\n[run.detector]\nseed = 7')
+    experiment = load_experiment(_write(tmp_path / "grid.toml", changed))
+    assert {s.spec.name: s.state for s in run_states(experiment)}["prior"] == "stale"
+    made = run_experiment(experiment, only=["prior"], show=lambda line: None)
+    assert made[0].done and made[0].detector_config["seed"] == 7
+    assert (experiment.results / "prior.old" / "record.json").exists()
+
+
+def test_unknown_only_name_is_an_error(tmp_path: Path, data_dir: Path) -> None:
+    from valuedetect.errors import InputError
+
+    with pytest.raises(InputError, match="no run named 'nope'"):
+        run_experiment(load_experiment(_grid(tmp_path, data_dir)), only=["nope"])
+
+
+def test_killed_experiment_resumes_without_repeating_a_finished_run(tmp_path: Path, data_dir: Path) -> None:
+    config = _grid(tmp_path, data_dir)
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "valuedetect.cli", "experiment", "run", str(config)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (results / "ones" / "record.json").exists():
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "rerun the same command to resume" in output
+    first = json.loads((results / "ones" / "record.json").read_text())
+    done_before = {r.name for r in read_records(results)}
+    assert "ones" in done_before and len(done_before) < 4
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert RunRecord.load(results / "ones").started == first["started"]  # not run again
+    assert f"{4 - len(done_before)} runs done now" in rerun.stdout
+    assert all(r.done for r in read_records(results))
+    status = subprocess.run([*command[:4], "status", str(config), "--json"], capture_output=True, text=True)
+    assert [row["state"] for row in json.loads(status.stdout)] == ["done"] * 4
