@@ -186,3 +186,22 @@ def test_killed_experiment_resumes_without_repeating_a_finished_run(tmp_path: Pa
     assert all(r.done for r in read_records(results))
     status = subprocess.run([*command[:4], "status", str(config), "--json"], capture_output=True, text=True)
     assert [row["state"] for row in json.loads(status.stdout)] == ["done"] * 4
+
+
+def test_table_grid_values_merge_into_the_detector_and_names_read_settings(tmp_path: Path) -> None:
+    path = _write(tmp_path / "exp.toml", """
+[[run]]
+name = "enc-{detector.model}-{detector.epochs}"
+method = "encoder"
+[run.detector]
+epochs = 4
+heads = "multiple"
+[run.grid]
+detector = [{ model = "minilm" }, { model = "mpnet", epochs = 2 }]
+""")
+    runs = load_experiment(path).runs
+    assert [r.name for r in runs] == ["enc-minilm-4", "enc-mpnet-2"]
+    assert runs[1].settings["detector"] == {"epochs": 2, "heads": "multiple", "model": "mpnet"}
+    bad = _write(tmp_path / "bad.toml", '[[run]]\nname = "x-{detector.nope}"\nmethod = "tfidf"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: run 'x-\{detector.nope\}'.*no setting 'detector.nope'"):
+        load_experiment(bad)

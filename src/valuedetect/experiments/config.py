@@ -17,6 +17,7 @@
     [run.grid]                             # one run per combination, in the order given
     training_per_category = [5, 50]
     "detector.model" = ["minilm", "mpnet"]
+    # a table value merges into the table: detector = [{model = "minilm"}, {model = "mpnet", epochs = 2}]
 
 Settings merge in this order, later winning: the base config file, ``[defaults]``, the run's
 own keys, its grid values. Detector tables merge key by key. A run with ``task = "nli"`` takes
@@ -92,13 +93,26 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _set_dotted(settings: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b`` in nested tables; a table value merges into the table already there."""
     parts = key.split(".")
     target = settings
     for part in parts[:-1]:
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
             raise ConfigError(f"grid key {key!r}: {part!r} is not a table")
-    target[parts[-1]] = value
+    if isinstance(value, dict) and isinstance(target.get(parts[-1]), dict):
+        target[parts[-1]] = _merge(target[parts[-1]], value)
+    else:
+        target[parts[-1]] = copy.deepcopy(value)
+
+
+def _get_dotted(settings: dict[str, Any], key: str) -> Any:
+    value: Any = settings
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def _resolve_path(raw: str, experiment_path: Path) -> Path:
@@ -121,15 +135,16 @@ def _grid_points(grid: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def _run_name(template: str, point: dict[str, Any]) -> str:
+def _run_name(template: str, point: dict[str, Any], settings: dict[str, Any]) -> str:
+    """``{key}`` placeholders take the run's resolved settings (dotted keys reach into tables);
+    scalar grid values no placeholder names are appended, so grid runs never share a name."""
     name = template
-    unused = []
-    for key, value in point.items():
-        text = str(value)
-        if "{" + key + "}" in name:
-            name = name.replace("{" + key + "}", text)
-        else:
-            unused.append(text)
+    for key in re.findall(r"\{([^{}]+)\}", template):
+        value = _get_dotted(settings, key)
+        if value is None:
+            raise ConfigError(f"run name {template!r}: no setting {key!r} to fill in")
+        name = name.replace("{" + key + "}", str(value))
+    unused = [str(v) for k, v in point.items() if "{" + k + "}" not in template and not isinstance(v, dict)]
     return "-".join([name, *unused]) if unused else name
 
 
@@ -185,7 +200,10 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
             resolved = copy.deepcopy(settings)
             for key, value in point.items():
                 _set_dotted(resolved, key, value)
-            run_name = _run_name(str(entry["name"]), point)
+            try:
+                run_name = _run_name(str(entry["name"]), point, resolved)
+            except ConfigError as error:
+                raise ConfigError(f"{where}: {error}") from None
             run_where = f"{path}: run {run_name!r}"
             if not _NAME_OK.match(run_name):
                 raise ConfigError(f"{run_where}: a run name may hold letters, digits and . _ + - only")
