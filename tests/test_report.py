@@ -1,0 +1,272 @@
+"""The experiment report, on a results folder built by hand: run files made from the labels with
+seeded flips, so every score and verdict is known in advance. No training."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.tiny_models import small_data_dir
+
+from valuedetect.data import load_split, write_labels, write_run
+from valuedetect.errors import InputError
+from valuedetect.experiments.records import EXPERIMENT_FILE, RunRecord
+from valuedetect.experiments.report import NO_TEST_LABELS, SECTION_TITLES, write_report
+from valuedetect.metrics import official_f1
+
+VALIDATION = 200
+TEST = 80
+RESAMPLES = 200
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def flipped(labels: np.ndarray, rate: float, seed: int) -> np.ndarray:
+    """The labels with a seeded share of the cells flipped: worse predictions for larger rates."""
+    flips = np.random.default_rng(seed).random(labels.shape) < rate
+    return (labels.astype(bool) ^ flips).astype(np.int8)
+
+
+def encoder_config(heads: str = "multiple", weight: float = 0.0, pretrain: int = 0) -> dict:
+    return {"model": "minilm", "heads": heads, "contrastive_weight": weight, "contrastive_pretrain_epochs": pretrain}
+
+
+# name: (family, model, method, detector config, training_per_category, trainable, total, flip rate, subset size)
+RUNS: dict[str, tuple] = {
+    "all-ones": ("baseline", None, "all-ones", {}, None, None, None, None, None),
+    "ft-single": ("fine-tuning", "minilm", "encoder", encoder_config("single"), None, 2_000_000, 22_700_000, 0.25,
+                  None),
+    "ft-multi": ("fine-tuning", "minilm", "encoder", encoder_config(), None, 2_000_000, 22_700_000, 0.0, None),
+    "ft-multi-contrastive": ("fine-tuning", "minilm", "encoder", encoder_config(weight=0.1), None, 2_000_000,
+                             22_700_000, 0.25, None),
+    "ft-multi-pretrain": ("fine-tuning", "minilm", "encoder", encoder_config(pretrain=2), None, 2_000_000,
+                          22_700_000, 0.1, None),
+    "ft-multi-k5": ("fine-tuning", "minilm", "encoder", encoder_config(), 5, 2_000_000, 22_700_000, 0.3, None),
+    "pt-large": ("prompt-tuning", "flan-t5-large", "prompt", {"template": "bca", "soft_prompt_tokens": 20}, None,
+                 20_480, 783_000_000, 0.05, None),
+    "pt-large-k5": ("prompt-tuning", "flan-t5-large", "prompt", {"template": "bca", "soft_prompt_tokens": 20}, 5,
+                    20_480, 783_000_000, 0.1, None),
+    "pt-zero": ("prompt-zero-shot", "flan-t5-large", "prompt", {"template": "bca", "soft_prompt_tokens": 0}, None,
+                0, 783_000_000, 0.35, None),
+    "llm-cot": ("llm-prompting", "qwen2.5-7b", "llm", {"strategy": "cot"}, None, 0, 7_600_000_000, 0.3, 100),
+}
+EXPECTED_VERDICTS = {
+    1: "inconclusive",  # the only prompt-tuning runs have more than 500M parameters: no runs to compare
+    2: "supported",  # multiple heads = the labels, single head heavily flipped
+    3: "not supported",  # the extra contrastive loss is far worse than plain
+    4: "supported",  # at 5 per category prompt tuning is much better than fine-tuning
+    5: "not supported",  # CoT is heavily flipped, fine-tuning exact
+}
+
+
+def make_record(folder: Path, name: str, spec: tuple, ids: list[str], labels: np.ndarray, index: int) -> np.ndarray:
+    """Write a done run's record and run files; returns its validation predictions."""
+    family, model, method, detector, k, trainable, total, rate, subset = spec
+    keep = np.arange(len(ids))
+    if subset is not None:
+        keep = np.sort(np.random.default_rng(7).choice(len(ids), size=subset, replace=False))
+    truth = labels[keep]
+    pred = np.ones_like(truth) if rate is None else flipped(truth, rate, seed=index)
+    run_folder = folder / name
+    write_run(run_folder / "run" / "validation-run.tsv", [ids[i] for i in keep], pred)
+    write_run(run_folder / "run" / "test-run.tsv", ids[:TEST],
+              np.ones_like(labels[:TEST]) if rate is None else flipped(labels[:TEST], rate, seed=100 + index))
+    RunRecord(
+        name=name, status="done", family=family, method=method, model=model,
+        spec={"method": method, "detector": detector, "training_per_category": k, "training_fraction": None,
+              "validation_limit": subset},
+        wall_seconds=12.5, train_seconds=10.0, inference_seconds=0.0125, seed=13,
+        notes=["inference_seconds is per argument"],
+        budget={"max_requests": 500} if family == "llm-prompting" else {},
+        parameters_trainable=trainable, parameters_total=total,
+        training_arguments=90 if k else 5393,
+        validation_subset=f"seeded sample of {subset} of {len(ids)} arguments (seed 7)" if subset else None,
+        detector_config=detector,
+        validation={"f1": 0.999, "n": VALIDATION} if name == "ft-single" else {},  # a stale record
+        outputs={"validation_run": "run/validation-run.tsv", "test_run": "run/test-run.tsv"},
+        versions={"valuedetect": "0.1.0", "torch": "2.13.0"},
+        machine={"platform": "Linux-test", "processor": "x86_64"},
+    ).save(run_folder)
+    return pred
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("report")
+    data = small_data_dir(root / "data", training=0, validation=VALIDATION)
+    split = load_split("validation", data)
+    assert split.labels is not None
+    ids, labels = split.ids, split.labels
+    results = root / "results"
+    predictions = {name: make_record(results, name, spec, ids, labels, i) for i, (name, spec) in
+                   enumerate(RUNS.items())}
+    error = "Traceback (most recent call last):\n  ...\nRuntimeError: out of memory"
+    RunRecord(name="ft-failed", status="failed", family="fine-tuning", model="mpnet", error=error).save(
+        results / "ft-failed")
+    RunRecord(name="nli-minilm", status="done", task="nli", family="fine-tuning", model="minilm",
+              validation={"accuracy": 0.8125, "ci95": [0.75, 0.87], "macro_f1": 0.801, "n": 160},
+              parameters_trainable=1_000_000, parameters_total=22_700_000, train_seconds=30.0,
+              outputs={"validation_predictions": "run/validation-predictions.tsv"}).save(results / "nli-minilm")
+    runs = [*RUNS, "ft-failed", "nli-minilm", "ft-pending"]
+    (results / EXPERIMENT_FILE).write_text(json.dumps({"name": "claims-test", "runs": runs}), encoding="utf-8")
+    test_labels = root / "test-labels.tsv"
+    write_labels(test_labels, ids[:TEST], labels[:TEST])
+    paths = write_report(results, test_labels=test_labels, data_dir=data, resamples=RESAMPLES)
+    return {"results": results, "data": data, "labels": labels, "predictions": predictions, "paths": paths}
+
+
+def section(markdown: str, number: int) -> str:
+    """The Markdown of one numbered section (up to the next one)."""
+    start = markdown.index(f"## {SECTION_TITLES[number - 1]}")
+    end = markdown.find(f"## {SECTION_TITLES[number]}") if number < len(SECTION_TITLES) else len(markdown)
+    return markdown[start:end]
+
+
+def table_row(text: str, first_cells: tuple[str, ...]) -> list[str]:
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if tuple(cells[: len(first_cells)]) == first_cells:
+            return cells
+    raise AssertionError(f"no table row starting with {first_cells}")
+
+
+def read(paths: list[Path], name: str) -> str:
+    return next(p for p in paths if p.name == name).read_text(encoding="utf-8")
+
+
+def test_written_files(experiment: dict) -> None:
+    paths = experiment["paths"]
+    assert {p.name for p in paths} == {"report.md", "report.html", "per-category-f1.png", "f1-vs-parameters.png",
+                                       "f1-vs-training-size.png"}
+    assert all(p.parent == experiment["results"] / "report" for p in paths)
+    for png in (p for p in paths if p.suffix == ".png"):
+        data = png.read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and data.endswith(b"IEND\xaeB`\x82")
+        assert png.name in read(paths, "report.md")
+
+
+def test_every_section_in_order(experiment: dict) -> None:
+    markdown, page = read(experiment["paths"], "report.md"), read(experiment["paths"], "report.html")
+    positions = [markdown.index(f"## {title}") for title in SECTION_TITLES]
+    assert positions == sorted(positions)
+    for title in SECTION_TITLES:
+        assert f"<h2>{html.escape(title)}</h2>" in page
+
+
+def test_html_is_self_contained(experiment: dict) -> None:
+    page = read(experiment["paths"], "report.html")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
+    assert "http://" not in page and "https://" not in page
+    images = re.findall(r'<img src="([^"]*)"', page)
+    assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "<style>" in page and "<link" not in page and "<script" not in page
+
+
+def test_header(experiment: dict) -> None:
+    header = section(read(experiment["paths"], "report.md"), 1)
+    assert "claims-test" in header
+    assert "11 runs done, 1 failed, 1 pending (ft-pending)" in header
+    assert "2PR/(P+R)" in header and "validation" in header
+    assert "torch=2.13.0" in header and "Linux-test" in header
+
+
+def test_main_table_recomputes_the_official_f1(experiment: dict) -> None:
+    main = section(read(experiment["paths"], "report.md"), 2)
+    labels, predictions = experiment["labels"], experiment["predictions"]
+    for name in ("ft-single", "ft-multi", "pt-large"):
+        row = table_row(main, ("fine-tuning" if name.startswith("ft") else "prompt-tuning", name))
+        assert row[3].split()[0] == f"{official_f1(labels, predictions[name]):.3f}"
+        assert row[7] == str(VALIDATION)
+    cot = table_row(main, ("llm-prompting", "llm-cot"))
+    assert cot[7].startswith("100")
+    assert cot[11] == "12.500 ms/argument"
+    assert "F1 on common subset (n=100)" in main
+    assert "not the official measure" in main
+    assert "seeded sample of 100" in main
+    assert "ft-single: the record states F1 0.999 on 200 arguments, the run file gives" in main
+    assert "ft-failed" in main and "RuntimeError: out of memory" in main
+    assert "nli-minilm" not in main
+
+
+def test_verdicts(experiment: dict) -> None:
+    verdicts = section(read(experiment["paths"], "report.md"), 8)
+    for number, expected in EXPECTED_VERDICTS.items():
+        found = re.search(rf"### \({number}\) .*?\n\n\*\*Verdict:\*\* ([a-z ]+)\.", verdicts, re.DOTALL)
+        assert found is not None, number
+        assert found.group(1) == expected, (number, verdicts)
+    assert "no runs of full-data prompt-tuning with fewer than 500M parameters" in verdicts
+    assert "Rule:" in verdicts and "p = " in verdicts
+
+
+def test_significance_against_the_best(experiment: dict) -> None:
+    table = section(read(experiment["paths"], "report.md"), 6)
+    assert "Best run: ft-multi, chosen by the highest F1 on the 100 arguments" in table
+    assert table_row(table, ("ft-multi",))[3] == "reference"
+    assert table_row(table, ("ft-single",))[6] == "yes"
+    assert table_row(table, ("llm-cot",))[7] == "100"
+
+
+def test_figures_sections(experiment: dict) -> None:
+    markdown = read(experiment["paths"], "report.md")
+    assert "100 validation arguments every run scored" in section(markdown, 4)
+    sizes = section(markdown, 5)
+    assert "fine-tuning: minilm" in sizes and "prompt-tuning: flan-t5-large" in sizes
+    per_category = section(markdown, 3)
+    assert "Self-direction: thought" in per_category and "per-category-f1.png" in per_category
+
+
+def test_test_split_columns(experiment: dict) -> None:
+    with_test = section(read(experiment["paths"], "report.md"), 7)
+    assert "Test F1 [95% CI]" in with_test
+    assert table_row(with_test, ("ft-multi",))[3].startswith("1.000")
+    assert table_row(with_test, ("ft-multi",))[6] == str(TEST)
+    assert NO_TEST_LABELS not in with_test
+
+
+def test_nli_section(experiment: dict) -> None:
+    nli = section(read(experiment["paths"], "report.md"), 9)
+    row = table_row(nli, ("nli-minilm",))
+    assert row[3] == "0.812 [0.750, 0.870]" and row[5] == "160"
+
+
+def test_sparse_experiment_says_what_is_missing(experiment: dict, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    source = experiment["results"] / "all-ones"
+    record = RunRecord.load(source)
+    record.save(results / "all-ones")
+    (results / "all-ones" / "run").mkdir()
+    (results / "all-ones" / "run" / "validation-run.tsv").write_bytes(
+        (source / "run" / "validation-run.tsv").read_bytes())
+    output = tmp_path / "elsewhere"
+    paths = write_report(results, output=output, data_dir=experiment["data"], resamples=RESAMPLES)
+    markdown = read(paths, "report.md")
+    assert paths == [output / "report.md", output / "report.html", output / "per-category-f1.png"]
+    assert NO_TEST_LABELS in section(markdown, 7) and "Test F1" not in markdown
+    for title in SECTION_TITLES:
+        assert f"## {title}" in markdown
+    assert "no data-size curve" in section(markdown, 5).lower()
+    assert "Fewer than two scored" in section(markdown, 6)
+    assert "The experiment has no NLI runs." in section(markdown, 9)
+    assert "no test-run" not in markdown and "No run failed." in markdown
+    assert len(re.findall(r"\*\*Verdict:\*\* inconclusive\.", markdown)) == 5
+
+
+def test_missing_results_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such results folder"):
+        write_report(tmp_path / "nowhere")
+
+
+def test_results_folder_without_records(tmp_path: Path) -> None:
+    (tmp_path / EXPERIMENT_FILE).write_text(json.dumps({"name": "x", "runs": ["a"]}), encoding="utf-8")
+    with pytest.raises(InputError, match="no run records"):
+        write_report(tmp_path)
+    assert not (tmp_path / "report").exists()
+
+
+def test_broken_experiment_file(tmp_path: Path) -> None:
+    (tmp_path / EXPERIMENT_FILE).write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match=r"experiment\.json: not valid JSON"):
+        write_report(tmp_path)
