@@ -152,7 +152,7 @@ def _validate_settings(task: str, settings: dict[str, Any], where: str) -> None:
     if task == "nli":
         from valuedetect.nli import NLIConfig
 
-        from_dict(NLIConfig, settings, where)
+        from_dict(NLIConfig, {k: v for k, v in settings.items() if k != "data_dir"}, where)
         return
     from valuedetect.detectors import detector_class
 
@@ -194,7 +194,8 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
             config_path = _resolve_path(str(entry["config"]), path)
             base = read_toml(config_path)
         own = {k: v for k, v in entry.items() if k not in _RUN_KEYS}
-        shared = defaults if task == "values" else {k: v for k, v in defaults.items() if k in ("subset_seed",)}
+        shared = defaults if task == "values" else {k: v for k, v in defaults.items()
+                                                    if k in ("subset_seed", "data_dir")}
         settings = _merge(_merge(base, shared), own)
         for point in _grid_points(grid, where) if grid else [{}]:
             resolved = copy.deepcopy(settings)

@@ -133,7 +133,7 @@ def _nli_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
     from valuedetect.config import from_dict
     from valuedetect.nli import NLIConfig, run_nli
 
-    config = from_dict(NLIConfig, settings, f"run {record.name}")
+    config = from_dict(NLIConfig, {k: v for k, v in settings.items() if k != "data_dir"}, f"run {record.name}")
     output = folder / RUN_FOLDER
     output.mkdir(parents=True, exist_ok=True)
     result = run_nli(config, output, data_dir=settings.get("data_dir"), log=_log, progress=_Progress())
