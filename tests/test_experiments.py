@@ -186,6 +186,10 @@ def test_killed_experiment_resumes_without_repeating_a_finished_run(tmp_path: Pa
     assert all(r.done for r in read_records(results))
     status = subprocess.run([*command[:4], "status", str(config), "--json"], capture_output=True, text=True)
     assert [row["state"] for row in json.loads(status.stdout)] == ["done"] * 4
+    report = subprocess.run([*command[:3], "report", str(results), "--resamples", "200"], capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert (results / "report" / "report.md").exists() and (results / "report" / "report.html").exists()
 
 
 def test_table_grid_values_merge_into_the_detector_and_names_read_settings(tmp_path: Path) -> None:
