@@ -18,24 +18,51 @@ Long prompts are cut from the LEFT (``truncation_side="left"``), so the question
 position survive; prompts are sorted by length and batched (right padding, with the answer
 position read per row), so padding never changes a score.
 
+Causal LMs share prefixes (``share_prefix``, on by default): consecutive prompts that start with
+the same tokens (the 20 value questions about one argument) form a group
+(``prefix_cache.prefix_groups``); the group's common prefix runs once, its key/value cache is
+repeated for the group's suffixes, and only the suffixes run (right-padded, in batches of at most
+``batch_size``, the answer read at each row's last real token; the vocabulary projection only
+at those positions). Under a peft soft prompt the prefix runs through the peft model, which puts
+the virtual tokens first, and the suffixes through the bare LM continuing that cache, so every
+position is what the unshared pass would give it. Prompts in no group (nothing shared) take the
+unshared path. ``processed_tokens`` / ``prompt_tokens`` count the token positions run vs. what
+separate full prompts would run (soft prompt tokens included in both). Left truncation of a long
+argument shifts its prefix per question, so truncated prompts mostly share nothing. Masked and
+seq2seq LMs always take the unshared path; ``answer_logprobs`` (training, with gradients) too.
+
+``generate`` answers prompts greedily (causal: left-padded batches; seq2seq: the encoder batch
+padded, decoding from the start token), also returning the first step's log-probs, which equal
+the answer-position log-probs above: the OA template's generate mode reads both.
+
 Causal aliases (smollm2, gemma3-270m, qwen2.5-0.5b) and ``.gguf`` files go through
 ``lm_models.causal_lm_path`` (converted once to a cached checkpoint); any other name is given to
-``from_pretrained`` unchanged. Sharing the argument prefix's key/value cache across the 20 value
-questions (as ``llm.backends.transformers_backend`` does) is not done here yet.
+``from_pretrained`` unchanged. Not done: sharing the prefix during generation.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from valuedetect.errors import ValueDetectError
+from valuedetect.prefix_cache import expand_cache, prefix_groups, shared_length
 
 LM_TYPES = ("auto", "masked", "seq2seq", "causal")
 _MASKED_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "distilbert", "electra", "albert",
                        "mpnet", "camembert", "modernbert", "ernie"}
+
+
+@dataclass
+class Answers:
+    """Generated answers, and the log-probs of the asked tokens at their first step."""
+
+    texts: list[str]
+    first_logprobs: np.ndarray
 
 
 def detect_lm_type(config: Any) -> str:
@@ -58,7 +85,7 @@ class LabelWordScorer:
     """
 
     def __init__(self, name: str = "", lm_type: str = "auto", *, max_length: int = 256, batch_size: int = 16,
-                 model: Any = None, tokenizer: Any = None, device: str = "cpu"):
+                 model: Any = None, tokenizer: Any = None, device: str = "cpu", share_prefix: bool = True):
         if lm_type not in LM_TYPES:
             raise ValueDetectError(f"lm_type must be one of {', '.join(LM_TYPES)}, not {lm_type!r}")
         self.name = name
@@ -69,6 +96,10 @@ class LabelWordScorer:
         self.model = model
         self.tokenizer = tokenizer
         self.prefix_tokens = 0  # soft prompt tokens the model prepends to every input (prompt tuning)
+        self.share_prefix = share_prefix
+        # Token positions run by ``logprobs`` vs. what separate full prompts would run (cumulative).
+        self.processed_tokens = 0
+        self.prompt_tokens = 0
         if model is not None:
             self._setup()
 
@@ -151,18 +182,129 @@ class LabelWordScorer:
         return list(ids)
 
     def logprobs(self, texts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
-        """[len(texts), len(token_ids)]: log P(token | prompt) at each prompt's answer position."""
+        """[len(texts), len(token_ids)]: log P(token | prompt) at each prompt's answer position.
+        Causal LMs share the prefixes of consecutive prompts (``share_prefix``), so pass the
+        questions about one argument together."""
         import torch
 
         self.load()
         encoded = [self.encode(t) for t in texts]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         result = np.zeros((len(texts), len(token_ids)))
+        with torch.inference_mode():
+            if self.share_prefix and self.lm_type == "causal":
+                self._shared_logprobs(encoded, token_ids, result)
+            else:
+                self._unshared_logprobs(encoded, list(range(len(encoded))), token_ids, result)
+        return result
+
+    def _unshared_logprobs(self, encoded: list[list[int]], rows: list[int], token_ids: Sequence[int],
+                           result: np.ndarray) -> None:
+        """Each prompt in full: sorted by length, ``batch_size`` at a time."""
+        order = sorted(rows, key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            result[batch] = self.answer_logprobs([encoded[i] for i in batch], token_ids).cpu().numpy()
+        tokens = sum(self.prefix_tokens + len(encoded[i]) for i in rows)
+        self.processed_tokens += tokens
+        self.prompt_tokens += tokens
+
+    def _shared_logprobs(self, encoded: list[list[int]], token_ids: Sequence[int], result: np.ndarray) -> None:
+        """Groups of consecutive prompts with a common prefix: the prefix once, then the suffixes."""
+        alone: list[int] = []
+        for group in prefix_groups(encoded):
+            shared = shared_length(encoded, group)
+            if len(group) < 2 or shared < 1:
+                alone += group
+                continue
+            self._score_group(encoded, group, shared, token_ids, result)
+        if alone:
+            self._unshared_logprobs(encoded, alone, token_ids, result)
+
+    def _score_group(self, encoded: list[list[int]], group: list[int], shared: int, token_ids: Sequence[int],
+                     result: np.ndarray) -> None:
+        import torch
+
+        lm = self.model.get_base_model() if self.prefix_tokens else self.model
+        cache_arg, keep_arg = _forward_args(lm)
+        keep = {keep_arg: 1} if keep_arg else {}
+        # Through the peft model (if any), so the soft prompt comes first in the cache.
+        prefix = torch.tensor([encoded[group[0]][:shared]], device=self.device)
+        output = self.model(input_ids=prefix, use_cache=True, **keep)
+        prefix_cache = output.get("cache")
+        if prefix_cache is None:
+            prefix_cache = output.get("past_key_values")
+        wanted = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
+        batches = _balanced_batches(sorted(group, key=lambda i: len(encoded[i])), self.batch_size)
+        for number, batch in enumerate(batches):
+            suffixes = [encoded[i][shared:] for i in batch]
+            width = max(len(s) for s in suffixes)
+            # Right padding: causal attention keeps pads away from the real tokens before them.
+            ids = torch.tensor([s + [self._pad_id] * (width - len(s)) for s in suffixes], device=self.device)
+            last = [len(s) - 1 for s in suffixes]
+            cache = expand_cache(prefix_cache, len(batch), copy_first=number < len(batches) - 1)
+            kwargs: dict[str, Any] = {cache_arg: cache}
+            if keep_arg:  # project onto the vocabulary only where an answer is read
+                positions = sorted(set(last))
+                kwargs[keep_arg] = torch.tensor(positions, device=self.device)
+                last = [positions.index(k) for k in last]
+            logits = lm(input_ids=ids, use_cache=True, **kwargs).logits[torch.arange(len(batch)), last]
+            result[batch] = torch.log_softmax(logits.float(), dim=-1)[:, wanted].cpu().numpy()
+        self.processed_tokens += self.prefix_tokens + shared + sum(len(encoded[i]) - shared for i in group)
+        self.prompt_tokens += sum(self.prefix_tokens + len(encoded[i]) for i in group)
+
+    def generate(self, texts: Sequence[str], max_new_tokens: int, token_ids: Sequence[int]) -> Answers:
+        """Greedy answers of at most ``max_new_tokens`` tokens (cut at the end-of-sequence token),
+        with the log-probs of ``token_ids`` at the first answer step. Causal LMs and seq2seq LMs
+        only; prompts sorted by length and batched (causal: left padding, so every row's answer
+        starts at the same column)."""
+        import torch
+
+        self.load()
+        if self.lm_type not in ("causal", "seq2seq"):
+            raise ValueDetectError(f"generation needs a causal or seq2seq language model, not a {self.lm_type} one")
+        if hasattr(self.model, "peft_config"):
+            raise ValueDetectError("generation under a soft prompt (prompt tuning) is not supported")
+        encoded = [self.encode(t) for t in texts]
+        self.processed_tokens += sum(len(e) for e in encoded)  # prompt positions; nothing shared here
+        self.prompt_tokens += sum(len(e) for e in encoded)
+        answers = Answers([""] * len(texts), np.zeros((len(texts), len(token_ids))))
+        wanted = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                result[batch] = self.answer_logprobs([encoded[i] for i in batch], token_ids).cpu().numpy()
-        return result
+                ids, attention = self._generation_batch([encoded[i] for i in batch])
+                output = self.model.generate(
+                    input_ids=ids, attention_mask=attention, max_new_tokens=max_new_tokens, do_sample=False,
+                    temperature=None, top_p=None, top_k=None, pad_token_id=self._pad_id,
+                    output_logits=True, return_dict_in_generate=True,
+                )
+                new = output.sequences[:, ids.shape[1] if self.lm_type == "causal" else 1 :]
+                first = torch.log_softmax(output.logits[0].float(), dim=-1)[:, wanted].cpu().numpy()
+                for row, i in enumerate(batch):
+                    answers.texts[i] = self._decode_answer(new[row].tolist())
+                    answers.first_logprobs[i] = first[row]
+        return answers
+
+    def _generation_batch(self, rows: list[list[int]]) -> tuple[Any, Any]:
+        """input ids and attention mask: left-padded for causal LMs (generation appends on the
+        right), right-padded for a seq2seq encoder."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        left = self.lm_type == "causal"
+        ids = [[self._pad_id] * (width - len(r)) + r if left else r + [self._pad_id] * (width - len(r)) for r in rows]
+        mask = [[0] * (width - len(r)) + [1] * len(r) if left else [1] * len(r) + [0] * (width - len(r))
+                for r in rows]
+        return (torch.tensor(ids, dtype=torch.long, device=self.device),
+                torch.tensor(mask, dtype=torch.long, device=self.device))
+
+    def _decode_answer(self, tokens: list[int]) -> str:
+        """The answer text up to the first end-of-sequence token, special tokens dropped."""
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        stops = {*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None}
+        end = next((k for k, token in enumerate(tokens) if token in stops), len(tokens))
+        return self.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
 
     def answer_logprobs(self, rows: list[list[int]], token_ids: Sequence[int]) -> Any:
         """A torch tensor [len(rows), len(token_ids)] of log-softmax values at the answer position of
@@ -197,6 +339,22 @@ class LabelWordScorer:
             return self.model(input_ids=ids, attention_mask=attention, decoder_input_ids=decoder).logits[:, 0]
         last = torch.tensor([len(r) - 1 + shift for r in rows])
         return self.model(input_ids=ids, attention_mask=attention).logits[index, last]
+
+
+def _forward_args(model: Any) -> tuple[str, str | None]:
+    """The forward keyword for a key/value cache (transformers 5: ``cache``, 4.x:
+    ``past_key_values``) and for keeping only some positions' logits (None if unknown)."""
+    parameters = inspect.signature(model.forward).parameters
+    cache = "cache" if "cache" in parameters else "past_key_values"
+    return cache, "logits_to_keep" if "logits_to_keep" in parameters else None
+
+
+def _balanced_batches(rows: list[int], batch_size: int) -> list[list[int]]:
+    """``rows`` cut in order into the fewest batches of at most ``batch_size``, of near-equal
+    size (20 questions at batch size 16: 10 + 10, not 16 + 4)."""
+    count = -(-len(rows) // batch_size)
+    bounds = [round(k * len(rows) / count) for k in range(count + 1)]
+    return [rows[bounds[k] : bounds[k + 1]] for k in range(count)]
 
 
 def yes_probability(logprobs: np.ndarray, n_positive: int) -> np.ndarray:

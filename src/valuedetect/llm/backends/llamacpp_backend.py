@@ -27,7 +27,7 @@ from valuedetect.llm.backends.base import (
     choice_token_ids,
     render_plain,
 )
-from valuedetect.llm.backends.transformers_backend import common_prefix_length
+from valuedetect.prefix_cache import common_prefix_length
 
 INSTALL_HINT = (
     "the llamacpp backend needs llama-cpp-python: pip install llama-cpp-python "

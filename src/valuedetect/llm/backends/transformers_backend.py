@@ -3,13 +3,13 @@ GGUF file from ``valuedetect.lm_models`` (converted once to a checkpoint).
 
 Scoring reuses shared prefixes: consecutive requests whose token ids start alike (the 20
 per-value questions about one argument) form a group; the common prefix runs once, and its
-key/value cache serves every suffix in the group, in batches. ``usage.processed_tokens`` counts
-what was computed; ``usage.prompt_tokens`` what 20 separate full prompts would hold.
+key/value cache serves every suffix in the group, in batches (helpers in ``valuedetect.prefix_cache``,
+shared with label-word scoring). ``usage.processed_tokens`` counts what was computed;
+``usage.prompt_tokens`` what 20 separate full prompts would hold.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -26,47 +26,7 @@ from valuedetect.llm.backends.base import (
     choice_token_ids,
     render_plain,
 )
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def prefix_groups(sequences: Sequence[Sequence[int]]) -> list[list[int]]:
-    """Split consecutive sequences into groups that share one prefix, computed once per group.
-
-    A sequence joins the group if that keeps the shared prefix, or shrinks it by less than it
-    saves (the shrinkage is paid again by every member). It does not join if it shares more
-    with the sequence after it than with the group: then it starts the next group. So the 20
-    questions about one argument form one group (whatever the value names have in common, such
-    as "Security: "), and a lone leftover question does not pull the next argument's questions
-    into a group whose shared part is only the system prompt.
-    """
-    groups: list[list[int]] = []
-    i = 0
-    while i < len(sequences):
-        group = [i]
-        shared = len(sequences[i])
-        j = i + 1
-        while j < len(sequences):
-            common = common_prefix_length(sequences[i][:shared], sequences[j])
-            if common == 0:
-                break
-            if common < shared:
-                ahead = common_prefix_length(sequences[j], sequences[j + 1]) if j + 1 < len(sequences) else 0
-                if ahead > common or (len(group) > 1 and (shared - common) * len(group) >= common):
-                    break
-                shared = common
-            group.append(j)
-            j += 1
-        groups.append(group)
-        i = j
-    return groups
+from valuedetect.prefix_cache import common_prefix_length, expand_cache, prefix_groups, shared_length
 
 
 class TransformersLM(LanguageModel):
@@ -200,10 +160,7 @@ class TransformersLM(LanguageModel):
                      results: list[Any], on_result: ResultCallback | None) -> None:
         import torch
 
-        shared = len(encoded[group[0]])
-        for i in group[1:]:
-            shared = min(shared, common_prefix_length(encoded[group[0]], encoded[i]))
-        shared = min(shared, min(len(encoded[i]) for i in group) - 1)  # every suffix keeps >= 1 token
+        shared = shared_length(encoded, group)  # every suffix keeps >= 1 token
         device = self._model.device
         prefix_cache = None
         if shared > 0 and len(group) > 1:
@@ -222,10 +179,7 @@ class TransformersLM(LanguageModel):
             width = max(len(s) for s in suffixes)
             # Right padding: causal attention keeps pads from touching the real tokens before them.
             ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes], device=device)
-            cache = None
-            if prefix_cache is not None:
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(members))
+            cache = expand_cache(prefix_cache, len(members)) if prefix_cache is not None else None
             last = torch.tensor([len(s) - 1 for s in suffixes], device=device)
             logprobs = torch.log_softmax(self._next_token_logits(ids, last, cache).float(), dim=-1)
             self.usage.add(processed_tokens=sum(len(s) for s in suffixes),
