@@ -7,13 +7,17 @@ that speak as the arguer) and, for per-value templates, ``value`` fields. Free t
 (no conclusion, no stance) is rendered by ``free_text`` so no template prints empty slots.
 
 Prompt templates (MBC, BCA, OA) and their verbalizers live here too, below; users add their own
-in a config table (``prompt_template_from_config``), no code needed.
+in a config table (``prompt_template_from_config``), no code needed. ``match_synonym`` reads a
+generated answer with the synonym verbalizer (OA by generation).
 """
 
 from __future__ import annotations
 
+import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from valuedetect.data import Argument
@@ -111,6 +115,38 @@ class Verbalizer:
 
     def synonyms(self, category: Category) -> tuple[str, ...]:
         return category.synonyms
+
+
+@lru_cache(maxsize=512)
+def _synonym_pattern(synonym: str) -> re.Pattern[str]:
+    words = [re.escape(w) for w in re.split(r"[\s-]+", synonym.strip().lower()) if w]
+    last = words[-1]
+    if last.endswith("e"):  # love: loves, loved, loving
+        forms = f"{last}(?:s|d)?|{last[:-1]}ing"
+    elif last.endswith("y"):  # family: families; carry: carried, carrying
+        forms = f"{last}(?:s|ing)?|{last[:-1]}(?:ies|ied)"
+    else:  # reason: reasons, reasoned, reasoning; box: boxes
+        forms = f"{last}(?:s|es|ed|ing)?"
+    body = r"[\s-]+".join([*words[:-1], f"(?:{forms})"])
+    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+
+
+def match_synonym(answer: str, synonyms: Sequence[str]) -> str | None:
+    """The first of ``synonyms`` that a generated answer contains, or None.
+
+    Case-insensitive, whole synonyms only, on word boundaries: a listed phrase must appear entire
+    ("free will" needs both words, so "freedom" does not match it, and a listed "free" would not
+    match inside "freedom" either), with spaces and hyphens alike ("open minded" = "open-minded").
+    The last word may carry a regular inflection: +s, +es, +ed, +ing; after a final e: +s, +d,
+    e -> ing ("love": loves, loved, loving); after a final y: +s, +ing, y -> ies / ied ("family":
+    families). Nothing is stripped ("rules" does not match "rule"), and irregular forms and
+    derivations ("freely", "curious" for "curiosity") do not match: a miss only falls back to
+    the graded score, while a loose rule would call unrelated words positive.
+    """
+    for synonym in synonyms:
+        if synonym.strip() and _synonym_pattern(synonym).search(answer):
+            return synonym
+    return None
 
 
 VERBALIZERS: dict[str, Verbalizer] = {

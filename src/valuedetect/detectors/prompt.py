@@ -10,9 +10,26 @@ fit() trains nothing: it only tunes the thresholds on validation (base class). W
 (``prompting.tuning``: peft prompt tuning, cross-entropy on the Yes/No verbalizer words); only the
 prompt is saved (``soft_prompt.safetensors``), never the LM's weights.
 
+With a causal LM the 20 questions about one argument share the argument's key/value cache
+(``share_prefix = true``, the default; ``prompting.scoring``): the argument prefix runs once per
+argument, so scoring costs about one argument plus 20 short questions, not 20 arguments.
+``info`` records ``processed_tokens`` (token positions run) and ``prompt_tokens`` (what 20
+separate prompts per argument would run) for the last ``predict_proba``.
+
+OA (the synonym verbalizer) is read two ways (``oa_mode``): ``label-words`` scores the synonyms'
+first tokens at the answer position (``synonym_probability``); ``generate`` lets the LM answer
+greedily (``max_new_tokens``) and calls the pair positive, score 1.0, when the answer contains a
+synonym of the asked category (``templates.match_synonym``), as the paper did. A pair whose
+answer names no synonym scores half its label-word synonym probability (read from the same
+generation's first step, no extra pass): the paper's rule alone gives only 0/1 scores, which
+leave the validation-tuned thresholds nothing to rank and every unmatched pair tied; halving
+keeps each unmatched pair (<= 0.5) below each matched one (1.0) and orders the unmatched ones by
+the model's own preference for the asked category. ``info["oa_examples"]`` keeps the first five
+answers.
+
 Not in this slice: one soft prompt per category, prompt tuning with the synonym verbalizer, the
-CLS template's trainable heads, few-shot sampling, OA by generation + synonym matching, and
-sharing the argument prefix's key/value cache across the 20 questions.
+CLS template's trainable heads, few-shot sampling, and sharing the argument prefix while
+generating (generate mode runs each full prompt).
 """
 
 from __future__ import annotations
@@ -26,6 +43,7 @@ import numpy as np
 
 from valuedetect.data import Argument, Split
 from valuedetect.detectors.base import Detector, DetectorConfig
+from valuedetect.errors import ConfigError
 from valuedetect.prompting.scoring import LM_TYPES, LabelWordScorer, synonym_probability, yes_probability
 from valuedetect.prompting.tuning import (
     PROMPT_INITS,
@@ -37,9 +55,20 @@ from valuedetect.prompting.tuning import (
     train_soft_prompt,
 )
 from valuedetect.taxonomy import NUM_CATEGORIES, categories
-from valuedetect.templates import PromptTemplate, Verbalizer, prompt_template, verbalizer_from_config
+from valuedetect.templates import (
+    PromptTemplate,
+    Verbalizer,
+    match_synonym,
+    prompt_template,
+    verbalizer_from_config,
+)
 
 SOFT_PROMPT_FILE = "soft_prompt.safetensors"
+OA_MODES = ("label-words", "generate")
+# Generate mode: an answer without a synonym scores this times its synonym probability, so it
+# stays below every answer with one (1.0) and still ranks (see the module docstring).
+UNMATCHED_WEIGHT = 0.5
+OA_EXAMPLES = 5
 
 
 @dataclass
@@ -53,6 +82,14 @@ class PromptConfig(DetectorConfig):
     verbalizer: str | dict[str, Any] = "auto"  # auto (the template's) | yes_no | synonyms | {positive, negative}
     max_length: int = 256
     batch_size: int = 16  # scoring and prompt-tuning batches
+    # Causal LMs: run each argument's prefix once for its 20 questions (key/value cache shared);
+    # false runs every prompt in full (same scores, slower).
+    share_prefix: bool = True
+    # Synonym verbalizer (OA): label-words (synonym probability at the answer position) |
+    # generate (greedy answer of at most max_new_tokens, positive if it names a synonym; causal
+    # or seq2seq LMs only).
+    oa_mode: str = "label-words"
+    max_new_tokens: int = 12
     # Prompt tuning (0 tokens: zero-shot with the hard template alone).
     soft_prompt_tokens: int = 0
     prompt_init: str = "text"  # text (the template's first words) | random
@@ -68,7 +105,7 @@ class PromptConfig(DetectorConfig):
             raise ValueError("model must not be empty")
         if self.lm_type not in LM_TYPES:
             raise ValueError(f"lm_type must be one of {', '.join(LM_TYPES)}, not {self.lm_type!r}")
-        for name in ("max_length", "batch_size"):
+        for name in ("max_length", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.soft_prompt_tokens < 0 or self.epochs < 0 or self.max_steps < 0 or self.max_seconds < 0:
@@ -81,6 +118,14 @@ class PromptConfig(DetectorConfig):
         if self.soft_prompt_tokens and template.verbalizer.kind == "synonyms":
             raise ValueError("prompt tuning (soft_prompt_tokens > 0) needs a positive/negative verbalizer, "
                              f"not the synonym verbalizer of template {template.name!r}")
+        if self.oa_mode not in OA_MODES:
+            raise ValueError(f"oa_mode must be one of {', '.join(OA_MODES)}, not {self.oa_mode!r}")
+        if self.oa_mode == "generate":
+            if template.verbalizer.kind != "synonyms":
+                raise ValueError(f"oa_mode = 'generate' needs the synonym verbalizer (template 'oa'); template "
+                                 f"{template.name!r} has the {template.verbalizer.name!r} verbalizer")
+            if self.lm_type == "masked":
+                raise ValueError("oa_mode = 'generate' needs a causal or seq2seq language model, not a masked one")
 
     def prompt_template(self) -> PromptTemplate:
         template = prompt_template(self.template, self.templates, "prompt detector: 'templates'")
@@ -137,8 +182,13 @@ class PromptDetector(Detector):
     def _scorer(self) -> LabelWordScorer:
         c = self.config
         if self.scorer is None:
-            self.scorer = LabelWordScorer(c.model, c.lm_type, max_length=c.max_length, batch_size=c.batch_size)
+            self.scorer = LabelWordScorer(c.model, c.lm_type, max_length=c.max_length, batch_size=c.batch_size,
+                                          share_prefix=c.share_prefix)
         scorer = self.scorer.load()
+        scorer.share_prefix = c.share_prefix
+        if c.oa_mode == "generate" and scorer.lm_type not in ("causal", "seq2seq"):
+            raise ConfigError(f"prompt detector: oa_mode = 'generate' needs a causal or seq2seq language model; "
+                              f"{c.model!r} is a {scorer.lm_type} one (use oa_mode = 'label-words')")
         if c.soft_prompt_tokens and self.soft_prompt is None:
             self.soft_prompt = attach_soft_prompt(scorer, c.soft_prompt_tokens, c.prompt_init,
                                                   init_text(c.prompt_template().argument), c.seed, self._soft_state)
@@ -172,32 +222,68 @@ class PromptDetector(Detector):
         mask = scorer.mask_token
         texts = [template.render_prompt(a, c, mask) for a in arguments for c in categories()]
         asked = [c.index for _ in arguments for c in categories()]
+        generate = self.config.oa_mode == "generate"
+        examples: list[dict[str, Any]] = []
+        processed, prompt = scorer.processed_tokens, scorer.prompt_tokens
         scores = np.zeros(len(texts))
-        step = max(self.config.batch_size * 4, NUM_CATEGORIES)
+        # Whole arguments per chunk, so no argument's questions are split from their shared prefix.
+        step = NUM_CATEGORIES * max(1, -(-self.config.batch_size * 4 // NUM_CATEGORIES))
         for start in range(0, len(texts), step):
             part = slice(start, start + step)
-            scores[part] = self._score(scorer, template.verbalizer, texts[part], asked[part])
+            if generate:
+                scores[part] = self._generate(scorer, template.verbalizer, texts[part], asked[part], examples)
+            else:
+                scores[part] = self._score(scorer, template.verbalizer, texts[part], asked[part])
             if self.progress:
                 self.progress("prompt", min(start + step, len(texts)) // NUM_CATEGORIES, len(arguments))
-        self.info["lm_type"] = scorer.lm_type
-        self.info["template"] = template.name
+        self.info.update(lm_type=scorer.lm_type, template=template.name,
+                         share_prefix=scorer.share_prefix and scorer.lm_type == "causal" and not generate,
+                         processed_tokens=scorer.processed_tokens - processed,
+                         prompt_tokens=scorer.prompt_tokens - prompt)
+        if template.verbalizer.kind == "synonyms":
+            self.info["oa_mode"] = self.config.oa_mode
+        if generate:
+            self.info["oa_examples"] = [
+                {"argument": arguments[k // NUM_CATEGORIES].id, **example} for k, example in enumerate(examples)
+            ][:OA_EXAMPLES]
         return scores.reshape(len(arguments), NUM_CATEGORIES)
 
     def _score(self, scorer: LabelWordScorer, verbalizer: Verbalizer, texts: list[str], asked: list[int]) -> np.ndarray:
         if verbalizer.kind == "synonyms":
-            columns: list[int] = []
-            own: list[list[int]] = []
-            for c in categories():
-                ids = scorer.token_ids(verbalizer.synonyms(c))
-                own.append([])
-                for token in ids:
-                    if token not in columns:
-                        columns.append(token)
-                    if columns.index(token) not in own[-1]:
-                        own[-1].append(columns.index(token))
+            columns, own = synonym_columns(scorer, verbalizer)
             return synonym_probability(scorer.logprobs(texts, columns), own, asked)
         ids = scorer.token_ids([*verbalizer.positive, *verbalizer.negative])
         return yes_probability(scorer.logprobs(texts, ids), len(verbalizer.positive))
 
+    def _generate(self, scorer: LabelWordScorer, verbalizer: Verbalizer, texts: list[str], asked: list[int],
+                  examples: list[dict[str, Any]]) -> np.ndarray:
+        """OA by generation: 1.0 where the answer names a synonym of the asked category, else
+        ``UNMATCHED_WEIGHT`` times the synonym probability at the answer's first step."""
+        columns, own = synonym_columns(scorer, verbalizer)
+        answers = scorer.generate(texts, self.config.max_new_tokens, columns)
+        fallback = synonym_probability(answers.first_logprobs, own, asked)
+        scores = np.zeros(len(texts))
+        for k, (text, c) in enumerate(zip(answers.texts, asked, strict=True)):
+            matched = match_synonym(text, verbalizer.synonyms(categories()[c]))
+            scores[k] = 1.0 if matched is not None else UNMATCHED_WEIGHT * fallback[k]
+            if len(examples) < OA_EXAMPLES:
+                examples.append({"category": categories()[c].name, "answer": text, "matched": matched})
+        return scores
 
-__all__ = ["PromptConfig", "PromptDetector"]
+
+def synonym_columns(scorer: LabelWordScorer, verbalizer: Verbalizer) -> tuple[list[int], list[list[int]]]:
+    """The distinct first tokens of all 20 categories' synonyms (the columns to read), and for
+    each category the indices of its own among them (``synonym_probability``'s ``own``)."""
+    columns: list[int] = []
+    own: list[list[int]] = []
+    for c in categories():
+        own.append([])
+        for token in scorer.token_ids(verbalizer.synonyms(c)):
+            if token not in columns:
+                columns.append(token)
+            if columns.index(token) not in own[-1]:
+                own[-1].append(columns.index(token))
+    return columns, own
+
+
+__all__ = ["OA_MODES", "PromptConfig", "PromptDetector", "synonym_columns"]
