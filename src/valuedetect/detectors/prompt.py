@@ -7,7 +7,8 @@ log-probabilities at the answer position (``prompting.scoring``): P(yes) for Yes
 the synonym mass for OA's knowledgeable verbalizer. With ``soft_prompt_tokens = 0`` (the default)
 fit() trains nothing: it only tunes the thresholds on validation (base class). With
 ``soft_prompt_tokens > 0`` fit() trains a soft prompt shared by all categories on the frozen LM
-(``prompting.tuning``: peft prompt tuning, cross-entropy on the Yes/No verbalizer words); only the
+(``prompting.tuning``: peft prompt tuning, cross-entropy on the verbalizer's two classes: Yes/No
+words, or the asked category's synonyms against all others for OA); only the
 prompt is saved (``soft_prompt.safetensors``), never the LM's weights.
 
 With a causal LM the 20 questions about one argument share the argument's key/value cache
@@ -27,9 +28,10 @@ keeps each unmatched pair (<= 0.5) below each matched one (1.0) and orders the u
 the model's own preference for the asked category. ``info["oa_examples"]`` keeps the first five
 answers.
 
-Not in this slice: one soft prompt per category, prompt tuning with the synonym verbalizer, the
-CLS template's trainable heads, few-shot sampling, and sharing the argument prefix while
-generating (generate mode runs each full prompt).
+The CLS template with trainable heads is the encoder detector with ``template = "cls"``; few-shot
+training sets come from the run config (``training_per_category``). Not done: one soft prompt per
+category (one shared prompt is trained; the template's value description says which value is
+asked), and sharing the argument prefix while generating (generate mode runs each full prompt).
 """
 
 from __future__ import annotations
@@ -115,9 +117,9 @@ class PromptConfig(DetectorConfig):
         if self.lr <= 0 or self.negative_ratio <= 0:
             raise ValueError("lr and negative_ratio must be positive")
         template = self.prompt_template()  # raises ConfigError naming the field
-        if self.soft_prompt_tokens and template.verbalizer.kind == "synonyms":
-            raise ValueError("prompt tuning (soft_prompt_tokens > 0) needs a positive/negative verbalizer, "
-                             f"not the synonym verbalizer of template {template.name!r}")
+        if self.soft_prompt_tokens and self.oa_mode == "generate":
+            raise ValueError("oa_mode = 'generate' reads free answers and cannot be prompt-tuned; use "
+                             "oa_mode = 'label-words' with soft_prompt_tokens > 0")
         if self.oa_mode not in OA_MODES:
             raise ValueError(f"oa_mode must be one of {', '.join(OA_MODES)}, not {self.oa_mode!r}")
         if self.oa_mode == "generate":
@@ -152,6 +154,8 @@ class PromptDetector(Detector):
         soft prompt tokens, train the soft prompt on the training split first."""
         c = self.config
         if not c.soft_prompt_tokens:
+            trainable, total = 0, sum(p.numel() for p in self._scorer().model.parameters())
+            self.info.update(parameters_trainable=trainable, parameters_total=total, base_model=c.model)
             return
         if self.soft_prompt is not None:  # fit again: start from a fresh prompt on the bare LM
             self.scorer.model, self.soft_prompt, self._soft_state = self.soft_prompt.get_base_model(), None, None
@@ -162,11 +166,16 @@ class PromptDetector(Detector):
         verbalizer = template.verbalizer
         settings = TuneSettings(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, negative_ratio=c.negative_ratio,
                                 max_steps=c.max_steps, max_seconds=c.max_seconds, seed=c.seed)
+        if verbalizer.kind == "synonyms":
+            columns, own = synonym_columns(scorer, verbalizer)
+            positive: int | np.ndarray = np.zeros((NUM_CATEGORIES, len(columns)), dtype=bool)
+            for k, mine in enumerate(own):
+                positive[k, mine] = True
+        else:
+            columns, positive = scorer.token_ids([*verbalizer.positive, *verbalizer.negative]), len(verbalizer.positive)
         result = train_soft_prompt(
             scorer, lambda i, k: template.render_prompt(train.arguments[i], asked[k], mask),
-            np.asarray(train.labels), len(verbalizer.positive),
-            scorer.token_ids([*verbalizer.positive, *verbalizer.negative]), settings,
-            progress=self.progress, log=self.log,
+            np.asarray(train.labels), positive, columns, settings, progress=self.progress, log=self.log,
         )
         trainable, total = parameter_counts(self.soft_prompt)
         self.info.update(

@@ -13,9 +13,10 @@ the input embeddings and returns the masked LM's logits unchanged otherwise).
 
 Negative (argument, category) pairs are subsampled per epoch (``negative_ratio`` negatives per
 positive, seeded by (seed, epoch)); every positive pair is kept. Batches are drawn by length with
-the encoder trainer's ``BucketBatchSampler``. Not done yet: checkpoint/resume inside a run,
-several processes (accelerate is used for the device and the backward pass only), one prompt per
-category, the synonym (OA) verbalizer.
+the encoder trainer's ``BucketBatchSampler``. The synonym (OA) verbalizer trains the same way,
+its positive class being the asked category's own synonyms (``positive_columns``). Not done:
+checkpoint/resume inside a run (a run is bounded by ``max_seconds`` instead), several processes
+(accelerate is used for the device and the backward pass only), one prompt per category.
 """
 
 from __future__ import annotations
@@ -121,13 +122,28 @@ class TuneResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np.ndarray, n_positive: int,
-                      token_ids: Sequence[int], s: TuneSettings,
+def positive_columns(n_positive: int | np.ndarray, width: int, n_columns: int) -> np.ndarray:
+    """[width, n_columns] booleans: which verbalizer columns count as the positive class when
+    category k is asked. Yes/No: the first ``n_positive`` columns for every category; the synonym
+    verbalizer passes its own matrix (a category's own synonyms positive, all others negative),
+    so its loss is the cross-entropy of ``synonym_probability``."""
+    if isinstance(n_positive, np.ndarray):
+        mask = n_positive.astype(bool)
+        if mask.shape != (width, n_columns):
+            raise ValueError(f"positive column mask must be {width} x {n_columns}, not {mask.shape}")
+        return mask
+    mask = np.zeros((width, n_columns), dtype=bool)
+    mask[:, :n_positive] = True
+    return mask
+
+
+def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np.ndarray,
+                      n_positive: int | np.ndarray, token_ids: Sequence[int], s: TuneSettings,
                       progress: Callable[[str, int, int], None] | None = None,
                       log: Callable[[str], None] | None = None) -> TuneResult:
     """Train the soft prompt of ``scorer.model`` (see ``attach_soft_prompt``). ``render(i, c)`` is
     the prompt for argument i and category c; ``labels`` [n, 20]; ``token_ids`` the verbalizer's
-    first tokens, the first ``n_positive`` of them positive."""
+    first tokens, the first ``n_positive`` of them positive (or a ``positive_columns`` mask)."""
     import torch
     import torch.nn.functional as F
     from accelerate import Accelerator
@@ -143,6 +159,7 @@ def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=s.lr, weight_decay=0.0)
     width = labels.shape[1]
+    positive = torch.tensor(positive_columns(n_positive, width, len(token_ids)), device=accelerator.device)
     encoded: dict[int, list[int]] = {}
     result = TuneResult()
     started = time.monotonic()
@@ -158,8 +175,10 @@ def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np
         for done, batch in enumerate(batches, 1):
             chosen = [int(pairs[i]) for i in batch]
             logprobs = scorer.answer_logprobs([encoded[p] for p in chosen], token_ids)
-            classes = torch.stack([torch.logsumexp(logprobs[:, :n_positive], dim=1),
-                                   torch.logsumexp(logprobs[:, n_positive:], dim=1)], dim=1)
+            rows = positive[torch.tensor([p % width for p in chosen], device=positive.device)]
+            floor = torch.finfo(logprobs.dtype).min
+            classes = torch.stack([torch.logsumexp(logprobs.masked_fill(~rows, floor), dim=1),
+                                   torch.logsumexp(logprobs.masked_fill(rows, floor), dim=1)], dim=1)
             target = torch.tensor([0 if labels.reshape(-1)[p] > 0.5 else 1 for p in chosen], device=classes.device)
             loss = F.cross_entropy(classes, target)
             accelerator.backward(loss)
@@ -192,4 +211,4 @@ def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np
 
 
 __all__ = ["PROMPT_INITS", "TuneResult", "TuneSettings", "attach_soft_prompt", "init_text", "parameter_counts",
-           "peft_config", "sample_pairs", "soft_prompt_state", "train_soft_prompt"]
+           "peft_config", "positive_columns", "sample_pairs", "soft_prompt_state", "train_soft_prompt"]
