@@ -337,8 +337,17 @@ class LabelWordScorer:
             start = self._pad_id if start is None else start
             decoder = torch.full((len(rows), 1), start, dtype=torch.long, device=ids.device)
             return self.model(input_ids=ids, attention_mask=attention, decoder_input_ids=decoder).logits[:, 0]
-        last = torch.tensor([len(r) - 1 + shift for r in rows])
-        return self.model(input_ids=ids, attention_mask=attention).logits[index, last]
+        last = [len(r) - 1 + shift for r in rows]
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        _, keep_arg = _forward_args(base)
+        if keep_arg is None:
+            return self.model(input_ids=ids, attention_mask=attention).logits[index, torch.tensor(last)]
+        # Project onto the vocabulary only at the answer positions: for a 262k-word vocabulary
+        # (gemma-3) the projection at every position costs more than the transformer layers.
+        positions = sorted(set(last))
+        logits = self.model(input_ids=ids, attention_mask=attention,
+                            **{keep_arg: torch.tensor(positions, device=ids.device)}).logits
+        return logits[index, torch.tensor([positions.index(k) for k in last])]
 
 
 def _forward_args(model: Any) -> tuple[str, str | None]:
