@@ -151,7 +151,9 @@ def test_a_changed_run_is_stale_and_rerun_keeping_the_old_results(tmp_path: Path
     assert {s.spec.name: s.state for s in run_states(experiment)}["prior"] == "stale"
     made = run_experiment(experiment, only=["prior"], show=lambda line: None)
     assert made[0].done and made[0].detector_config["seed"] == 7
-    assert (experiment.results / "prior.old" / "record.json").exists()
+    (aside,) = experiment.results.glob("prior.old-*")
+    assert (aside / "record.json").exists()
+    assert [r.name for r in read_records(experiment.results)].count("prior") == 1  # the aside copy is not read
 
 
 def test_unknown_only_name_is_an_error(tmp_path: Path, data_dir: Path) -> None:
@@ -209,3 +211,37 @@ detector = [{ model = "minilm" }, { model = "mpnet", epochs = 2 }]
     bad = _write(tmp_path / "bad.toml", '[[run]]\nname = "x-{detector.nope}"\nmethod = "tfidf"\n')
     with pytest.raises(ConfigError, match=r"bad.toml: run 'x-\{detector.nope\}'.*no setting 'detector.nope'"):
         load_experiment(bad)
+
+
+def test_a_run_killed_after_training_gets_its_record_without_training_again(tmp_path: Path, data_dir: Path) -> None:
+    experiment = load_experiment(_grid(tmp_path, data_dir))
+    (first,) = run_experiment(experiment, only=["tfidf-3"], show=lambda line: None)
+    folder = experiment.results / "tfidf-3"
+    trained_at = (folder / "run" / "detector.json").stat().st_mtime_ns
+    (folder / "record.json").unlink()  # as if killed while timing inference
+    lines: list[str] = []
+    (again,) = run_experiment(experiment, only=["tfidf-3"], show=lines.append)
+    assert again.done and again.validation["f1"] == first.validation["f1"]
+    assert (folder / "run" / "detector.json").stat().st_mtime_ns == trained_at
+    assert any("training had finished" in line for line in lines)
+
+
+def test_a_killed_run_whose_settings_changed_is_stale_not_resumed(tmp_path: Path, data_dir: Path) -> None:
+    experiment = load_experiment(_grid(tmp_path, data_dir))
+    folder = experiment.results / "prior"
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text(json.dumps({"hash": "0123456789abcdef"}))
+    assert {s.spec.name: s.state for s in run_states(experiment)}["prior"] == "stale"
+
+
+def test_two_runners_cannot_share_a_results_folder(tmp_path: Path, data_dir: Path) -> None:
+    import fcntl
+
+    from valuedetect.errors import InputError
+
+    experiment = load_experiment(_grid(tmp_path, data_dir))
+    experiment.results.mkdir(parents=True)
+    with open(experiment.results / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(InputError, match="another `valuedetect experiment run`"):
+            run_experiment(experiment, show=lambda line: None)

@@ -361,13 +361,15 @@ app.add_typer(experiment_app, name="experiment")
 
 
 def _stop_on_sigterm() -> None:
-    """A `kill` stops the current run like Ctrl-C does, so the grid resumes cleanly."""
+    """A `kill` (or a closed terminal) stops the current run like Ctrl-C does, so the grid
+    resumes cleanly."""
     import signal
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)  # the terminal closed
 
 
 @experiment_app.command("run")

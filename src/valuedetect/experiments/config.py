@@ -152,7 +152,11 @@ def _validate_settings(task: str, settings: dict[str, Any], where: str) -> None:
     if task == "nli":
         from valuedetect.nli import NLIConfig
 
-        from_dict(NLIConfig, {k: v for k, v in settings.items() if k != "data_dir"}, where)
+        try:
+            from_dict(NLIConfig, {k: v for k, v in settings.items() if k != "data_dir"}, where)
+        except ConfigError as error:
+            message = str(error)
+            raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
         return
     from valuedetect.detectors import detector_class
 
@@ -213,6 +217,9 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
             seen[run_name] = where
             resolved.pop("output", None)  # the runner decides where each run writes
             _validate_settings(task, resolved, run_where)
+            data_dir = resolved.get("data_dir")
+            if data_dir is not None and not Path(data_dir).is_dir():
+                raise ConfigError(f"{run_where}: data_dir {data_dir!r} is not a folder")
             if task == "values":
                 resolved = to_dict(from_dict(TrainConfig, resolved, run_where))
                 resolved.pop("output", None)

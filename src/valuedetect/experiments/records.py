@@ -94,6 +94,8 @@ class RunRecord:
             raise InputError("no record.json: this run has not finished", folder) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InputError(f"record.json is not valid JSON ({error})", path) from None
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise InputError("record.json is not a run record (expected an object with a name)", path)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -108,9 +110,12 @@ def read_records(results: str | Path) -> list[RunRecord]:
     if meta.exists():
         order = list(json.loads(meta.read_text(encoding="utf-8")).get("runs", []))
     folders = sorted(p.parent for p in results.glob(f"*/{RECORD_FILE}"))
+    if order:  # runs of the grid as it is now; folders set aside (stale, removed runs) are not
+        folders = [p for p in folders if p.name in order]
     rank = {name: i for i, name in enumerate(order)}
     folders.sort(key=lambda p: (rank.get(p.name, len(rank)), p.name))
-    return [RunRecord.load(p) for p in folders]
+    records = [RunRecord.load(p) for p in folders]
+    return [r for r, p in zip(records, folders, strict=True) if r.name == p.name]
 
 
 __all__ = ["EXPERIMENT_FILE", "FAMILIES", "RECORD_FILE", "RUN_FOLDER", "TASKS", "RunRecord", "read_records",

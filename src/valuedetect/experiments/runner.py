@@ -10,9 +10,10 @@ States of a run (``run_states``):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def run_states(experiment: Experiment) -> list[RunState]:
     for spec in experiment.runs:
         folder = experiment.results / spec.name
         if not (folder / RECORD_FILE).exists():
-            states.append(RunState(spec, "pending"))
+            # A killed run left its folder: it resumes only if its settings are still the same.
+            started_as = _spec_hash_in(folder)
+            states.append(RunState(spec, "stale" if started_as not in (None, spec.hash) else "pending"))
             continue
         record = RunRecord.load(folder)
         if record.spec_hash != spec.hash:
@@ -50,6 +53,13 @@ def run_states(experiment: Experiment) -> list[RunState]:
         else:
             states.append(RunState(spec, "done" if record.done else "failed", record))
     return states
+
+
+def _spec_hash_in(folder: Path) -> str | None:
+    try:
+        return str(json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))["hash"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_experiment_file(experiment: Experiment) -> None:
@@ -63,9 +73,7 @@ def _prepare_folder(experiment: Experiment, state: RunState) -> Path:
     """The run's folder, with its spec; a stale run's old results are kept beside it."""
     folder = experiment.results / state.spec.name
     if state.state == "stale":
-        aside = folder.with_name(folder.name + ".old")
-        if aside.exists():
-            shutil.rmtree(aside)
+        aside = folder.with_name(f"{folder.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         folder.rename(aside)
     elif state.state == "failed":
         (folder / RECORD_FILE).unlink()
@@ -83,7 +91,8 @@ def _run_worker(folder: Path, show: Callable[[str], None]) -> int:
         log.write(f"--- started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         process = subprocess.Popen(
             [sys.executable, "-m", "valuedetect.experiments.worker", str(folder)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, encoding="utf-8",
+            errors="replace", env=env, start_new_session=True,
         )
         try:
             assert process.stdout is not None
@@ -93,14 +102,29 @@ def _run_worker(folder: Path, show: Callable[[str], None]) -> int:
                 show(line.rstrip("\n"))
             return process.wait()
         except KeyboardInterrupt:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
             log.write("--- interrupted\n")
             raise
+        finally:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End a worker still running (the runner was interrupted or failed): SIGINT first, so it
+    stops like Ctrl-C, then SIGKILL; further Ctrl-Cs cannot cut this short and orphan it."""
+    if process.poll() is not None:
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_experiment(
@@ -118,6 +142,21 @@ def run_experiment(
         experiment.results.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"cannot create the results folder ({error.strerror})", experiment.results) from None
+    lock = open(experiment.results / ".lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise InputError("another `valuedetect experiment run` is writing to this results folder",
+                         experiment.results) from None
+    try:
+        return _run_todo(experiment, only, show, on_finished)
+    finally:
+        lock.close()
+
+
+def _run_todo(experiment: Experiment, only: Sequence[str], show: Callable[[str], None],
+              on_finished: Callable[[RunRecord, int, int], None] | None) -> list[RunRecord]:
     _write_experiment_file(experiment)
     todo = [s for s in run_states(experiment) if s.state != "done" and (not only or s.spec.name in only)]
     made: list[RunRecord] = []
@@ -131,13 +170,22 @@ def run_experiment(
         else:  # the worker died without a word (killed, out of memory): record that
             record = RunRecord(name=state.spec.name, status="failed", task=state.spec.task,
                                family=state.spec.family, spec=state.spec.settings, spec_hash=state.spec.hash,
-                               error=f"the worker process ended with exit code {code} before writing its "
-                                     f"record; see {folder / LOG_FILE}")
+                               error=f"the worker process {_exit_reason(code)} before writing its record "
+                                     f"(killed for memory?); see {folder / LOG_FILE}")
             record.save(folder)
         made.append(record)
         if on_finished:
             on_finished(record, number, len(todo))
     return made
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"ended with exit code {code}"
 
 
 def describe_states(states: Sequence[RunState]) -> list[dict[str, object]]:

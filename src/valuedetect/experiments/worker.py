@@ -77,13 +77,14 @@ def _time_inference(detector: Any, method: str, data_dir: str | None, info: dict
         seconds, arguments = usage.get("wall_seconds"), usage.get("arguments")
         if not usage.get("cache_misses"):
             return None  # every answer came from the cache: no timing to report
-        return round(seconds / arguments, 4) if seconds and arguments else None
+        return round(seconds / arguments, 6) if seconds and arguments else None
     from valuedetect.data import load_split
 
     arguments = load_split("validation", data_dir).arguments[:TIMING_ARGUMENTS]
+    detector.predict_proba(arguments[:2])  # warm-up: first-call allocations are not per-argument cost
     started = time.perf_counter()
     detector.predict_proba(arguments)
-    return round((time.perf_counter() - started) / len(arguments), 4)
+    return round((time.perf_counter() - started) / len(arguments), 6)
 
 
 def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
@@ -92,16 +93,26 @@ def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> No
 
     output = folder / RUN_FOLDER
     config = from_dict(TrainConfig, {**settings, "output": str(output)}, f"run {record.name}")
-    resume = (output / "checkpoint").is_dir() and (output / "detector.json").exists()
-    if not resume and output.exists():
-        import shutil
+    trained = (output / "results.json").exists() and (output / "detector.json").exists()
+    if (output / "checkpoint").is_dir():  # killed mid-training: go on from the last checkpoint
+        detector = run_training(config, source=f"run {record.name}", resume=True, progress=_Progress(),
+                                log=_log).detector
+    elif trained:  # killed after training, before its record: only the record is missing
+        from valuedetect.detectors import load_detector
 
-        shutil.rmtree(output)  # a run killed before its first checkpoint starts over
-    result = run_training(config, source=f"run {record.name}", resume=resume, progress=_Progress(), log=_log)
+        _log("  training had finished; writing its record")
+        detector = load_detector(output)
+    else:
+        if output.exists():
+            import shutil
+
+            shutil.rmtree(output)  # nothing reusable: a run killed before its first checkpoint
+        detector = run_training(config, source=f"run {record.name}", progress=_Progress(), log=_log).detector
     results = json.loads((output / "results.json").read_text(encoding="utf-8"))
     info = results.get("info", {})
     record.method = config.method
-    record.seed = getattr(result.detector.config, "seed", None)
+    record.model = getattr(detector.config, "model", None) or record.model
+    record.seed = getattr(detector.config, "seed", None)
     record.detector_config = results.get("detector_config", {})
     record.train_seconds = results.get("train_seconds")
     record.parameters_trainable = info.get("parameters_trainable")
@@ -109,7 +120,7 @@ def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> No
     if record.parameters_total is None and config.method == "llm":
         from valuedetect.lm_models import PARAMETERS
 
-        record.parameters_total = PARAMETERS.get(str(getattr(result.detector.config, "model", "")))
+        record.parameters_total = PARAMETERS.get(str(getattr(detector.config, "model", "")))
         record.parameters_trainable = 0 if record.parameters_total else None
     record.training_arguments = results.get("training_arguments")
     record.training_subset = results.get("training_subset")
@@ -124,9 +135,13 @@ def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> No
         "results": f"{RUN_FOLDER}/results.json",
     }
     _log("  timing inference ...")
-    record.inference_seconds = _time_inference(result.detector, config.method, config.data_dir, info)
-    if record.inference_seconds is not None:
-        record.notes.append("inference_seconds is per argument")
+    try:
+        record.inference_seconds = _time_inference(detector, config.method, config.data_dir, info)
+    except Exception as error:  # a timing problem must not turn a finished run into a failed one
+        record.notes.append(f"inference not timed: {type(error).__name__}: {error}")
+    else:
+        if record.inference_seconds is not None:
+            record.notes.append("inference_seconds is per argument")
 
 
 def _nli_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
@@ -138,6 +153,7 @@ def _nli_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     result = run_nli(config, output, data_dir=settings.get("data_dir"), log=_log, progress=_Progress())
     record.method = config.method
+    record.model = getattr(config, "model", None) or record.model
     record.seed = getattr(config, "seed", None)
     record.detector_config = dict(settings)
     for key in ("train_seconds", "inference_seconds", "parameters_trainable", "parameters_total",
