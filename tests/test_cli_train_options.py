@@ -47,3 +47,13 @@ def test_limit_scores_a_stated_subset(tmp_path: Path) -> None:
     assert len((out / "validation-run.tsv").read_text().splitlines()) == 1 + 25
     assert not (out / "test-run.tsv").exists()
     assert "seeded sample of 25 of 80" in result.output
+
+
+def test_template_option_takes_the_papers_spelling_and_reaches_the_detector(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--method", "prompt", "--template", "BCA", "--set", "max_length=0",
+                                 "--output", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "max_length must be at least 1" in result.output  # template 'bca' was accepted first
+    result = runner.invoke(app, ["train", "--method", "prompt", "--template", "XYZ", "--output", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "XYZ" in result.output
+    assert not (tmp_path / "r").exists()

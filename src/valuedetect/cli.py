@@ -106,6 +106,8 @@ def train(
                         ] = None,
     model: Annotated[str | None, typer.Option(help="Model alias, path, Hub name or API model name.")] = None,
     strategy: Annotated[str | None, typer.Option(help="llm: per-value, all-in-one, few-shot or cot.")] = None,
+    template: Annotated[str | None, typer.Option(
+        help="prompt: mbc, bca, oa or a config-defined template; encoder: plain, cls or premise_first.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Score a seeded subset of N validation arguments.")] = None,
     sample: Annotated[float | None, typer.Option(help="Score a seeded fraction of validation, e.g. 0.05.")] = None,
     subset_seed: Annotated[int | None, typer.Option(help="Seed of the --limit/--sample subset.")] = None,
@@ -128,7 +130,13 @@ def train(
     else:
         train_config = TrainConfig(method=str(method), predict_test=method != "llm")
     overrides = _detector_overrides(settings or [])
-    for key, value in (("backend", backend), ("base_url", base_url), ("model", model), ("strategy", strategy)):
+    if template is not None:
+        from valuedetect.templates import INPUT_TEMPLATES, PROMPT_TEMPLATES
+
+        if template.lower() in {*INPUT_TEMPLATES, *PROMPT_TEMPLATES}:
+            template = template.lower()  # the paper writes BCA, CLS, ...; built-in names are lower case
+    for key, value in (("backend", backend), ("base_url", base_url), ("model", model), ("strategy", strategy),
+                       ("template", template)):
         if value is not None:
             overrides[key] = value
     run_settings = {k: v for k, v in (("validation_limit", limit), ("validation_sample", sample),
