@@ -154,6 +154,20 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
+def ensure_folder(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` if needed and fail before any work if it cannot be written in."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"exists and is not a folder (wanted as the {what})", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the {what} ({error.strerror})", path) from None
+    if not os.access(path, os.W_OK):
+        raise InputError(f"no permission to write in the {what}", path)
+    return path
+
+
 def ensure_writable(path: str | Path) -> None:
     """Fail before any work is done if ``path`` cannot be written (a folder, no permission)."""
     path = Path(path)

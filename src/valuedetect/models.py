@@ -8,9 +8,11 @@ access to it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from valuedetect.errors import ValueDetectError
@@ -102,3 +104,19 @@ def resolve_model(name: str) -> str:
     if name == "mpnet":
         return _mpnet()
     return name
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load-time chatter (a newly initialised head or pooler is expected
+    when we attach our own) and its progress bars, then restore both."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()

@@ -23,15 +23,17 @@ import math
 import platform
 import string
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from valuedetect.budget import budget_stop
 from valuedetect.data import STANCES, Argument, atomic_write_json, atomic_write_text, ensure_writable, load_split
 from valuedetect.errors import ConfigError, InputError, ValueDetectError
+from valuedetect.models import quiet_transformers
 
 METHODS = ("encoder", "prompt")
 LABELS = ("attack", "support")  # index = class id; 1 is the positive class of the verbalizer
@@ -251,19 +253,6 @@ def format_predictions(pairs: Sequence[NLIPair], p_support: np.ndarray) -> str:
 # ----------------------------------------------------------------------------- encoder
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence the 'newly initialized classifier' report: a new head is the point here."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        hf_logging.enable_progress_bar()
 
 
 @dataclass
@@ -296,7 +285,7 @@ def _load_encoder(name: str) -> tuple[Any, Any]:
     _check_model_path(name)
     try:
         source = resolve_model(name)
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForSequenceClassification.from_pretrained(
                 source, num_labels=2, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
@@ -369,10 +358,7 @@ def _run_encoder(c: NLIConfig, train: list[NLIPair], validation: list[NLIPair], 
             fit.steps += 1
             if progress:
                 progress(f"nli fine-tuning epoch {epoch + 1}/{c.epochs}", done, len(sampler))
-            if c.max_steps and fit.steps >= c.max_steps:
-                fit.stopped_by = "max_steps"
-            elif c.max_seconds and time.monotonic() - started >= c.max_seconds:
-                fit.stopped_by = "max_seconds"
+            fit.stopped_by = budget_stop(fit.steps, started, c.max_steps, c.max_seconds)
             if fit.stopped_by:
                 break
         fit.history.append({"epoch": epoch + 1, "loss": total / max(done, 1), "steps": done})

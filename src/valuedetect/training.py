@@ -7,7 +7,6 @@ versions) is written next to it in ``results.json``.
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import shutil
 import time
@@ -19,7 +18,7 @@ import numpy as np
 
 from valuedetect import __version__
 from valuedetect.config import TrainConfig, to_dict
-from valuedetect.data import Split, atomic_write_json, load_split, write_run
+from valuedetect.data import Split, atomic_write_json, ensure_folder, load_split, write_run
 from valuedetect.detectors import make_detector
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
@@ -118,12 +117,7 @@ def run_training(
     if finished and resume and not (output / "checkpoint").exists():
         raise InputError("holds a finished run: there is nothing to resume", output)
     detector = make_detector(config.method, config.detector, source)  # a bad config fails before any write
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"cannot create the output folder ({error.strerror})", output) from None
-    if not os.access(output, os.W_OK):
-        raise InputError("no permission to write in the output folder", output)
+    ensure_folder(output)
     detector.progress = progress
     detector.checkpoint_dir = output / "checkpoint"
     detector.resume = resume

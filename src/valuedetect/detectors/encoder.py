@@ -9,7 +9,6 @@ a MiniLM detector is a few MB.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from valuedetect.data import Argument, Split
 from valuedetect.detectors.base import Detector, DetectorConfig
 from valuedetect.encoder.settings import TrainSettings
 from valuedetect.errors import InputError, ValueDetectError
+from valuedetect.models import quiet_transformers
 from valuedetect.taxonomy import NUM_CATEGORIES
 from valuedetect.templates import input_template
 
@@ -61,19 +61,6 @@ class EncoderConfig(DetectorConfig, TrainSettings):
             raise ValueError("epochs and batch_size must be at least 1")
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Any:
-    """Silence the 'newly initialized pooler' chatter of sentence-transformers checkpoints."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        hf_logging.enable_progress_bar()
 
 
 class EncoderDetector(Detector):
@@ -94,7 +81,7 @@ class EncoderDetector(Detector):
             torch.set_num_threads(c.threads)
         source = resolve_model(c.model)
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 self.tokenizer = AutoTokenizer.from_pretrained(source)
                 backbone_config = AutoConfig.from_pretrained(source)
                 if hasattr(backbone_config, "hidden_dropout_prob"):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from valuedetect.data import atomic_write_text, load_split, read_labels
+from valuedetect.data import atomic_write_text, ensure_folder, load_split, read_labels
 from valuedetect.errors import InputError
 from valuedetect.experiments.records import EXPERIMENT_FILE, FAMILIES, RECORD_FILE, RunRecord, read_records
 from valuedetect.metrics import Comparison, Scores, compare, official_f1, score
@@ -1084,14 +1084,7 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def output_folder(results: Path, output: str | Path | None) -> Path:
-    folder = Path(output) if output is not None else results / "report"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"cannot create the report folder ({error.strerror})", folder) from None
-    if not os.access(folder, os.W_OK):
-        raise InputError("no permission to write the report here", folder)
-    return folder
+    return ensure_folder(Path(output) if output is not None else results / "report", "report folder")
 
 
 # ----------------------------------------------------------------------------- entry point

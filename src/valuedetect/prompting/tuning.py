@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from valuedetect.budget import budget_stop
 from valuedetect.errors import ConfigError
 
 PROMPT_INITS = ("text", "random")
@@ -188,10 +189,7 @@ def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np
             result.steps += 1
             if progress:
                 progress(f"prompt tuning epoch {epoch + 1}/{s.epochs}", done, len(batches))
-            if s.max_steps and result.steps >= s.max_steps:
-                result.stopped_by = "max_steps"
-            elif s.max_seconds and time.monotonic() - started >= s.max_seconds:
-                result.stopped_by = "max_seconds"
+            result.stopped_by = budget_stop(result.steps, started, s.max_steps, s.max_seconds)
             if result.stopped_by:
                 break
         record = {"epoch": epoch + 1, "loss": total / max(done, 1), "steps": done,
