@@ -1,0 +1,124 @@
+"""The report's PNG figures, drawn on matplotlib's Agg canvas without pyplot, so writing a report
+needs no display and leaves no global figure state behind; matplotlib is imported on first use."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from valuedetect.experiments.report.scoring import ScoredRun
+from valuedetect.taxonomy import CATEGORY_NAMES
+
+HEATMAP_FILE = "per-category-f1.png"
+PARAMETERS_FILE = "f1-vs-parameters.png"
+DATA_SIZE_FILE = "f1-vs-training-size.png"
+
+LINE_FAMILIES = ("fine-tuning", "prompt-tuning", "prompt-zero-shot", "llm-prompting")
+FAMILY_COLORS = {
+    "baseline": "#7f7f7f",
+    "fine-tuning": "#1f77b4",
+    "prompt-zero-shot": "#2ca02c",
+    "prompt-tuning": "#ff7f0e",
+    "llm-prompting": "#d62728",
+}
+
+
+def new_figure(width: float, height: float) -> Any:
+    """A matplotlib figure on the Agg canvas, without pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def png_bytes(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def heatmap_png(runs: Sequence[ScoredRun]) -> bytes:
+    """Runs x categories, per-category F1; categories a run's arguments lack are grey."""
+    matrix = np.array([[r.scores.per_category[c].get("f1", np.nan) for c in CATEGORY_NAMES] for r in runs])
+    figure = new_figure(max(9.0, 0.55 * len(CATEGORY_NAMES) + 3), max(3.5, 0.45 * len(runs) + 2.8))
+    ax = figure.subplots()
+    cmap = _colormap("viridis").with_extremes(bad="#d9d9d9")
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(CATEGORY_NAMES)), CATEGORY_NAMES, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(runs)), [r.name for r in runs], fontsize=8)
+    if matrix.size <= 600:
+        for (i, j), value in np.ndenumerate(matrix):
+            if not np.isnan(value):
+                label = ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                                color="black" if value > 0.6 else "white")
+                label.set_in_layout(False)  # inside the axes anyway; spares the layout a bbox per cell
+    figure.colorbar(image, ax=ax, label="F1 of the category", shrink=0.9)
+    ax.set_title("Per-category F1 on validation (grey: no true positive among the run's arguments)", fontsize=10)
+    return png_bytes(figure)
+
+
+def _colormap(name: str) -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def parameters_png(points: Sequence[tuple[ScoredRun, float]], baselines: Sequence[tuple[ScoredRun, float]],
+                   ylabel: str) -> bytes:
+    """F1 against total parameters, log-x, a line per family, baselines as horizontal lines."""
+    figure = new_figure(8.5, 5.5)
+    ax = figure.subplots()
+    for family in LINE_FAMILIES:
+        members = [(r, f) for r, f in points if r.record.family == family]
+        if not members:
+            continue
+        color = FAMILY_COLORS.get(family)
+        best: dict[int, float] = {}
+        for run, f1 in members:
+            total = run.record.parameters_total or 0
+            best[total] = max(best.get(total, -1.0), f1)
+            ax.annotate(run.name, (total, f1), textcoords="offset points", xytext=(5, 3), fontsize=7)
+        ax.scatter([r.record.parameters_total for r, _ in members], [f for _, f in members], color=color, s=22,
+                   alpha=0.6, zorder=3)
+        sizes = sorted(best)
+        ax.plot(sizes, [best[x] for x in sizes], marker="o", color=color, label=f"{family} (line: best per size)",
+                zorder=4)
+    for run, f1 in baselines:
+        ax.axhline(f1, color=FAMILY_COLORS["baseline"], linestyle="--", linewidth=1)
+        ax.annotate(f"{run.name} (baseline)", (0.01, f1), xycoords=("axes fraction", "data"),
+                    textcoords="offset points", xytext=(0, 3), fontsize=7, color=FAMILY_COLORS["baseline"])
+    ax.set_xscale("log")
+    ax.margins(x=0.15)
+    ax.set_xlabel("total parameters (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("Official F1 against model size", fontsize=10)
+    return png_bytes(figure)
+
+
+def data_size_png(lines: Sequence[tuple[str, str, list[ScoredRun]]]) -> bytes:
+    """F1 against training arguments, log-x, a line per (family, model, method, detector config)."""
+    figure = new_figure(8.5, 5.5)
+    ax = figure.subplots()
+    styles = ("-", "--", ":", "-.")
+    for number, (label, family, members) in enumerate(lines):
+        xs = [r.record.training_arguments for r in members]
+        ys = [r.scores.f1 for r in members]
+        ax.plot(xs, ys, marker="o" if family == "fine-tuning" else "s", linestyle=styles[number % len(styles)],
+                color=FAMILY_COLORS.get(family), label=label)
+        for run, x, y in zip(members, xs, ys, strict=True):
+            ax.annotate(run.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.margins(x=0.15)
+    ax.set_xlabel("training arguments (log scale)")
+    ax.set_ylabel("official F1 on validation")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("Official F1 against training data size: fine-tuning vs prompt tuning", fontsize=10)
+    return png_bytes(figure)
