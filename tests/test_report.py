@@ -270,3 +270,22 @@ def test_broken_experiment_file(tmp_path: Path) -> None:
     (tmp_path / EXPERIMENT_FILE).write_text("{not json", encoding="utf-8")
     with pytest.raises(InputError, match=r"experiment\.json: not valid JSON"):
         write_report(tmp_path)
+
+
+def test_parameter_figure_plots_full_data_runs_only(experiment: dict, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few-shot runs belong on the data-size curve; on the size figure they would pull a family's
+    points down and hide what model size does."""
+    from valuedetect.experiments.report import sections
+
+    plotted: list[str] = []
+    real = sections.parameters_png
+
+    def spy(points, baselines, ylabel):
+        plotted.extend(run.name for run, _ in points)
+        return real(points, baselines, ylabel)
+
+    monkeypatch.setattr(sections, "parameters_png", spy)
+    write_report(experiment["results"], tmp_path / "report", data_dir=experiment["data"], resamples=RESAMPLES)
+    reduced = {name for name, spec in RUNS.items() if spec[4] is not None}
+    assert plotted and reduced and not reduced & set(plotted)

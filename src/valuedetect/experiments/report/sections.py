@@ -186,10 +186,11 @@ def parameters_section(ctx: Context) -> list[Block]:
     def n_of(run: ScoredRun) -> int:
         return len(ctx.common) if use_common else run.scores.n
     known = [r for r in ctx.runs if (r.record.parameters_total or 0) > 0]
-    points = [(r, f1_of(r)) for r in known if r.record.family in LINE_FAMILIES]
+    # Full training data only: runs on less data belong to the data-size curve (section 5).
+    points = [(r, f1_of(r)) for r in known if r.record.family in LINE_FAMILIES and size_setting(r.record) == "full"]
     baselines = [(r, f1_of(r)) for r in ctx.runs if r.record.family == "baseline"]
-    rows = [[r.name, r.record.family, r.record.model or DASH, count(r.record.parameters_total), f3(f1_of(r)),
-             str(n_of(r))] for r in ctx.runs]
+    rows = [[r.name, r.record.family, r.record.model or DASH, size_setting(r.record),
+             count(r.record.parameters_total), f3(f1_of(r)), str(n_of(r))] for r in ctx.runs]
     if use_common:
         which = (f"F1 on the {len(ctx.common)} validation arguments every run scored (the runs' validation sets "
                  "differ)")
@@ -198,7 +199,8 @@ def parameters_section(ctx: Context) -> list[Block]:
     else:
         which = "each run's F1 on its own validation arguments (the runs share no argument, so n differs)"
     if points:
-        caption = (f"Official F1 against total parameter count (log scale): every run as a point, one line per family "
+        caption = (f"Official F1 against total parameter count (log scale): every full-data run as a point, one "
+                   f"line per family "
                    f"through its best run at each size, baselines as dashed horizontal lines; y: {which}.")
         ylabel = (f"official F1 (n={len(ctx.common)})" if use_common or ctx.same_validation
                   else "official F1 (own validation arguments)")
@@ -209,7 +211,7 @@ def parameters_section(ctx: Context) -> list[Block]:
     if missing:
         blocks.append(Paragraph(f"Not plotted (no parameter count recorded): {', '.join(missing)}."))
     blocks.append(Paragraph(f"The points; F1 is {which}:"))
-    blocks.append(Table(["Run", "Family", "Model", "Total parameters", "F1", "n"], rows))
+    blocks.append(Table(["Run", "Family", "Model", "Training data", "Total parameters", "F1", "n"], rows))
     return blocks
 
 
