@@ -167,3 +167,44 @@ def test_positive_columns_masks():
     assert np.array_equal(positive_columns(own, 2, 3), own)
     with pytest.raises(ValueError, match="2 x 4"):
         positive_columns(own, 2, 4)
+
+
+def test_interrupted_prompt_tuning_resumes_to_the_same_prompt(models, tmp_path):
+    """Killed mid-epoch (here: an exception from the progress callback after 5 steps), the run
+    continues from its checkpoint and ends with the prompt an uninterrupted run has."""
+    from valuedetect.prompting.tuning import CHECKPOINT_FILE
+
+    settings = {"epochs": 2, "batch_size": 4, "negative_ratio": 2.0, "prompt_init": "random", "checkpoint_every": 2}
+    whole = detector(models, **settings).fit(SPLIT)
+    expected = soft_prompt_state(whole.soft_prompt)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_five(stage, done, total):
+        kill_after_five.calls += 1
+        if kill_after_five.calls == 5:
+            raise Killed
+
+    kill_after_five.calls = 0
+    first = detector(models, **settings)
+    first.checkpoint_dir = tmp_path / "checkpoint"
+    first.progress = kill_after_five
+    with pytest.raises(Killed):
+        first.fit(SPLIT)
+    assert (tmp_path / "checkpoint" / CHECKPOINT_FILE).exists()
+
+    second = detector(models, **settings)
+    second.checkpoint_dir, second.resume = tmp_path / "checkpoint", True
+    lines = []
+    second.log = lines.append
+    second.fit(SPLIT)
+    assert any("resumed at epoch 1" in line for line in lines), lines
+    resumed = soft_prompt_state(second.soft_prompt)
+    assert all(torch.allclose(resumed[k], expected[k], atol=1e-6) for k in expected)
+    assert second.info["budget"]["steps"] == whole.info["budget"]["steps"]
+
+    other = detector(models, **{**settings, "lr": 0.5})
+    other.checkpoint_dir, other.resume = tmp_path / "checkpoint", True
+    with pytest.raises(ValueDetectError, match="other settings"):
+        other.fit(SPLIT)

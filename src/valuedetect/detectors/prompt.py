@@ -100,6 +100,7 @@ class PromptConfig(DetectorConfig):
     negative_ratio: float = 1.0  # negative pairs kept per positive pair, drawn afresh each epoch
     max_steps: int = 0  # 0: no limit
     max_seconds: float = 0.0  # 0: no limit
+    checkpoint_every: int = 25  # prompt-tuning steps between checkpoints (a run resumes from the last)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,6 +111,8 @@ class PromptConfig(DetectorConfig):
         for name in ("max_length", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError("checkpoint_every must not be negative (0: only at the end of each epoch)")
         if self.soft_prompt_tokens < 0 or self.epochs < 0 or self.max_steps < 0 or self.max_seconds < 0:
             raise ValueError("soft_prompt_tokens, epochs, max_steps and max_seconds must not be negative")
         if self.prompt_init not in PROMPT_INITS:
@@ -176,6 +179,7 @@ class PromptDetector(Detector):
         result = train_soft_prompt(
             scorer, lambda i, k: template.render_prompt(train.arguments[i], asked[k], mask),
             np.asarray(train.labels), positive, columns, settings, progress=self.progress, log=self.log,
+            checkpoint_dir=self.checkpoint_dir, resume=self.resume, checkpoint_every=c.checkpoint_every,
         )
         trainable, total = parameter_counts(self.soft_prompt)
         self.info.update(

@@ -14,23 +14,26 @@ the input embeddings and returns the masked LM's logits unchanged otherwise).
 Negative (argument, category) pairs are subsampled per epoch (``negative_ratio`` negatives per
 positive, seeded by (seed, epoch)); every positive pair is kept. Batches are drawn by length with
 the encoder trainer's ``BucketBatchSampler``. The synonym (OA) verbalizer trains the same way,
-its positive class being the asked category's own synonyms (``positive_columns``). Not done:
-checkpoint/resume inside a run (a run is bounded by ``max_seconds`` instead), several processes
-(accelerate is used for the device and the backward pass only), one prompt per category.
+its positive class being the asked category's own synonyms (``positive_columns``). Training
+checkpoints every few steps and resumes where it stopped (``checkpoint_dir``, ``resume``). Not
+done: several processes (accelerate is used for the device and the backward pass only), one
+prompt per category.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from valuedetect.budget import budget_stop
-from valuedetect.errors import ConfigError
+from valuedetect.errors import ConfigError, InputError
 
 PROMPT_INITS = ("text", "random")
 
@@ -138,13 +141,55 @@ def positive_columns(n_positive: int | np.ndarray, width: int, n_columns: int) -
     return mask
 
 
+CHECKPOINT_FILE = "soft_prompt_checkpoint.pt"
+
+
+def _fingerprint(s: TuneSettings, labels: np.ndarray, token_ids: Sequence[int]) -> dict[str, Any]:
+    """What a checkpoint must agree on to be continued: the settings and the data's shape."""
+    return {"settings": asdict(s), "labels": list(labels.shape), "positives": int((labels > 0.5).sum()),
+            "token_ids": [int(t) for t in token_ids]}
+
+
+def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
+    """Written to a temporary file and renamed, so a kill mid-write leaves the previous one."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / (CHECKPOINT_FILE + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, folder / CHECKPOINT_FILE)
+
+
+def _load_checkpoint(folder: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    import torch
+
+    path = folder / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which, do not guess
+        raise InputError(f"unreadable prompt-tuning checkpoint ({type(error).__name__}: {error})", path) from None
+    if state.get("fingerprint") != fingerprint:
+        raise InputError("this prompt-tuning checkpoint was written by a run with other settings or data; "
+                         "delete it to start afresh", path)
+    return state
+
+
 def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np.ndarray,
                       n_positive: int | np.ndarray, token_ids: Sequence[int], s: TuneSettings,
                       progress: Callable[[str, int, int], None] | None = None,
-                      log: Callable[[str], None] | None = None) -> TuneResult:
+                      log: Callable[[str], None] | None = None,
+                      checkpoint_dir: Path | None = None, resume: bool = False,
+                      checkpoint_every: int = 25) -> TuneResult:
     """Train the soft prompt of ``scorer.model`` (see ``attach_soft_prompt``). ``render(i, c)`` is
     the prompt for argument i and category c; ``labels`` [n, 20]; ``token_ids`` the verbalizer's
-    first tokens, the first ``n_positive`` of them positive (or a ``positive_columns`` mask)."""
+    first tokens, the first ``n_positive`` of them positive (or a ``positive_columns`` mask).
+
+    With ``checkpoint_dir``, the prompt, the optimizer and the position in the data are saved every
+    ``checkpoint_every`` steps and at each epoch's end; ``resume`` continues from there, so an
+    interrupted run ends with the prompt an uninterrupted one would have (the LM runs in eval mode,
+    so no dropout makes the steps differ)."""
     import torch
     import torch.nn.functional as F
     from accelerate import Accelerator
@@ -164,7 +209,29 @@ def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np
     encoded: dict[int, list[int]] = {}
     result = TuneResult()
     started = time.monotonic()
-    for epoch in range(s.epochs):
+    fingerprint = _fingerprint(s, labels, token_ids)
+    first_epoch, skip, total_before = 0, 0, 0.0
+    saved = _load_checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir is not None and resume else None
+    if saved is not None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, saved["prompt"])
+        optimizer.load_state_dict(saved["optimizer"])
+        first_epoch, skip, total_before = saved["epoch"], saved["batch"], saved["total"]
+        result.steps, result.history = saved["steps"], list(saved["history"])
+        result.epochs_completed = first_epoch
+        started -= saved["seconds"]
+        if log:
+            log(f"prompt tuning resumed at epoch {first_epoch + 1}, batch {skip} ({result.steps} steps done)")
+
+    def checkpoint(epoch: int, batch: int, total: float) -> None:
+        if checkpoint_dir is not None:
+            _save_checkpoint(checkpoint_dir, {
+                "fingerprint": fingerprint, "prompt": soft_prompt_state(model), "optimizer": optimizer.state_dict(),
+                "epoch": epoch, "batch": batch, "total": total, "steps": result.steps,
+                "seconds": time.monotonic() - started, "history": result.history})
+
+    for epoch in range(first_epoch, s.epochs):
         pairs = sample_pairs(labels, s.negative_ratio, s.seed, epoch)
         for pair in pairs:
             if int(pair) not in encoded:
@@ -172,8 +239,9 @@ def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np
         sampler = BucketBatchSampler([len(encoded[int(p)]) for p in pairs], s.batch_size, shuffle=True, seed=s.seed)
         sampler.set_epoch(epoch)
         batches = list(sampler)
-        total = 0.0
-        for done, batch in enumerate(batches, 1):
+        start = skip if epoch == first_epoch else 0
+        total, done = (total_before if start else 0.0), start
+        for done, batch in enumerate(batches[start:], start + 1):
             chosen = [int(pairs[i]) for i in batch]
             logprobs = scorer.answer_logprobs([encoded[p] for p in chosen], token_ids)
             rows = positive[torch.tensor([p % width for p in chosen], device=positive.device)]
@@ -192,6 +260,8 @@ def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np
             result.stopped_by = budget_stop(result.steps, started, s.max_steps, s.max_seconds)
             if result.stopped_by:
                 break
+            if checkpoint_every and result.steps % checkpoint_every == 0 and done < len(batches):
+                checkpoint(epoch, done, total)
         record = {"epoch": epoch + 1, "loss": total / max(done, 1), "steps": done,
                   "positives": int((labels.reshape(-1)[pairs] > 0.5).sum()),
                   "negatives": int((labels.reshape(-1)[pairs] <= 0.5).sum())}
@@ -203,10 +273,12 @@ def train_soft_prompt(scorer: Any, render: Callable[[int, int], str], labels: np
                 log(f"prompt tuning stopped by {result.stopped_by} after {result.steps} steps")
             break
         result.epochs_completed = epoch + 1
+        checkpoint(epoch + 1, 0, 0.0)
     result.seconds = time.monotonic() - started
     model.eval()
     return result
 
 
-__all__ = ["PROMPT_INITS", "TuneResult", "TuneSettings", "attach_soft_prompt", "init_text", "parameter_counts",
-           "peft_config", "positive_columns", "sample_pairs", "soft_prompt_state", "train_soft_prompt"]
+__all__ = ["CHECKPOINT_FILE", "PROMPT_INITS", "TuneResult", "TuneSettings", "attach_soft_prompt", "init_text",
+           "parameter_counts", "peft_config", "positive_columns", "sample_pairs", "soft_prompt_state",
+           "train_soft_prompt"]
