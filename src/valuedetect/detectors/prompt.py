@@ -157,8 +157,8 @@ class PromptDetector(Detector):
         soft prompt tokens, train the soft prompt on the training split first."""
         c = self.config
         if not c.soft_prompt_tokens:
-            trainable, total = 0, sum(p.numel() for p in self._scorer().model.parameters())
-            self.info.update(parameters_trainable=trainable, parameters_total=total, base_model=c.model)
+            _, total = parameter_counts(self._scorer().model)  # the LM is frozen: nothing trains
+            self.info.update(parameters_trainable=0, parameters_total=total, base_model=c.model)
             return
         if self.soft_prompt is not None:  # fit again: start from a fresh prompt on the bare LM
             self.scorer.model, self.soft_prompt, self._soft_state = self.soft_prompt.get_base_model(), None, None
