@@ -309,3 +309,57 @@ def test_a_broken_saved_detector_gives_a_clear_error(tiny_model_dir, small_split
     (folder / "detector.json").write_text("[1, 2]")
     with pytest.raises(InputError, match=r"detector\.json"):
         load_detector(folder)
+
+
+def test_frozen_state_cache_is_read_back_and_gives_identical_training(tiny_model_dir, small_splits, tmp_path,
+                                                                      monkeypatch) -> None:
+    from valuedetect.encoder import state_cache
+
+    train, validation = small_splits
+    settings = _settings(tiny_model_dir, heads="single", epochs=1)
+    plain = make_detector("encoder", settings)
+    plain.fit(train, validation)
+
+    monkeypatch.setenv(state_cache.ENVIRONMENT_VARIABLE, str(tmp_path / "states"))
+    writer = make_detector("encoder", settings)
+    writer.fit(train, validation)
+    entries = sorted((tmp_path / "states").glob("*.pt"))
+    assert len(entries) == 2  # training and validation
+    computed = []
+    monkeypatch.setattr(type(writer), "_compute_bottom",
+                        lambda self, ids, label: computed.append(label) or pytest.fail("cache missed"))
+    reader = make_detector("encoder", settings)
+    lines: list[str] = []
+    reader.log = lines.append
+    reader.fit(train, validation)
+    assert computed == [] and sum("read from" in line for line in lines) == 2
+    for detector in (writer, reader):
+        assert np.array_equal(detector.predict_proba(validation.arguments), plain.predict_proba(validation.arguments))
+
+
+def test_frozen_state_key_changes_with_weights_ids_and_depth(tiny_model_dir) -> None:
+    from transformers import AutoModel
+
+    from valuedetect.encoder.state_cache import state_key
+
+    backbone = AutoModel.from_pretrained(tiny_model_dir)
+    ids = [[1, 2, 3], [4, 5]]
+    key = state_key(backbone, 1, ids)
+    assert key == state_key(backbone, 1, [[1, 2, 3], [4, 5]])
+    assert key != state_key(backbone, 2, ids)
+    assert key != state_key(backbone, 1, [[1, 2], [3, 4, 5]])
+    with torch.no_grad():
+        next(backbone.parameters())[0, 0] += 1e-3
+    assert key != state_key(backbone, 1, ids)
+
+
+def test_a_damaged_cache_entry_is_a_miss(tmp_path) -> None:
+    from valuedetect.encoder.state_cache import load_states, save_states
+
+    states = [torch.randn(3, 4), torch.randn(5, 4)]
+    save_states(tmp_path, "k", states)
+    loaded = load_states(tmp_path, "k")
+    assert loaded is not None and all(torch.equal(a, b) for a, b in zip(loaded, states, strict=True))
+    (tmp_path / "k.pt").write_bytes(b"not a tensor file")
+    assert load_states(tmp_path, "k") is None
+    assert load_states(tmp_path, "missing") is None

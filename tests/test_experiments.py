@@ -245,3 +245,37 @@ def test_two_runners_cannot_share_a_results_folder(tmp_path: Path, data_dir: Pat
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(InputError, match="another `valuedetect experiment run`"):
             run_experiment(experiment, show=lambda line: None)
+
+
+def test_encoder_runs_of_one_grid_share_their_frozen_states(tmp_path: Path, data_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.tiny_models import tiny_bert
+
+    from valuedetect.encoder.state_cache import ENVIRONMENT_VARIABLE
+
+    monkeypatch.delenv(ENVIRONMENT_VARIABLE, raising=False)
+    model = tiny_bert(tmp_path / "tiny-bert")
+    grid = _write(tmp_path / "grid.toml", f"""
+name = "tiny-encoders"
+results = "{tmp_path / 'results'}"
+[defaults]
+data_dir = "{data_dir}"
+predict_test = false
+[[run]]
+name = "enc-{{detector.heads}}"
+method = "encoder"
+[run.detector]
+model = "{model}"
+epochs = 1
+trainable_layers = 1
+[run.grid]
+"detector.heads" = ["single", "multiple"]
+""")
+    made = run_experiment(load_experiment(grid), show=lambda line: None)
+    assert [r.name for r in made] == ["enc-single", "enc-multiple"] and all(r.done for r in made)
+    results = tmp_path / "results"
+    assert len(list((results / ".frozen-states").glob("*.pt"))) == 2
+    first = (results / "enc-single" / "log.txt").read_text()
+    second = (results / "enc-multiple" / "log.txt").read_text()
+    assert "read from" not in first and second.count("read from") == 2
+    assert [r.name for r in read_records(results)] == ["enc-single", "enc-multiple"]

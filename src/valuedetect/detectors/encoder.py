@@ -109,7 +109,24 @@ class EncoderDetector(Detector):
         return self.tokenizer(texts, truncation=True, max_length=self.config.max_length)["input_ids"]
 
     def _cache_bottom(self, input_ids: list[list[int]], label: str) -> list[Any]:
-        """Frozen-bottom hidden states per argument, unpadded, computed once."""
+        """Frozen-bottom hidden states per argument, unpadded, computed once (and read from the
+        shared disk cache when one is configured, see ``encoder.state_cache``)."""
+        from valuedetect.encoder import state_cache
+
+        folder = state_cache.cache_folder()
+        key = state_cache.state_key(self.model.backbone, self.model.frozen_layers, input_ids) if folder else ""
+        if folder is not None:
+            cached = state_cache.load_states(folder, key)
+            if cached is not None and len(cached) == len(input_ids):
+                if self.log:
+                    self.log(f"frozen layers ({label}): {len(cached)} arguments read from {folder}")
+                return cached
+        hidden = self._compute_bottom(input_ids, label)
+        if folder is not None:
+            state_cache.save_states(folder, key, hidden)
+        return hidden
+
+    def _compute_bottom(self, input_ids: list[list[int]], label: str) -> list[Any]:
         from valuedetect.encoder.batching import BucketBatchSampler, EncodedArguments, collate
 
         data = EncodedArguments(input_ids)

@@ -23,12 +23,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from valuedetect.data import atomic_write_json
+from valuedetect.encoder import state_cache
 from valuedetect.errors import InputError
 from valuedetect.experiments.config import Experiment, RunSpec
 from valuedetect.experiments.records import EXPERIMENT_FILE, RECORD_FILE, RunRecord
 from valuedetect.experiments.worker import SPEC_FILE
 
 LOG_FILE = "log.txt"
+STATE_CACHE_FOLDER = ".frozen-states"
 
 
 @dataclass
@@ -87,6 +89,8 @@ def _run_worker(folder: Path, show: Callable[[str], None]) -> int:
     """Run the worker, teeing its output to the run's log; returns its exit code. On Ctrl-C the
     worker is stopped and KeyboardInterrupt goes on up."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Runs that freeze the same encoder share its frozen states (see encoder.state_cache).
+    env.setdefault(state_cache.ENVIRONMENT_VARIABLE, str(folder.parent / STATE_CACHE_FOLDER))
     with open(folder / LOG_FILE, "a", encoding="utf-8") as log:
         log.write(f"--- started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         process = subprocess.Popen(
