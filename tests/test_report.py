@@ -44,6 +44,9 @@ RUNS: dict[str, tuple] = {
                              22_700_000, 0.25, None),
     "ft-multi-pretrain": ("fine-tuning", "minilm", "encoder", encoder_config(pretrain=2), None, 2_000_000,
                           22_700_000, 0.1, None),
+    # A perfect single head on another input template: a heads comparison must not pick it (claim 2).
+    "ft-cls-single": ("fine-tuning", "minilm", "encoder", {**encoder_config("single"), "template": "cls"}, None,
+                      2_000_000, 22_700_000, 0.0, None),
     "ft-multi-k5": ("fine-tuning", "minilm", "encoder", encoder_config(), 5, 2_000_000, 22_700_000, 0.3, None),
     "pt-large": ("prompt-tuning", "flan-t5-large", "prompt", {"template": "bca", "soft_prompt_tokens": 20}, None,
                  20_480, 783_000_000, 0.05, None),
@@ -55,7 +58,7 @@ RUNS: dict[str, tuple] = {
 }
 EXPECTED_VERDICTS = {
     1: "inconclusive",  # the only prompt-tuning runs have more than 500M parameters: no runs to compare
-    2: "supported",  # multiple heads = the labels, single head heavily flipped
+    2: "supported",  # multiple heads = the labels, single head (same template) heavily flipped
     3: "not supported",  # the extra contrastive loss is far worse than plain
     4: "supported",  # at 5 per category prompt tuning is much better than fine-tuning
     5: "not supported",  # CoT is heavily flipped, fine-tuning exact
@@ -168,7 +171,7 @@ def test_html_is_self_contained(experiment: dict) -> None:
 def test_header(experiment: dict) -> None:
     header = section(read(experiment["paths"], "report.md"), 1)
     assert "claims-test" in header
-    assert "11 runs done, 1 failed, 1 pending (ft-pending)" in header
+    assert "12 runs done, 1 failed, 1 pending (ft-pending)" in header
     assert "2PR/(P+R)" in header and "validation" in header
     assert "torch=2.13.0" in header and "Linux-test" in header
 

@@ -49,9 +49,13 @@ def select(ctx: Context, family: str, test: Callable[[ScoredRun], bool] = lambda
 
 
 def by_model(runs: Sequence[ScoredRun]) -> dict[str, list[ScoredRun]]:
+    """Runs grouped by model and input template, so that a heads or loss comparison is never
+    also a template comparison (the CLS template is a run of its own in the paper's grid)."""
     out: dict[str, list[ScoredRun]] = {}
     for run in runs:
-        out.setdefault(run.record.model or DASH, []).append(run)
+        template = str(setting(run, "template", "plain"))
+        label = run.record.model or DASH
+        out.setdefault(label if template == "plain" else f"{label} with template {template}", []).append(run)
     return out
 
 
@@ -90,7 +94,8 @@ def claim_small_models(ctx: Context) -> Verdict:
 
 def claim_multiple_heads(ctx: Context) -> Verdict:
     claim = "Multiple heads beat a single head."
-    rule = ("For each model: best full-data fine-tuning run with multiple heads vs best with a single head, both "
+    rule = ("For each model and input template: best full-data fine-tuning run with multiple heads vs best with "
+            "a single head, both "
             "without contrastive learning (contrastive_weight 0, contrastive_pretrain_epochs 0), paired test on "
             "shared IDs. Not supported if a single head is significantly better (p < 0.05) for any model; supported "
             "if multiple heads are significantly better for at least one model; otherwise inconclusive.")
@@ -113,7 +118,8 @@ def claim_multiple_heads(ctx: Context) -> Verdict:
 
 def claim_contrastive(ctx: Context) -> Verdict:
     claim = "Contrastive learning helps, and as an extra loss more than as pre-training."
-    rule = ("For each model, among full-data fine-tuning runs with multiple heads: best plain run (contrastive weight "
+    rule = ("For each model and input template, among full-data fine-tuning runs with multiple heads: best plain "
+            "run (contrastive weight "
             "0, no contrastive pre-training) vs best extra-loss run (weight > 0, no pre-training) vs best "
             "pre-training run (contrastive_pretrain_epochs > 0), paired tests on shared IDs. A model supports the "
             "claim if extra loss beats plain significantly (p < 0.05) and also beats pre-training (any positive "
