@@ -78,16 +78,20 @@ def parameters_png(points: Sequence[tuple[ScoredRun, float]], baselines: Sequenc
         if not members:
             continue
         color = FAMILY_COLORS.get(family)
-        best: dict[int, float] = {}
+        # One point of the line per base model, at its best run: extra heads add a few parameters,
+        # and a line through exact counts would zigzag between variants of one model.
+        best: dict[str, tuple[float, int]] = {}
         for run, f1 in members:
             total = run.record.parameters_total or 0
-            best[total] = max(best.get(total, -1.0), f1)
+            model = run.record.model or run.name
+            if f1 > best.get(model, (-1.0, 0))[0]:
+                best[model] = (f1, total)
             ax.annotate(run.name, (total, f1), textcoords="offset points", xytext=(5, 3), fontsize=7)
         ax.scatter([r.record.parameters_total for r, _ in members], [f for _, f in members], color=color, s=22,
                    alpha=0.6, zorder=3)
-        sizes = sorted(best)
-        ax.plot(sizes, [best[x] for x in sizes], marker="o", color=color, label=f"{family} (line: best per size)",
-                zorder=4)
+        line = sorted((total, f1) for f1, total in best.values())
+        ax.plot([x for x, _ in line], [y for _, y in line], marker="o", color=color,
+                label=f"{family} (line: best run per model)", zorder=4)
     for run, f1 in baselines:
         ax.axhline(f1, color=FAMILY_COLORS["baseline"], linestyle="--", linewidth=1)
         ax.annotate(f"{run.name} (baseline)", (0.01, f1), xycoords=("axes fraction", "data"),

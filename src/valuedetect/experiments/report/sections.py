@@ -201,7 +201,7 @@ def parameters_section(ctx: Context) -> list[Block]:
     if points:
         caption = (f"Official F1 against total parameter count (log scale): every full-data run as a point, one "
                    f"line per family "
-                   f"through its best run at each size, baselines as dashed horizontal lines; y: {which}.")
+                   f"through its best run of each model, baselines as dashed horizontal lines; y: {which}.")
         ylabel = (f"official F1 (n={len(ctx.common)})" if use_common or ctx.same_validation
                   else "official F1 (own validation arguments)")
         blocks.append(Image(PARAMETERS_FILE, caption, parameters_png(points, baselines, ylabel)))
