@@ -442,7 +442,9 @@ def experiment_status(
         return
     table = Table(title=escape(f"{experiment.name}: {experiment.results}"), title_justify="left")
     for column in ("run", "family", "state", "score", "wall"):
-        table.add_column(column, justify="right" if column in ("score", "wall") else "left")
+        # Short columns never wrap; a long run name folds onto a second line instead of an ellipsis.
+        table.add_column(column, justify="right" if column in ("score", "wall") else "left",
+                         no_wrap=column != "run", overflow="fold")
     colours = {"done": "green", "failed": "red", "stale": "yellow", "pending": "dim"}
     for row in rows:
         score = f"{row['score']:.3f}" if isinstance(row["score"], float) else ""
