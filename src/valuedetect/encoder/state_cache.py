@@ -56,7 +56,7 @@ def load_states(folder: Path, key: str) -> list[Any] | None:
     try:
         entry = torch.load(path, weights_only=True)
         flat, lengths = entry["states"], entry["lengths"].tolist()
-    except Exception:  # a damaged entry is a miss; it is rewritten below
+    except Exception:  # a damaged entry is a miss, and the caller writes a good one over it
         return None
     return list(torch.split(flat, lengths))
 

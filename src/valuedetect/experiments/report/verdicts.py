@@ -94,11 +94,11 @@ def claim_small_models(ctx: Context) -> Verdict:
 
 def claim_multiple_heads(ctx: Context) -> Verdict:
     claim = "Multiple heads beat a single head."
-    rule = ("For each model and input template: best full-data fine-tuning run with multiple heads vs best with "
-            "a single head, both "
-            "without contrastive learning (contrastive_weight 0, contrastive_pretrain_epochs 0), paired test on "
-            "shared IDs. Not supported if a single head is significantly better (p < 0.05) for any model; supported "
-            "if multiple heads are significantly better for at least one model; otherwise inconclusive.")
+    rule = ("For each model and input template: best full-data fine-tuning run with multiple heads vs best with a"
+            " single head, both without contrastive learning (contrastive_weight 0, contrastive_pretrain_epochs "
+            "0), paired test on shared IDs. Not supported if a single head is significantly better (p < 0.05) for"
+            " any model; supported if multiple heads are significantly better for at least one model; otherwise "
+            "inconclusive.")
     plain = select(ctx, "fine-tuning", lambda run: is_full_data(run.record) and is_plain(run))
     pairs = []
     for model, runs in by_model(plain).items():
@@ -119,12 +119,12 @@ def claim_multiple_heads(ctx: Context) -> Verdict:
 def claim_contrastive(ctx: Context) -> Verdict:
     claim = "Contrastive learning helps, and as an extra loss more than as pre-training."
     rule = ("For each model and input template, among full-data fine-tuning runs with multiple heads: best plain "
-            "run (contrastive weight "
-            "0, no contrastive pre-training) vs best extra-loss run (weight > 0, no pre-training) vs best "
-            "pre-training run (contrastive_pretrain_epochs > 0), paired tests on shared IDs. A model supports the "
-            "claim if extra loss beats plain significantly (p < 0.05) and also beats pre-training (any positive "
-            "difference); it contradicts it if extra loss is significantly worse than plain. Overall: not supported "
-            "if any model contradicts, supported if any model supports, otherwise inconclusive.")
+            "run (contrastive weight 0, no contrastive pre-training) vs best extra-loss run (weight > 0, no pre-"
+            "training) vs best pre-training run (contrastive_pretrain_epochs > 0), paired tests on shared IDs. A "
+            "model supports the claim if extra loss beats plain significantly (p < 0.05) and also beats pre-"
+            "training (any positive difference); it contradicts it if extra loss is significantly worse than "
+            "plain. Overall: not supported if any model contradicts, supported if any model supports, otherwise "
+            "inconclusive.")
     multi = select(ctx, "fine-tuning", lambda r: is_full_data(r.record) and setting(r, "heads", "single") == "multiple")
     evidence: list[str] = []
     outcomes: list[str] = []
