@@ -292,3 +292,30 @@ def test_parameter_figure_plots_full_data_runs_only(experiment: dict, tmp_path: 
     write_report(experiment["results"], tmp_path / "report", data_dir=experiment["data"], resamples=RESAMPLES)
     reduced = {name for name, spec in RUNS.items() if spec[4] is not None}
     assert plotted and reduced and not reduced & set(plotted)
+
+
+def test_a_lead_held_at_the_all_ones_level_does_not_count() -> None:
+    """Claim 4 on the paper grid: a prompt-tuned run at the all-ones level beat a fine-tuned run
+    below it; that is the trivial predictor beating a worse one, not prompt tuning winning."""
+    from valuedetect.experiments.report.scoring import Context, ScoredRun, paired_test
+    from valuedetect.experiments.report.verdicts import INCONCLUSIVE, SUPPORTED, two_sided
+    from valuedetect.metrics import score
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((300, 20)) < 0.2).astype(np.int8)
+    ids = [f"A{i}" for i in range(300)]
+
+    def run(name: str, pred: np.ndarray) -> ScoredRun:
+        return ScoredRun(RunRecord(name=name, status="done"), ids, truth, pred, score(truth, pred))
+
+    near_ones = np.ones_like(truth)
+    near_ones[:5] = 0  # all-ones but for a few arguments
+    worse = flipped(truth, 0.6, seed=1)  # far below all-ones
+    good = flipped(truth, 0.05, seed=2)
+    ctx = Context(name="t", records=[], pending=[], runs=[], unscored=[], common=ids, resamples=300, seed=0)
+    at_ones = paired_test(run("near-ones", near_ones), run("worse", worse), 300, 0)
+    assert at_ones is not None and at_ones.significant and at_ones.difference > 0
+    outcome, notes = two_sided(ctx, at_ones)
+    assert outcome == INCONCLUSIVE and "all-ones level" in notes[0] and "near-ones" in notes[0]
+    real = paired_test(run("good", good), run("worse", worse), 300, 0)
+    assert real is not None and two_sided(ctx, real) == (SUPPORTED, [])

@@ -8,11 +8,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from valuedetect.experiments.records import RunRecord
-from valuedetect.experiments.report.formatting import DASH, count, pair_text
+from valuedetect.experiments.report.formatting import DASH, count, f3, pair_text, pvalue
 from valuedetect.experiments.report.render import Block, Bullets, Heading, Paragraph, Table
 from valuedetect.experiments.report.scoring import ALPHA, Context, Pair, ScoredRun, best_run
 from valuedetect.experiments.report.sections import SECTION_TITLES
+from valuedetect.metrics import compare
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 SMALL_MODEL = 500e6
@@ -59,13 +62,32 @@ def by_model(runs: Sequence[ScoredRun]) -> dict[str, list[ScoredRun]]:
     return out
 
 
-def two_sided(pair: Pair) -> str:
-    """supported if a is significantly better, not supported if b is, else inconclusive."""
-    if pair.significant and pair.difference > 0:
-        return SUPPORTED
-    if pair.significant and pair.difference < 0:
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
+LEAD_RULE = (" A significant lead counts only if the leading run is itself significantly better than predicting "
+             "every category (all-ones) on the same arguments.")
+
+
+def above_all_ones(ctx: Context, run: ScoredRun, ids: Sequence[str]) -> tuple[bool, str]:
+    """Whether a run beats predicting every category on these arguments (p < ALPHA), and the
+    evidence in a sentence. A lead held by a run at the all-ones level is a lead of the trivial
+    predictor over a worse one, not a method winning."""
+    truth, pred = run.rows(ids)
+    result = compare(truth, pred, np.ones_like(pred), resamples=ctx.resamples, seed=ctx.seed)
+    beats = result.p_value < ALPHA and result.difference > 0
+    text = (f"{run.name} against predicting every category (all-ones) on the same {len(ids)} arguments: "
+            f"F1 {f3(result.f1_a)} vs {f3(result.f1_b)}, p = {pvalue(result.p_value)}")
+    return beats, text
+
+
+def two_sided(ctx: Context, pair: Pair) -> tuple[str, list[str]]:
+    """supported if a is significantly better, not supported if b is, else inconclusive; a
+    significant lead counts only when the leader itself beats all-ones on the shared arguments."""
+    if not pair.significant or pair.difference == 0:
+        return INCONCLUSIVE, []
+    leader = pair.a if pair.difference > 0 else pair.b
+    beats, text = above_all_ones(ctx, leader, [i for i in pair.a.ids if i in pair.b.index])
+    if not beats:
+        return INCONCLUSIVE, [f"{text}: the leader is at the all-ones level, so its lead does not count"]
+    return (SUPPORTED if pair.difference > 0 else NOT_SUPPORTED), []
 
 
 def claim_small_models(ctx: Context) -> Verdict:
@@ -73,7 +95,7 @@ def claim_small_models(ctx: Context) -> Verdict:
     rule = ("Best full-data fine-tuning run vs best full-data prompt-tuning run, both with fewer than 500M "
             "parameters in total (best: highest F1 on the arguments all candidates scored), paired test on their "
             "shared IDs: supported if fine-tuning is better and p < 0.05, not supported if prompt tuning is better "
-            "and p < 0.05, otherwise inconclusive.")
+            "and p < 0.05, otherwise inconclusive." + LEAD_RULE)
     def small(run: ScoredRun) -> bool:
         total = run.record.parameters_total
         return is_full_data(run.record) and total is not None and total < SMALL_MODEL
@@ -89,7 +111,8 @@ def claim_small_models(ctx: Context) -> Verdict:
     pair = ctx.pair(ft, pt)
     if pair is None:
         return Verdict(1, claim, INCONCLUSIVE, rule, [f"{ft.name} and {pt.name} share no validation argument"])
-    return Verdict(1, claim, two_sided(pair), rule, [pair_text(pair, "fine-tuning", "prompt tuning")])
+    outcome, notes = two_sided(ctx, pair)
+    return Verdict(1, claim, outcome, rule, [pair_text(pair, "fine-tuning", "prompt tuning"), *notes])
 
 
 def claim_multiple_heads(ctx: Context) -> Verdict:
@@ -98,7 +121,7 @@ def claim_multiple_heads(ctx: Context) -> Verdict:
             " single head, both without contrastive learning (contrastive_weight 0, contrastive_pretrain_epochs "
             "0), paired test on shared IDs. Not supported if a single head is significantly better (p < 0.05) for"
             " any model; supported if multiple heads are significantly better for at least one model; otherwise "
-            "inconclusive.")
+            "inconclusive." + LEAD_RULE)
     plain = select(ctx, "fine-tuning", lambda run: is_full_data(run.record) and is_plain(run))
     pairs = []
     for model, runs in by_model(plain).items():
@@ -110,9 +133,12 @@ def claim_multiple_heads(ctx: Context) -> Verdict:
     if not pairs:
         return Verdict(2, claim, INCONCLUSIVE, rule, [
             "no runs of the same model with both single and multiple heads (full data, no contrastive learning)"])
-    outcomes = [two_sided(pair) for _, pair in pairs]
+    outcomes, evidence = [], []
+    for model, pair in pairs:
+        pair_outcome, notes = two_sided(ctx, pair)
+        outcomes.append(pair_outcome)
+        evidence += [f"model {model}: {pair_text(pair, 'multiple heads', 'single head')}", *notes]
     outcome = (NOT_SUPPORTED if NOT_SUPPORTED in outcomes else SUPPORTED if SUPPORTED in outcomes else INCONCLUSIVE)
-    evidence = [f"model {model}: {pair_text(pair, 'multiple heads', 'single head')}" for model, pair in pairs]
     return Verdict(2, claim, outcome, rule, evidence)
 
 
@@ -185,7 +211,7 @@ def claim_few_shot(ctx: Context) -> Verdict:
     rule = ("At the smallest reduced training size (same training_per_category, or same training_fraction) present "
             "for both fine-tuning and prompt-tuning runs: best prompt-tuning run vs best fine-tuning run, paired test "
             "on shared IDs. Supported if prompt tuning is better with p < 0.05, not supported if fine-tuning is "
-            "better with p < 0.05, otherwise inconclusive.")
+            "better with p < 0.05, otherwise inconclusive." + LEAD_RULE)
     def sizes(family: str) -> dict[tuple[str, float], list[ScoredRun]]:
         out: dict[tuple[str, float], list[ScoredRun]] = {}
         for run in select(ctx, family):
@@ -210,7 +236,9 @@ def claim_few_shot(ctx: Context) -> Verdict:
     if pair is None:
         return Verdict(4, claim, INCONCLUSIVE, rule, [f"at {label}: {best_pt.name} and {best_ft.name} share no "
                                                       "validation argument"])
-    return Verdict(4, claim, two_sided(pair), rule, [f"at {label}: {pair_text(pair, 'prompt tuning', 'fine-tuning')}"])
+    outcome, notes = two_sided(ctx, pair)
+    return Verdict(4, claim, outcome, rule, [f"at {label}: {pair_text(pair, 'prompt tuning', 'fine-tuning')}",
+                                             *notes])
 
 
 def claim_cot(ctx: Context) -> Verdict:
