@@ -73,6 +73,10 @@ class Pair:
         return self.result.difference
 
     @property
+    def shared_ids(self) -> list[str]:
+        return shared_ids(self.a, self.b)
+
+    @property
     def significant(self) -> bool:
         return self.result.p_value < ALPHA
 
@@ -104,9 +108,14 @@ class Context:
         return all(len(r.ids) == len(self.common) for r in self.runs)
 
 
+def shared_ids(a: ScoredRun, b: ScoredRun) -> list[str]:
+    """The argument IDs both runs scored, in a's order."""
+    return [i for i in a.ids if i in b.index]
+
+
 def paired_test(a: ScoredRun, b: ScoredRun, resamples: int, seed: int) -> Pair | None:
     """metrics.compare on the intersection of two runs' argument IDs."""
-    shared = [i for i in a.ids if i in b.index]
+    shared = shared_ids(a, b)
     if not shared:
         return None
     truth, pred_a = a.rows(shared)

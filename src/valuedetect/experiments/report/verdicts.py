@@ -84,7 +84,7 @@ def two_sided(ctx: Context, pair: Pair) -> tuple[str, list[str]]:
     if not pair.significant or pair.difference == 0:
         return INCONCLUSIVE, []
     leader = pair.a if pair.difference > 0 else pair.b
-    beats, text = above_all_ones(ctx, leader, [i for i in pair.a.ids if i in pair.b.index])
+    beats, text = above_all_ones(ctx, leader, pair.shared_ids)
     if not beats:
         return INCONCLUSIVE, [f"{text}: the leader is at the all-ones level, so its lead does not count"]
     return (SUPPORTED if pair.difference > 0 else NOT_SUPPORTED), []
