@@ -15,35 +15,35 @@ import pytest
 from tests.fake_lm import FakeLM
 
 from valuedetect.errors import InputError
-from valuedetect.llm.backends.base import BudgetExhausted, GenerateRequest, ScoreRequest
-from valuedetect.llm.cache import CachedLanguageModel, ResponseCache, request_key
+from valuedetect.lm.api import BudgetExhausted, GenerateRequest, LoglikelihoodRequest
+from valuedetect.lm.cache import CachingLM, ResponseCache, request_key
 
 
-def _requests(n: int) -> list[ScoreRequest]:
-    return [ScoreRequest([{"role": "user", "content": f"question {i}"}]) for i in range(n)]
+def _requests(n: int) -> list[LoglikelihoodRequest]:
+    return [LoglikelihoodRequest([{"role": "user", "content": f"question {i}"}]) for i in range(n)]
 
 
 def test_second_run_makes_no_backend_calls(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
-    first = CachedLanguageModel(FakeLM(yes=lambda t: 0.8), ResponseCache(path))
-    answers = first.score(_requests(5))
+    first = CachingLM(FakeLM(yes=lambda t: 0.8), ResponseCache(path))
+    answers = first.loglikelihood(_requests(5))
     assert first.misses == 5 and first.hits == 0 and len(first.backend.score_calls) == 5
     first.close()
 
     backend = FakeLM(yes=lambda t: 0.1)  # would answer differently: proves the cache answered
-    second = CachedLanguageModel(backend, ResponseCache(path))
-    assert second.score(_requests(5)) == answers
+    second = CachingLM(backend, ResponseCache(path))
+    assert second.loglikelihood(_requests(5)) == answers
     assert backend.score_calls == [] and second.hits == 5 and second.misses == 0
-    assert second.usage.requests == 0
+    assert second.usage.requests == 0 and second.usage.cache_hits == 5
 
 
 def test_generations_round_trip_and_duplicates_are_sent_once(tmp_path: Path) -> None:
-    lm = CachedLanguageModel(FakeLM(answer=lambda t: f"echo {t}"), ResponseCache(tmp_path / "c.sqlite"))
+    lm = CachingLM(FakeLM(answer=lambda t: f"echo {t}"), ResponseCache(tmp_path / "c.sqlite"))
     requests = [GenerateRequest("a"), GenerateRequest("b"), GenerateRequest("a")]
-    out = lm.generate(requests)
+    out = lm.generate_until(requests)
     assert [g.text for g in out] == ["echo a", "echo b", "echo a"]
     assert len(lm.backend.generate_calls) == 2 and lm.hits == 1
-    again = lm.generate(requests)
+    again = lm.generate_until(requests)
     assert again == out and len(lm.backend.generate_calls) == 2
 
 
@@ -63,7 +63,7 @@ def test_each_answer_is_committed_as_it_arrives(tmp_path: Path) -> None:
         with sqlite3.connect(path) as db:
             seen.append(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
-    CachedLanguageModel(FakeLM(), ResponseCache(path)).score(_requests(4), on_result=count_rows)
+    CachingLM(FakeLM(), ResponseCache(path)).loglikelihood(_requests(4), on_result=count_rows)
     assert seen == [1, 2, 3, 4]
 
 
@@ -72,10 +72,10 @@ def test_budget_stop_keeps_answers_and_resume_sends_only_the_rest(tmp_path: Path
     backend = FakeLM()
     backend.budget.max_requests = 3
     with pytest.raises(BudgetExhausted, match="max_requests=3"):
-        CachedLanguageModel(backend, ResponseCache(path)).score(_requests(5))
+        CachingLM(backend, ResponseCache(path)).loglikelihood(_requests(5))
     assert len(ResponseCache(path)) == 3
-    resumed = CachedLanguageModel(FakeLM(), ResponseCache(path))
-    resumed.score(_requests(5))
+    resumed = CachingLM(FakeLM(), ResponseCache(path))
+    resumed.loglikelihood(_requests(5))
     assert resumed.hits == 3 and len(resumed.backend.score_calls) == 2
 
 
@@ -83,10 +83,10 @@ _KILLED_RUN = """
 import sys
 sys.path.insert(0, {root!r})
 from tests.fake_lm import FakeLM
-from valuedetect.llm.backends.base import ScoreRequest
-from valuedetect.llm.cache import CachedLanguageModel, ResponseCache
-lm = CachedLanguageModel(FakeLM(delay=0.05), ResponseCache({path!r}))
-lm.score([ScoreRequest([{{"role": "user", "content": f"question {{i}}"}}]) for i in range(200)])
+from valuedetect.lm.api import LoglikelihoodRequest
+from valuedetect.lm.cache import CachingLM, ResponseCache
+lm = CachingLM(FakeLM(delay=0.05), ResponseCache({path!r}))
+lm.loglikelihood([LoglikelihoodRequest([{{"role": "user", "content": f"question {{i}}"}}]) for i in range(200)])
 """
 
 
@@ -111,8 +111,8 @@ def test_sigkill_mid_run_loses_nothing_received(tmp_path: Path) -> None:
         process.wait()
     kept = len(ResponseCache(path))
     assert 5 <= kept < 200
-    resumed = CachedLanguageModel(FakeLM(), ResponseCache(path))
-    resumed.score(_requests(200))
+    resumed = CachingLM(FakeLM(), ResponseCache(path))
+    resumed.loglikelihood(_requests(200))
     assert resumed.hits == kept and len(resumed.backend.score_calls) == 200 - kept
 
 

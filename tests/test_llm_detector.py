@@ -78,7 +78,7 @@ def test_all_in_one_garbled_answer_is_retried_once_then_counted(small: tuple[Spl
     assert scores[1].sum() == 0  # unparsable twice: no values, no crash
     generate = detector.language_model.generate_calls
     assert generate[0].json_schema["properties"]["values"]["items"]["enum"] == list(CATEGORY_NAMES)
-    assert generate[-1].prompt[-2] == {"role": "assistant", "content": "I think Power."}
+    assert generate[-1].context[-2] == {"role": "assistant", "content": "I think Power."}
 
 
 def test_few_shot_selection_random_is_seeded_and_similar_picks_the_closest_last(
@@ -106,7 +106,8 @@ def test_few_shot_selection_random_is_seeded_and_similar_picks_the_closest_last(
 def test_config_is_validated_with_clear_messages(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="strategy must be one of per-value, all-in-one, few-shot, cot"):
         make_detector("llm", {"strategy": "zero-shot"})
-    with pytest.raises(ConfigError, match="backend must be one of transformers, llamacpp, openai"):
+    with pytest.raises(ConfigError, match=r"backend must be one of transformers, transformers-causal, .*llamacpp, "
+                                          r"openai"):
         make_detector("llm", {"backend": "vllm"})
     with pytest.raises(ConfigError, match="few_shot_k must be at least 1"):
         make_detector("llm", {"few_shot_k": 0})
@@ -128,7 +129,7 @@ def test_thresholds_are_tuned_on_validation(small: tuple[Split, Split], tmp_path
 
 
 def test_budget_stops_the_run_and_a_rerun_resumes_from_the_cache(small: tuple[Split, Split], tmp_path: Path) -> None:
-    from valuedetect.llm.backends import BudgetExhausted
+    from valuedetect.lm.api import BudgetExhausted
 
     _, validation = small
     detector = _detector(tmp_path, max_requests=50)

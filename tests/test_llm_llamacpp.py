@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
+from valuedetect import templates as prompts
+from valuedetect.answers import parse_values
 from valuedetect.data import Argument
 from valuedetect.errors import ValueDetectError
-from valuedetect.llm import prompts
-from valuedetect.llm.answers import parse_values
-from valuedetect.llm.backends.base import GenerateRequest, ScoreRequest
-from valuedetect.llm.backends.llamacpp_backend import LlamaCppLM
+from valuedetect.lm.api import GenerateRequest, LoglikelihoodRequest
+from valuedetect.lm.llamacpp import LlamaCppLM
 from valuedetect.taxonomy import categories
 
 ARGUMENT = Argument("A1", "fast food harms children's health", "We should ban fast food", "in favor of")
@@ -21,7 +21,7 @@ ARGUMENT = Argument("A1", "fast food harms children's health", "We should ban fa
 @pytest.fixture(scope="module")
 def smollm2() -> LlamaCppLM:
     pytest.importorskip("llama_cpp", reason="needs llama-cpp-python")
-    from valuedetect.lm_models import gguf_file
+    from valuedetect.lm.gguf import gguf_file
 
     try:
         gguf_file("smollm2")
@@ -32,12 +32,12 @@ def smollm2() -> LlamaCppLM:
 
 @pytest.mark.slow
 def test_prefix_reuse_changes_nothing_but_the_work(smollm2: LlamaCppLM) -> None:
-    requests = [ScoreRequest(prompts.per_value_prompt(ARGUMENT, c)) for c in categories()[:6]]
-    reused = smollm2.score(requests)
+    requests = [LoglikelihoodRequest(prompts.per_value_prompt(ARGUMENT, c)) for c in categories()[:6]]
+    reused = smollm2.loglikelihood(requests)
     assert smollm2.usage.processed_tokens < 0.5 * smollm2.usage.prompt_tokens
     for request, expected in zip(requests, reused, strict=True):
         smollm2._load().reset()  # forget the cached prefix: evaluate the whole prompt
-        (fresh,) = smollm2.score([request])
+        (fresh,) = smollm2.loglikelihood([request])
         for choice in ("Yes", "No"):
             assert fresh[choice] == pytest.approx(expected[choice], abs=1e-3)
             assert expected[choice] < 0
@@ -45,7 +45,7 @@ def test_prefix_reuse_changes_nothing_but_the_work(smollm2: LlamaCppLM) -> None:
 
 @pytest.mark.slow
 def test_schema_constrained_answer_parses(smollm2: LlamaCppLM) -> None:
-    (answer,) = smollm2.generate([GenerateRequest(prompts.all_in_one_prompt(ARGUMENT), max_tokens=160,
+    (answer,) = smollm2.generate_until([GenerateRequest(prompts.all_in_one_prompt(ARGUMENT), max_tokens=160,
                                                   json_schema=prompts.values_schema())])
     parsed = parse_values(answer.text)
     assert parsed is not None and parsed.unknown == [] and len(parsed.values) <= prompts.MAX_VALUES
@@ -55,14 +55,14 @@ def test_schema_constrained_answer_parses(smollm2: LlamaCppLM) -> None:
 def test_clear_errors_without_llama_cpp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     with pytest.raises(ValueDetectError, match="needs llama-cpp-python: pip install llama-cpp-python"):
-        LlamaCppLM("smollm2").score([ScoreRequest("hi")])
+        LlamaCppLM("smollm2").loglikelihood([LoglikelihoodRequest("hi")])
 
 
 def test_clear_error_for_a_model_that_is_not_gguf(tmp_path) -> None:
     pytest.importorskip("llama_cpp", reason="needs llama-cpp-python")
     with pytest.raises(ValueDetectError, match=r"runs GGUF files: give a \.gguf path or an alias"):
-        LlamaCppLM("meta-llama/Llama-3-8B").score([ScoreRequest("hi")])
+        LlamaCppLM("meta-llama/Llama-3-8B").loglikelihood([LoglikelihoodRequest("hi")])
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"not a gguf file")
     with pytest.raises(ValueDetectError, match="is not a GGUF file"):
-        LlamaCppLM(str(fake)).score([ScoreRequest("hi")])
+        LlamaCppLM(str(fake)).loglikelihood([LoglikelihoodRequest("hi")])

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from valuedetect.errors import ConfigError, ValueDetectError
-from valuedetect.llm.backends import make_backend
-from valuedetect.llm.backends.base import BudgetExhausted, GenerateRequest, ScoreRequest, probability_of
-from valuedetect.llm.backends.openai_backend import OpenAICompatibleLM
-from valuedetect.llm.cache import CachedLanguageModel, ResponseCache
+from valuedetect.lm.api import BudgetExhausted, GenerateRequest, LoglikelihoodRequest, probability_of
+from valuedetect.lm.cache import CachingLM, ResponseCache
+from valuedetect.lm.openai_http import OpenAICompatibleLM
+from valuedetect.lm.registry import make_lm
 
 CHAT = [{"role": "user", "content": "Is it about health? Answer Yes or No."}]
 
@@ -127,7 +127,7 @@ def _backend(url: str, **options: Any) -> OpenAICompatibleLM:
 
 def test_scores_from_chat_logprobs(server: tuple[FakeServer, str]) -> None:
     fake, url = server
-    (scores,) = _backend(url).score([ScoreRequest(CHAT)])
+    (scores,) = _backend(url).loglikelihood([LoglikelihoodRequest(CHAT)])
     assert scores["No"] == pytest.approx(math.log(math.exp(-1.2) + math.exp(-3.0)))  # "No" and " No"
     assert probability_of(scores) > 0.6
     body = fake.posts("/v1/chat/completions")[0]
@@ -136,7 +136,7 @@ def test_scores_from_chat_logprobs(server: tuple[FakeServer, str]) -> None:
 
 def test_plain_prompts_use_the_completions_endpoint(server: tuple[FakeServer, str]) -> None:
     fake, url = server
-    (scores,) = _backend(url).score([ScoreRequest("Is it about health? Answer:")])
+    (scores,) = _backend(url).loglikelihood([LoglikelihoodRequest("Is it about health? Answer:")])
     assert scores == {"Yes": -1.5, "No": -0.3}
     assert fake.posts("/v1/completions")[0]["logprobs"] == 20
 
@@ -145,10 +145,10 @@ def test_without_logprobs_the_answer_text_decides(server: tuple[FakeServer, str]
     fake, url = server
     fake.reject = {"logprobs": 400}
     lm = _backend(url)
-    (scores,) = lm.score([ScoreRequest(CHAT)])
+    (scores,) = lm.loglikelihood([LoglikelihoodRequest(CHAT)])
     assert probability_of(scores) == 1.0
     assert "logprobs" not in fake.posts("/v1/chat/completions")[-1]
-    lm.score([ScoreRequest([*CHAT, {"role": "user", "content": "again"}])])
+    lm.loglikelihood([LoglikelihoodRequest([*CHAT, {"role": "user", "content": "again"}])])
     assert len(fake.posts("/v1/chat/completions")) == 3  # learnt: no second try with logprobs
 
 
@@ -156,7 +156,7 @@ def test_retries_on_429_and_500(server: tuple[FakeServer, str]) -> None:
     fake, url = server
     fake.failures = [429, 500, 503]
     lm = _backend(url, concurrency=1)
-    (scores,) = lm.score([ScoreRequest(CHAT)])
+    (scores,) = lm.loglikelihood([LoglikelihoodRequest(CHAT)])
     assert probability_of(scores) > 0.6
     assert lm.usage.retries == 3 and lm.usage.requests == 1 and lm.usage.failures == 0
     assert len(fake.posts("/v1/chat/completions")) == 4
@@ -166,24 +166,24 @@ def test_persistent_server_errors_give_up_clearly(server: tuple[FakeServer, str]
     fake, url = server
     fake.failures = [500] * 10
     with pytest.raises(ValueDetectError, match=r"kept answering 500 .* after 2 retries: scripted 500"):
-        _backend(url, max_retries=2, concurrency=1).score([ScoreRequest(CHAT)])
+        _backend(url, max_retries=2, concurrency=1).loglikelihood([LoglikelihoodRequest(CHAT)])
 
 
 def test_budget_exhaustion_stops_cleanly_and_keeps_answers(server: tuple[FakeServer, str], tmp_path: Path) -> None:
     fake, url = server
-    requests = [ScoreRequest([{"role": "user", "content": f"question {i}"}]) for i in range(6)]
+    requests = [LoglikelihoodRequest([{"role": "user", "content": f"question {i}"}]) for i in range(6)]
     backend = _backend(url, concurrency=1)
     backend.budget.max_requests = 4
     with pytest.raises(BudgetExhausted, match="max_requests=4"):
-        CachedLanguageModel(backend, ResponseCache(tmp_path / "c.sqlite")).score(requests)
+        CachingLM(backend, ResponseCache(tmp_path / "c.sqlite")).loglikelihood(requests)
     assert len(ResponseCache(tmp_path / "c.sqlite")) == 4 and len(fake.posts("/v1/chat/completions")) == 4
     tokens = _backend(url, concurrency=1)
     tokens.budget.max_tokens = 20  # 13 tokens per request: the third is refused
     with pytest.raises(BudgetExhausted, match="max_tokens=20"):
-        tokens.score(requests[:3])
+        tokens.loglikelihood(requests[:3])
     assert tokens.usage.requests == 2
-    resumed = CachedLanguageModel(_backend(url), ResponseCache(tmp_path / "c.sqlite"))
-    resumed.score(requests)
+    resumed = CachingLM(_backend(url), ResponseCache(tmp_path / "c.sqlite"))
+    resumed.loglikelihood(requests)
     assert resumed.hits == 4 and resumed.misses == 2
 
 
@@ -193,17 +193,17 @@ def test_unreachable_endpoint_names_the_url() -> None:
         port = sock.getsockname()[1]  # closed again below: nothing listens there
     url = f"http://127.0.0.1:{port}/v1"
     with pytest.raises(ValueDetectError, match=rf"the endpoint {url} is unreachable .*is the server running"):
-        _backend(url, max_retries=0).score([ScoreRequest(CHAT)])
+        _backend(url, max_retries=0).loglikelihood([LoglikelihoodRequest(CHAT)])
 
 
 def test_wrong_model_lists_what_the_server_offers(server: tuple[FakeServer, str]) -> None:
     fake, url = server
     fake.models = ["tiny-model", "/models/SmolLM2-135M-Instruct.Q4_1.gguf"]
     with pytest.raises(ConfigError, match=r"does not serve the model 'gpt-9'; it offers: tiny-model, /models/SmolLM2"):
-        OpenAICompatibleLM("gpt-9", base_url=url).score([ScoreRequest(CHAT)])
+        OpenAICompatibleLM("gpt-9", base_url=url).loglikelihood([LoglikelihoodRequest(CHAT)])
     assert fake.posts("/v1/chat/completions") == []
     # A GGUF path the server lists may be named by its file name.
-    OpenAICompatibleLM("SmolLM2-135M-Instruct.Q4_1", base_url=url).score([ScoreRequest(CHAT)])
+    OpenAICompatibleLM("SmolLM2-135M-Instruct.Q4_1", base_url=url).loglikelihood([LoglikelihoodRequest(CHAT)])
 
 
 def test_api_key_comes_from_the_named_variable_and_is_never_shown(
@@ -211,15 +211,15 @@ def test_api_key_comes_from_the_named_variable_and_is_never_shown(
 ) -> None:
     fake, url = server
     monkeypatch.setenv("VD_TEST_KEY", "sk-secret-123")
-    lm = make_backend("openai", "nope", base_url=url, api_key_env="VD_TEST_KEY", batch_size=3)
+    lm = make_lm("openai", "nope", base_url=url, api_key_env="VD_TEST_KEY", batch_size=3)
     with pytest.raises(ConfigError) as error:
-        lm.score([ScoreRequest(CHAT)])
+        lm.loglikelihood([LoglikelihoodRequest(CHAT)])
     assert "sk-secret-123" not in str(error.value)
     assert fake.requests[0][2]["authorization"] == "Bearer sk-secret-123"
     assert "sk-secret" not in json.dumps(lm.cache_key)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="set the environment variable OPENAI_API_KEY"):
-        OpenAICompatibleLM("gpt-4o-mini").score([ScoreRequest(CHAT)])
+        OpenAICompatibleLM("gpt-4o-mini").loglikelihood([LoglikelihoodRequest(CHAT)])
     with pytest.raises(ConfigError, match="NAME of an environment variable"):
         OpenAICompatibleLM("m", api_key_env="sk-abc def")
 
@@ -230,7 +230,7 @@ def test_json_schema_falls_back_to_what_the_server_accepts(server: tuple[FakeSer
     fake.reject = {"response_format": status}
     lm = _backend(url, concurrency=1)
     schema = {"type": "object", "properties": {"values": {"type": "array"}}}
-    out = lm.generate([GenerateRequest(CHAT, max_tokens=50, json_schema=schema)] * 2)
+    out = lm.generate_until([GenerateRequest(CHAT, max_tokens=50, json_schema=schema)] * 2)
     assert [g.text for g in out] == ['{"values": ["Achievement"]}'] * 2
     assert out[0].prompt_tokens == 12 and out[0].completion_tokens == 7
     formats = [b["response_format"]["type"] for b in fake.posts("/v1/chat/completions")]
@@ -244,22 +244,22 @@ def test_concurrent_requests_keep_their_order(server: tuple[FakeServer, str]) ->
     prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(12)]
     seen: list[int] = []
     lm = _backend(url, concurrency=4)
-    out = lm.generate([GenerateRequest(p) for p in prompts], on_result=lambda i, r: seen.append(i))
+    out = lm.generate_until([GenerateRequest(p) for p in prompts], on_result=lambda i, r: seen.append(i))
     assert len(out) == 12 and sorted(seen) == list(range(12))
 
 
 def test_a_server_that_dies_mid_run_is_resumed_from_the_cache_on_another_port(tmp_path: Path) -> None:
-    requests = [ScoreRequest([{"role": "user", "content": f"question {i}"}]) for i in range(6)]
+    requests = [LoglikelihoodRequest([{"role": "user", "content": f"question {i}"}]) for i in range(6)]
     cache = tmp_path / "c.sqlite"
     with _serve() as (fake, url):
         backend = _backend(url, concurrency=1, max_retries=0)
-        CachedLanguageModel(backend, ResponseCache(cache)).score(requests[:3])
+        CachingLM(backend, ResponseCache(cache)).loglikelihood(requests[:3])
     # The server is gone: our own retries (after the endpoint was reached once), then a clear error.
     with pytest.raises(ValueDetectError, match=rf"the endpoint {url} is unreachable"):
-        CachedLanguageModel(backend, ResponseCache(cache)).score(requests)
+        CachingLM(backend, ResponseCache(cache)).loglikelihood(requests)
     assert backend.usage.retries == 1  # connect_retries=1
     with _serve() as (fake, new_url):  # restarted elsewhere: the cache is keyed by model, not URL
         assert new_url != url
-        resumed = CachedLanguageModel(_backend(new_url), ResponseCache(cache))
-        resumed.score(requests)
+        resumed = CachingLM(_backend(new_url), ResponseCache(cache))
+        resumed.loglikelihood(requests)
         assert resumed.hits == 3 and len(fake.posts("/v1/chat/completions")) == 3

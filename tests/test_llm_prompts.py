@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from valuedetect import templates as prompts
+from valuedetect.answers import parse_values
 from valuedetect.data import Argument
-from valuedetect.llm import prompts
-from valuedetect.llm.answers import parse_values
 from valuedetect.taxonomy import CATEGORY_NAMES, categories
 
 ARGUMENT = Argument("A1", "fast food harms children's health", "We should ban fast food", "in favor of")

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def _gguf() -> Path:
-    from valuedetect.lm_models import gguf_file
+    from valuedetect.lm.gguf import gguf_file
 
     try:
         return Path(gguf_file("smollm2"))

@@ -153,24 +153,24 @@ def test_prompt_tuning_trains_the_soft_prompt_only(llama: str, data: Path, tmp_p
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import AutoModelForCausalLM
 
-    from valuedetect.prompting import tuning
+    from valuedetect import prompt_tuning as tuning
 
     seen: dict = {}
     original = tuning.train_soft_prompt
 
-    def spy(scorer, *args, **kwargs):
-        seen["scorer"], seen["before"] = scorer, tuning.soft_prompt_state(scorer.model)
-        return original(scorer, *args, **kwargs)
+    def spy(lm, *args, **kwargs):
+        seen["lm"], seen["before"] = lm, lm.soft_prompt.state()
+        return original(lm, *args, **kwargs)
 
     monkeypatch.setattr(tuning, "train_soft_prompt", spy)
     config = NLIConfig(method="prompt", model=llama, soft_prompt_tokens=2, batch_size=4, max_steps=3,
                        validation_limit=8)
     result = run_nli(config, tmp_path, data_dir=data)
-    model = seen["scorer"].model
-    after = tuning.soft_prompt_state(model)
+    lm = seen["lm"]
+    after = lm.soft_prompt.state()
     assert not all(torch.equal(after[k], seen["before"][k]) for k in after)  # the prompt trained
     original_lm = AutoModelForCausalLM.from_pretrained(llama).state_dict()
-    base = model.get_base_model().state_dict()
+    base = lm.model.state_dict()
     assert set(base) == set(original_lm) and all(torch.equal(base[k], original_lm[k]) for k in original_lm)
     assert result["parameters_trainable"] == 2 * HIDDEN
     assert result["parameters_total"] == 2 * HIDDEN + sum(v.numel() for v in original_lm.values())

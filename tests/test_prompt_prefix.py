@@ -1,6 +1,8 @@
-"""Prefix sharing in label-word scoring (causal LMs) and OA by generation, on tiny random LMs (no
-downloads): the shared path gives the unshared path's log-probs, with and without a soft prompt,
-and says how many tokens it saved; generated answers are read by whole-synonym matching."""
+"""Sharing an argument's computation between its questions in the prompt detector (causal LMs)
+and OA by generation, on tiny random LMs (no downloads): the shared paths give the unshared
+path's log-probs, with and without a soft prompt, and say how many tokens they saved; generated
+answers are read by whole-synonym matching. Packing on Llama, Qwen2 and Gemma 3 is tested in
+test_lm_packing.py."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from tests.tiny_lm import tiny_language_models
 from valuedetect.data import Argument, load_split
 from valuedetect.detectors import make_detector
 from valuedetect.errors import ConfigError, ValueDetectError
-from valuedetect.prompting.scoring import LabelWordScorer, _balanced_batches
-from valuedetect.prompting.tuning import attach_soft_prompt
+from valuedetect.lm.api import GenerateRequest, LoglikelihoodRequest
+from valuedetect.lm.hf_causal import CausalLM
+from valuedetect.lm.registry import make_lm
 from valuedetect.taxonomy import NUM_CATEGORIES, categories, category
 from valuedetect.templates import PROMPT_TEMPLATES, match_synonym
 
@@ -23,66 +26,76 @@ def models(tmp_path_factory):
 
 
 ARGUMENTS = load_split("validation").arguments[:2]
-BCA = [PROMPT_TEMPLATES["bca"].render_prompt(a, c) for a in ARGUMENTS for c in categories()]
-WORDS = ["Yes", "No", "creativity", "wealth"]
+WORDS = ("Yes", "No", "creativity", "wealth")
+BCA = [LoglikelihoodRequest(*PROMPT_TEMPLATES["bca"].render_parts(a, c)[:1], WORDS,
+                            PROMPT_TEMPLATES["bca"].render_parts(a, c)[1]) for a in ARGUMENTS for c in categories()]
 
 
-def both_paths(scorer: LabelWordScorer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def scores(lm: CausalLM, requests: list[LoglikelihoodRequest]) -> np.ndarray:
+    return np.array([[r[w] for w in WORDS] for r in lm.loglikelihood(requests)])
+
+
+def both_paths(models, requests, sharing="auto", batch_size=7, soft=None):
     """(shared, unshared) log-probs of WORDS, and the shared pass's (processed, prompt) tokens."""
-    ids = scorer.token_ids(WORDS)
-    scorer.share_prefix, scorer.processed_tokens, scorer.prompt_tokens = True, 0, 0
-    shared = scorer.logprobs(texts, ids)
-    counts = (scorer.processed_tokens, scorer.prompt_tokens)
-    scorer.share_prefix, scorer.processed_tokens, scorer.prompt_tokens = False, 0, 0
-    unshared = scorer.logprobs(texts, ids)
-    assert scorer.processed_tokens == scorer.prompt_tokens == counts[1]  # same prompts, nothing saved
+    shared_lm = CausalLM(str(models["causal"]), max_length=512, batch_size=batch_size, sharing=sharing)
+    unshared_lm = CausalLM(str(models["causal"]), max_length=512, batch_size=batch_size, sharing="none")
+    if soft:
+        for lm in (shared_lm, unshared_lm):
+            lm.attach_soft_prompt(4, placement=soft, init="random", seed=1)
+    shared = scores(shared_lm, requests)
+    unshared = scores(unshared_lm, requests)
+    counts = (shared_lm.usage.processed_tokens, shared_lm.usage.prompt_tokens)
+    # Same prompts, nothing saved.
+    assert unshared_lm.usage.processed_tokens == unshared_lm.usage.prompt_tokens == counts[1]
     return shared, unshared, counts
 
 
+@pytest.mark.parametrize("sharing", ["packed", "kv-cache"])
 @pytest.mark.parametrize("batch_size", [7, 16, 1])
-def test_shared_prefix_equals_unshared(models, batch_size):
-    scorer = LabelWordScorer(str(models["causal"]), max_length=512, batch_size=batch_size)
-    shared, unshared, (processed, prompt) = both_paths(scorer, BCA)
+def test_shared_prefix_equals_unshared(models, batch_size, sharing):
+    shared, unshared, (processed, prompt) = both_paths(models, BCA, sharing, batch_size)
     np.testing.assert_allclose(shared, unshared, atol=1e-4)
     assert shared.shape == (2 * NUM_CATEGORIES, len(WORDS)) and shared.std() > 0
-    assert prompt == sum(len(scorer.encode(t)) for t in BCA)
-    assert processed < 0.5 * prompt  # each argument's text runs once, not 20 times
+    lm = CausalLM(str(models["causal"]), max_length=512)
+    assert prompt == sum(len(lm.pieces(r).context) + len(lm.pieces(r).suffix) for r in BCA)
+    if batch_size > 1:
+        assert processed < 0.5 * prompt  # each argument's text runs once (or twice), not 20 times
 
 
-def test_shared_prefix_under_a_soft_prompt(models):
-    scorer = LabelWordScorer(str(models["causal"]), max_length=512, batch_size=7)
-    bare = scorer.logprobs(BCA, scorer.token_ids(WORDS))
-    attach_soft_prompt(scorer, 4, init="random", seed=1)
-    assert scorer.prefix_tokens == 4
-    shared, unshared, (processed, prompt) = both_paths(scorer, BCA)
+@pytest.mark.parametrize("placement", ["after", "before"])
+def test_shared_prefix_under_a_soft_prompt(models, placement):
+    bare = scores(CausalLM(str(models["causal"]), max_length=512), BCA)
+    shared, unshared, (processed, prompt) = both_paths(models, BCA, soft=placement)
     np.testing.assert_allclose(shared, unshared, atol=1e-4)
-    # The soft prompt is really there (the virtual tokens come first in the shared cache).
+    # The soft prompt is really there.
     assert np.abs(shared - bare).max() > 1e-3
-    assert prompt == sum(4 + len(scorer.encode(t)) for t in BCA)
+    lm = CausalLM(str(models["causal"]), max_length=512)
+    assert prompt == sum(4 + len(lm.pieces(r).context) + len(lm.pieces(r).suffix) for r in BCA)
     assert processed < 0.5 * prompt
 
 
 def test_prompts_sharing_nothing_or_little(models):
-    scorer = LabelWordScorer(str(models["causal"]), max_length=512, batch_size=3)
-    disjoint = ["Yes we should ban fast food.", "No taxes are too high.", "Children need free schools.",
-                "Protect the army budget."]
-    shared, unshared, (processed, prompt) = both_paths(scorer, disjoint)
+    disjoint = [LoglikelihoodRequest(t, WORDS) for t in ("Yes we should ban fast food.", "No taxes are too high.",
+                                                         "Children need free schools.", "Protect the army budget.")]
+    shared, unshared, (processed, prompt) = both_paths(models, disjoint, batch_size=3)
     np.testing.assert_allclose(shared, unshared, atol=1e-4)
     assert processed == prompt
     # Mixed: a group, a prompt that is a prefix of another (its suffix keeps one token), loners.
     base = "We should ban fast food because it harms children."
-    mixed = [*disjoint[:2], base, base + " Is it about health?", base + " Is it about money? The answer is",
-             *disjoint[2:]]
-    shared, unshared, (processed, prompt) = both_paths(scorer, mixed)
+    mixed = [*disjoint[:2], *(LoglikelihoodRequest(t, WORDS) for t in (
+        base, base + " Is it about health?", base + " Is it about money? The answer is")), *disjoint[2:]]
+    shared, unshared, (processed, prompt) = both_paths(models, mixed, batch_size=3)
     np.testing.assert_allclose(shared, unshared, atol=1e-4)
     assert processed < prompt
 
 
-def test_balanced_batches():
-    assert [len(b) for b in _balanced_batches(list(range(20)), 16)] == [10, 10]
-    assert [len(b) for b in _balanced_batches(list(range(20)), 7)] == [7, 6, 7]
-    assert _balanced_batches([4, 5], 16) == [[4, 5]]
-    assert [b for batch in _balanced_batches(list(range(9)), 1) for b in batch] == list(range(9))
+def test_rows_hold_at_most_batch_size_questions(models):
+    lm = CausalLM(str(models["causal"]), max_length=512, batch_size=7).load()
+    units = lm._units(BCA)
+    groups = lm._groups(units)
+    assert [len(g) for g in groups] == [NUM_CATEGORIES, NUM_CATEGORIES]  # one group per argument
+    assert [len(r) for r in lm._chunks(units, groups[0])] == [7, 7, 6]
+    assert [k for row in lm._chunks(units, groups[1]) for k in row] == groups[1]
 
 
 def detector(models, lm_type="causal", **settings):
@@ -132,17 +145,17 @@ def test_match_synonym_positives_negatives_and_inflections():
 
 
 def test_generate_mode_end_to_end(models, monkeypatch):
-    original = LabelWordScorer.generate
+    original = CausalLM.generate_until
 
-    def generate(self, texts, max_new_tokens, token_ids):
-        answers = original(self, texts, max_new_tokens, token_ids)
-        answers.texts[14] = "A caring, kind person."  # argument 0, Benevolence: caring
-        answers.texts[3] = "A person who enjoys hedonism"  # Hedonism: no synonym named
+    def generate(self, requests, on_result=None):
+        answers = original(self, requests, on_result)
+        answers[14].text = "A caring, kind person."  # argument 0, Benevolence: caring
+        answers[3].text = "A person who enjoys hedonism"  # Hedonism: no synonym named
         return answers
 
     found = make_detector("prompt", {"model": str(models["causal"]), "template": "oa", "oa_mode": "generate",
                                      "max_new_tokens": 5, "batch_size": 7, "max_length": 512})
-    monkeypatch.setattr(LabelWordScorer, "generate", generate)
+    monkeypatch.setattr(CausalLM, "generate_until", generate)
     scores = found.predict_proba(ARGUMENTS)
     monkeypatch.undo()
     assert scores.shape == (2, NUM_CATEGORIES) and np.all((scores >= 0) & (scores <= 1))
@@ -161,16 +174,22 @@ def test_generate_mode_end_to_end(models, monkeypatch):
 
 
 def test_generation_batched_equals_one_by_one(models):
-    scorer = LabelWordScorer(str(models["causal"]), max_length=512, batch_size=4)
-    texts = [PROMPT_TEMPLATES["oa"].render_prompt(ARGUMENTS[0], c) for c in categories()[:3]]
-    texts.append(PROMPT_TEMPLATES["oa"].render_prompt(Argument("F", "Fast food harms children."), categories()[5]))
-    ids = scorer.token_ids(["creativity", "wealth"])
-    batched = scorer.generate(texts, 6, ids)
-    for k, text in enumerate(texts):
-        alone = scorer.generate([text], 6, ids)
-        assert alone.texts[0] == batched.texts[k]
-        np.testing.assert_allclose(alone.first_logprobs[0], batched.first_logprobs[k], atol=1e-5)
-    np.testing.assert_allclose(batched.first_logprobs, scorer.logprobs(texts, ids), atol=1e-5)
+    lm = CausalLM(str(models["causal"]), max_length=512, generate_batch_size=4)
+    parts = [PROMPT_TEMPLATES["oa"].render_parts(ARGUMENTS[0], c) for c in categories()[:3]]
+    parts.append(PROMPT_TEMPLATES["oa"].render_parts(Argument("F", "Fast food harms children."), categories()[5]))
+    words = ("creativity", "wealth")
+    requests = [GenerateRequest("".join(p), max_tokens=6, score_words=words) for p in parts]
+    batched = lm.generate_until(requests)
+    for k, request in enumerate(requests):
+        (alone,) = lm.generate_until([request])
+        assert alone.text == batched[k].text
+        for w in words:
+            assert alone.first_logprobs[w] == pytest.approx(batched[k].first_logprobs[w], abs=1e-5)
+    # The first generation step's log-probs are loglikelihood's (the prompt as one text).
+    scored = lm.loglikelihood([LoglikelihoodRequest("".join(p), words) for p in parts])
+    for got, expected in zip(batched, scored, strict=True):
+        for w in words:
+            assert got.first_logprobs[w] == pytest.approx(expected[w], abs=1e-5)
 
 
 def test_generate_mode_on_seq2seq(models):
@@ -196,4 +215,4 @@ def test_generate_mode_config_errors(models):
     with pytest.raises(ConfigError, match="masked"):
         masked.predict_proba(ARGUMENTS[:1])
     with pytest.raises(ValueDetectError, match="causal or seq2seq"):
-        LabelWordScorer(str(models["masked"])).generate(["[MASK]"], 3, [1])
+        make_lm("transformers", str(models["masked"])).generate_until([GenerateRequest("Is it?", 3)])

@@ -10,7 +10,7 @@ from tests.tiny_lm import tiny_language_models
 
 from valuedetect.data import Argument, load_split
 from valuedetect.detectors import load_detector, make_detector
-from valuedetect.prompting.scoring import LabelWordScorer
+from valuedetect.lm.registry import make_lm
 from valuedetect.taxonomy import NUM_CATEGORIES, categories
 from valuedetect.templates import PROMPT_TEMPLATES
 
@@ -56,13 +56,16 @@ def test_p_yes_matches_direct_computation(models, lm_type, template):
     tokenizer, logprobs = direct_logprobs(models, lm_type, PROMPT_TEMPLATES[template].render_prompt(ARGUMENTS[1], c,
                                                                                                     mask))
     # The label words' first tokens, by hand for each tokenizer family.
-    if lm_type == "masked":  # WordPiece, lower-cased: "yes" -> "y" "##e" "##s"
-        yes, no = tokenizer.convert_tokens_to_ids(["y", "n"])
+    if lm_type == "masked":  # WordPiece, lower-cased: "yes" and " yes" -> "y" "##e" "##s"
+        yes, no = tokenizer.convert_tokens_to_ids(["y"]), tokenizer.convert_tokens_to_ids(["n"])
     elif lm_type == "seq2seq":  # ByT5: " Yes" -> b" " (whitespace, skipped), so "Yes" -> b"Y"
-        yes, no = ord("Y") + 3, ord("N") + 3
-    else:  # byte-level BPE: the leading-space spelling
-        yes, no = tokenizer(" Yes")["input_ids"][0], tokenizer(" No")["input_ids"][0]
-    expected = torch.softmax(logprobs[[yes, no]], -1)[0].item()
+        yes, no = [ord("Y") + 3], [ord("N") + 3]
+    else:  # byte-level BPE: both spellings, " Yes" and "Yes", are distinct tokens
+        yes = [tokenizer(" Yes")["input_ids"][0], tokenizer("Yes")["input_ids"][0]]
+        no = [tokenizer(" No")["input_ids"][0], tokenizer("No")["input_ids"][0]]
+        assert len(set(yes)) == 2 and len(set(no)) == 2
+    classes = torch.stack([torch.logsumexp(logprobs[yes], 0), torch.logsumexp(logprobs[no], 0)])
+    expected = torch.softmax(classes, -1)[0].item()
     assert scores[1, 7] == pytest.approx(expected, abs=1e-5)
 
 
@@ -73,21 +76,20 @@ def test_oa_synonym_mass_matches_direct_computation(models):
     c = categories()[3]
     tokenizer, logprobs = direct_logprobs(models, "causal", PROMPT_TEMPLATES["oa"].render_prompt(ARGUMENTS[0], c))
 
-    def first(word):  # the leading-space spelling, unless its first token is a bare space
-        spaced = tokenizer(" " + word)["input_ids"][0]
-        return spaced if tokenizer.decode([spaced]).strip() else tokenizer(word)["input_ids"][0]
+    def word(w):  # the word's probability: its spellings' distinct first tokens (lm.tokens)
+        ids = {tokenizer(v)["input_ids"][0] for v in (w, " " + w)}
+        return sum(logprobs[i].exp() for i in ids if tokenizer.decode([i]).strip())
 
-    every = {first(w) for d in categories() for w in d.synonyms}
-    own = {first(w) for w in c.synonyms}
-    p = logprobs.exp()
-    assert scores[0, 3] == pytest.approx((p[list(own)].sum() / p[list(every)].sum()).item(), abs=1e-5)
+    every = {w for d in categories() for w in d.synonyms}  # each distinct word once
+    own = set(c.synonyms)
+    expected = sum(word(w) for w in own) / sum(word(w) for w in every)
+    assert scores[0, 3] == pytest.approx(float(expected), abs=1e-5)
 
 
 def test_auto_type_masked_appends_mask_and_left_truncation(models):
-    scorer = LabelWordScorer(str(models["masked"]), max_length=24).load()
-    assert scorer.lm_type == "masked"
-    assert LabelWordScorer(str(models["seq2seq"])).load().lm_type == "seq2seq"
-    assert LabelWordScorer(str(models["causal"])).load().lm_type == "causal"
+    assert make_lm("transformers", str(models["masked"]), max_length=24).kind == "masked"
+    assert make_lm("transformers", str(models["seq2seq"])).kind == "seq2seq"
+    assert make_lm("transformers", str(models["causal"])).kind == "causal"
     # BCA has no {mask}: a masked LM gets one appended; a long premise is cut from the left.
     found = detector(models, "masked", "bca", max_length=24)
     scores = found.predict_proba(ARGUMENTS[:2])
@@ -102,12 +104,12 @@ def test_custom_template_and_verbalizer(models):
 
 
 def test_causal_alias_goes_through_lm_models(models, monkeypatch):
-    import valuedetect.lm_models as lm_models
+    import valuedetect.lm.gguf as lm_models
 
     monkeypatch.setattr(lm_models, "gguf_file", lambda name: models["causal"] if name == "tiny-alias" else None)
     monkeypatch.setattr(lm_models, "causal_lm_path", lambda name: str(models["causal"]))
-    scorer = LabelWordScorer("tiny-alias").load()
-    assert scorer.lm_type == "causal"
+    lm = make_lm("transformers", "tiny-alias").load()
+    assert lm.kind == "causal" and lm.model is not None
 
 
 def test_save_load_round_trip(models, tmp_path):

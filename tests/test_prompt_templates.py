@@ -49,7 +49,7 @@ def test_every_category_renders_without_placeholders(name, argument):
         text = template.render_prompt(argument, c, "[MASK]")
         assert not re.search(r"\{\w*\}", text), text
         assert argument.premise in text
-        assert (c.name in text) if name == "oa" else (c.description in text)
+        assert (c.name in text) if name in ("oa", "bca_name") else (c.description in text)
         if name == "mbc":
             assert text.endswith("[MASK]")
 
@@ -113,7 +113,7 @@ def test_bad_custom_templates_name_the_field(table, message):
 
 
 def test_unknown_template_name_lists_known_ones():
-    with pytest.raises(ConfigError, match="unknown prompt template 'bcaa'; known: mbc, bca, oa, mine"):
+    with pytest.raises(ConfigError, match="unknown prompt template 'bcaa'; known: mbc, bca, bca_name, oa, mine"):
         prompt_template("bcaa", {"mine": {"text": "{premise} {value_label}"}})
     with pytest.raises(ConfigError, match="must be a name or a table"):
         verbalizer_from_config(3)
@@ -130,3 +130,22 @@ def test_prompt_detector_config_validates_templates():
         make_detector("prompt", {"lm_type": "encoder"})
     with pytest.raises(ConfigError, match="'verbalizer'"):
         make_detector("prompt", {"verbalizer": "nope"})
+
+
+@pytest.mark.parametrize("name", list(PROMPT_TEMPLATES))
+def test_context_is_the_argument_and_the_suffix_the_question(name):
+    """The split that lets 20 questions share an argument's computation: the context does not
+    depend on the category, the suffix holds the value, and together they are the prompt."""
+    from valuedetect.templates import split_point
+
+    template = PROMPT_TEMPLATES[name]
+    for argument in (ARGUMENT, FREE):
+        contexts = {template.render_parts(argument, c)[0] for c in categories()}
+        assert len(contexts) == 1 and argument.premise in contexts.pop()
+        for c in categories():
+            context, suffix = template.render_parts(argument, c)
+            assert (c.name if name in ("oa", "bca_name") else c.description) in suffix
+            assert suffix.startswith(" ") and context + suffix == template.render_prompt(argument, c)
+    assert split_point("{premise} Is it about {value_label}? {mask}") == len("{premise}")
+    assert split_point("Does this appeal to {value_label}? {premise}") == 0
+    assert split_point("{premise}. Really. Is it {value_name}?") == len("{premise}. Really.")

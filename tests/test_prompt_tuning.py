@@ -12,8 +12,9 @@ from tests.tiny_lm import tiny_language_models
 from valuedetect.data import Argument, Split
 from valuedetect.detectors import load_detector, make_detector
 from valuedetect.errors import ValueDetectError
-from valuedetect.prompting.tuning import sample_pairs, soft_prompt_state
-from valuedetect.taxonomy import NUM_CATEGORIES
+from valuedetect.prompt_tuning import argument_batches, constant_loss, sample_pairs
+from valuedetect.taxonomy import NUM_CATEGORIES, categories
+from valuedetect.templates import PROMPT_TEMPLATES, VERBALIZERS
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +54,13 @@ def test_lm_frozen_prompt_trained_and_counted(models, lm_type, template):
 
     auto = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM, "masked": AutoModelForMaskedLM}
     found = detector(models, lm_type, template, max_steps=3, batch_size=4)
-    found._scorer()
-    initial = soft_prompt_state(found.soft_prompt)
+    initial = found.lm().soft_prompt.state()
     found.fit(SPLIT)
-    trained = soft_prompt_state(found.soft_prompt)
+    trained = found.lm().soft_prompt.state()
     assert list(trained) == list(initial)
     assert not all(torch.equal(trained[k], initial[k]) for k in trained)
     original = auto[lm_type].from_pretrained(models[lm_type]).state_dict()
-    after = found.soft_prompt.get_base_model().state_dict()
+    after = found.lm().model.state_dict()
     assert set(after) == set(original)
     assert all(torch.equal(after[k], original[k]) for k in original)
     assert found.info["parameters_trainable"] == 4 * HIDDEN
@@ -69,9 +69,11 @@ def test_lm_frozen_prompt_trained_and_counted(models, lm_type, template):
     assert found.info["lm_type"] == lm_type
 
 
-def test_training_lowers_the_loss(models):
-    found = detector(models, epochs=5, negative_ratio=10.0, lr=0.03, soft_prompt_tokens=8)
-    found._scorer()
+@pytest.mark.parametrize(("placement", "prompts"), [("after", "shared"), ("before", "shared"),
+                                                   ("after", "per-category")])
+def test_training_lowers_the_loss(models, placement, prompts):
+    found = detector(models, epochs=5, negative_ratio=10.0, lr=0.03, soft_prompt_tokens=8,
+                     soft_prompt_placement=placement, soft_prompts=prompts)
     before = loss(found)
     found.fit(SPLIT)
     after = loss(found)
@@ -79,6 +81,14 @@ def test_training_lowers_the_loss(models):
     history = found.info["history"]
     assert len(history) == 5 and history[-1]["loss"] < history[0]["loss"]
     assert found.info["budget"]["stopped_by"] is None and found.info["budget"]["epochs_completed"] == 5
+    # Every epoch states the constant-answer loss of its pairs beside its own.
+    assert all(0 < h["constant_loss"] <= np.log(2) for h in history)
+    bank = found.lm().soft_prompt.weight
+    assert tuple(bank.shape) == ((NUM_CATEGORIES if prompts == "per-category" else 1), 8, HIDDEN)
+    assert found.info["parameters_trainable"] == bank.numel()
+    if placement == "after":  # each argument's states computed once, then reused every epoch
+        states = history[-1]["argument_states"]
+        assert states["misses"] == len(PREMISES) and states["hits"] > 0
 
 
 def test_max_steps_stops_and_is_recorded(models):
@@ -122,8 +132,8 @@ def test_zero_shot_unchanged_without_soft_prompt(models, tmp_path):
     found = detector(models, soft_prompt_tokens=0)
     before = found.predict_proba(FEW)
     found.fit(SPLIT)
-    assert found.soft_prompt is None and found.info["parameters_trainable"] == 0
-    assert found.info["parameters_total"] == sum(p.numel() for p in found.scorer.model.parameters())
+    assert found.lm().soft_prompt is None and found.info["parameters_trainable"] == 0
+    assert found.info["parameters_total"] == sum(p.numel() for p in found.lm().model.parameters())
     np.testing.assert_array_equal(found.predict_proba(FEW), before)
     folder = found.save(tmp_path / "zero")
     assert sorted(p.name for p in folder.iterdir()) == ["detector.json"]
@@ -148,9 +158,9 @@ def test_oa_synonym_verbalizer_is_tuned_on_own_synonyms_against_the_rest(models)
         p = found.predict_proba(split.arguments)
         return float(p[:, 0].mean() - p[:, 1:].mean())
 
+    # In front (the paper's placement): every position of the random LM's pass sees the prompt.
     found = detector(models, template="oa", templates={}, epochs=4, negative_ratio=10.0, lr=0.3,
-                     soft_prompt_tokens=8)
-    found._scorer()
+                     soft_prompt_tokens=8, soft_prompt_placement="before")
     before = gap(found)
     found.fit(split)
     # A random 32-wide LM's answer distribution is nearly flat and a soft prompt moves it little,
@@ -158,25 +168,41 @@ def test_oa_synonym_verbalizer_is_tuned_on_own_synonyms_against_the_rest(models)
     assert gap(found) > before + 0.001, (before, gap(found))
 
 
-def test_positive_columns_masks():
-    from valuedetect.prompting.tuning import positive_columns
+def test_verbalizer_classes_are_what_training_and_scoring_read():
+    yes_no = VERBALIZERS["yes_no"]
+    assert yes_no.words() == ("Yes", "No") and yes_no.classes(categories()[0]) == ([0], [1])
+    synonyms = PROMPT_TEMPLATES["oa"].verbalizer
+    words = synonyms.words()
+    assert len(words) == len(set(words)) and set(categories()[4].synonyms) <= set(words)
+    positive, negative = synonyms.classes(categories()[4])
+    assert {words[k] for k in positive} == set(categories()[4].synonyms)
+    assert sorted(positive + negative) == list(range(len(words)))
+    # P(category) is the asked category's share of the mass over all synonyms.
+    logprobs = {w: -1.0 for w in words}
+    share = len(positive) / len(words)
+    assert synonyms.probability(logprobs, categories()[4]) == pytest.approx(share)
 
-    yes_no = positive_columns(2, 3, 5)
-    assert yes_no.tolist() == [[True, True, False, False, False]] * 3
-    own = np.array([[1, 0, 0], [0, 1, 1]], dtype=bool)
-    assert np.array_equal(positive_columns(own, 2, 3), own)
-    with pytest.raises(ValueError, match="2 x 4"):
-        positive_columns(own, 2, 4)
+
+def test_batches_hold_whole_arguments_and_constant_loss():
+    pairs = sample_pairs(SPLIT.labels, 1.0, seed=3, epoch=0)
+    batches = argument_batches(pairs, NUM_CATEGORIES, 4, seed=3, epoch=0)
+    assert sorted(p for b in batches for p in b) == sorted(pairs.tolist())
+    arguments = [{p // NUM_CATEGORIES for p in b} for b in batches]
+    assert all(not (a & b) for i, a in enumerate(arguments) for b in arguments[i + 1 :])  # never split
+    assert all(len(b) >= 4 for b in batches[:-1])
+    assert batches == argument_batches(pairs, NUM_CATEGORIES, 4, seed=3, epoch=0)
+    assert constant_loss(np.array([1, 0])) == pytest.approx(np.log(2))
+    assert constant_loss(np.array([1, 1])) == 0.0
 
 
 def test_interrupted_prompt_tuning_resumes_to_the_same_prompt(models, tmp_path):
     """Killed mid-epoch (here: an exception from the progress callback after 5 steps), the run
     continues from its checkpoint and ends with the prompt an uninterrupted run has."""
-    from valuedetect.prompting.tuning import CHECKPOINT_FILE
+    from valuedetect.prompt_tuning import CHECKPOINT_FILE
 
     settings = {"epochs": 2, "batch_size": 4, "negative_ratio": 2.0, "prompt_init": "random", "checkpoint_every": 2}
     whole = detector(models, **settings).fit(SPLIT)
-    expected = soft_prompt_state(whole.soft_prompt)
+    expected = whole.lm().soft_prompt.state()
 
     class Killed(Exception):
         pass
@@ -200,7 +226,7 @@ def test_interrupted_prompt_tuning_resumes_to_the_same_prompt(models, tmp_path):
     second.log = lines.append
     second.fit(SPLIT)
     assert any("resumed at epoch 1" in line for line in lines), lines
-    resumed = soft_prompt_state(second.soft_prompt)
+    resumed = second.lm().soft_prompt.state()
     assert all(torch.allclose(resumed[k], expected[k], atol=1e-6) for k in expected)
     assert second.info["budget"]["steps"] == whole.info["budget"]["steps"]
 

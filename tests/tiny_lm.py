@@ -13,7 +13,7 @@ SPECIAL = ["<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|pad|>"]
 
 
 def _corpus() -> list[str]:
-    from valuedetect.llm import prompts
+    from valuedetect import templates as prompts
     from valuedetect.taxonomy import categories
 
     texts = [prompts.SYSTEM, prompts.PER_VALUE_QUESTION, prompts.ALL_IN_ONE_INSTRUCTION, prompts.COT_TURN2,
@@ -79,3 +79,52 @@ def tiny_language_models(root: Path) -> dict[str, Path]:
                                         decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
                                ).save_pretrained(seq2seq)
     return {"masked": masked, "seq2seq": seq2seq, "causal": tiny_causal_lm(root / "llama", chat=False)}
+
+
+def tiny_tokenizer(chat: bool = True):
+    """The tiny byte-level BPE tokenizer, built in memory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    raw.train_from_iterator(_corpus(), trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|end|>", pad_token="<|pad|>")
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+ARCHITECTURES = ("llama", "qwen2", "gemma3")
+
+
+def tiny_causal_model(architecture: str, vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2):
+    """A tiny random causal LM of ``architecture`` (llama, qwen2, gemma3), built from a config:
+    no files. Gemma 3 gets a sliding-window layer (window 8) beside a full one, and Qwen2 a
+    bias on q/k/v, as the real models have."""
+    import torch
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    common = {"vocab_size": vocab_size, "hidden_size": hidden, "intermediate_size": 2 * hidden,
+              "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 4096, "pad_token_id": 0}
+    torch.manual_seed(seed)
+    if architecture == "llama":
+        return LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=False)).eval()
+    if architecture == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True)).eval()
+    if architecture == "gemma3":
+        config = Gemma3TextConfig(**common, head_dim=8, sliding_window=8,
+                                  layer_types=["sliding_attention", "full_attention"][:layers])
+        return Gemma3ForCausalLM(config).eval()
+    raise ValueError(architecture)

@@ -101,7 +101,8 @@ def train(
     output: Annotated[Path | None, typer.Option(help="Folder for the detector and its runs.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (default: the shipped copy).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
-    backend: Annotated[str | None, typer.Option(help="llm: transformers, llamacpp or openai.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="llm/prompt: transformers, llamacpp, openai or llamacpp-server (see valuedetect.lm).")] = None,
     base_url: Annotated[str | None, typer.Option(help="llm/openai: the endpoint, e.g. http://127.0.0.1:8080/v1.")
                         ] = None,
     model: Annotated[str | None, typer.Option(help="Model alias, path, Hub name or API model name.")] = None,

@@ -6,9 +6,10 @@ Two methods, the paper's two families:
 
 - ``encoder``: fine-tune an ``AutoModelForSequenceClassification`` (2 labels, every layer
   trainable) on the tokenizer's pair encoding of (premise, conclusion); AdamW, linear schedule.
-- ``prompt``: a frozen language model scored by ``LabelWordScorer`` on a BCA-style question, read
-  by a yes/no verbalizer; zero-shot, or with peft soft prompt tokens trained by
-  ``train_soft_prompt`` (the task is one "category" whose positive label is support).
+- ``prompt``: a frozen language model read through the one LM layer (``lm``: any transformers
+  backend) on a BCA-style question (``templates.NLI_TEMPLATE``), with a yes/no verbalizer;
+  zero-shot, or with soft prompt tokens (placed in front, as the paper did) trained by
+  ``prompt_tuning.train_soft_prompt`` (the task is one class whose positive label is support).
 
 A run writes ``validation-predictions.tsv`` and ``results.json`` to its output folder and returns
 what ``results.json`` holds (an ``experiments.records`` NLI record is built from it).
@@ -21,7 +22,6 @@ import dataclasses
 import difflib
 import math
 import platform
-import string
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,13 +34,12 @@ from valuedetect.budget import budget_stop
 from valuedetect.data import STANCES, Argument, atomic_write_json, atomic_write_text, ensure_writable, load_split
 from valuedetect.errors import ConfigError, InputError, ValueDetectError
 from valuedetect.models import quiet_transformers
+from valuedetect.templates import NLI_TEMPLATE, check_nli_template, render_nli
 
 METHODS = ("encoder", "prompt")
 LABELS = ("attack", "support")  # index = class id; 1 is the positive class of the verbalizer
 SUPPORT = 1
-DEFAULT_TEMPLATE = (
-    "Question: Given the premise: {premise} Does it support the conclusion: {conclusion}? The answer is"
-)
+DEFAULT_TEMPLATE = NLI_TEMPLATE
 PREDICTIONS_FILE = "validation-predictions.tsv"
 RESULTS_FILE = "results.json"
 BOOTSTRAP_RESAMPLES = 1000
@@ -49,7 +48,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "encoder": {"model": "minilm", "epochs": 2, "batch_size": 32, "lr": 5e-5, "max_length": 128},
     "prompt": {"model": "smollm2", "epochs": 3, "batch_size": 16, "lr": 0.03, "max_length": 256},
 }
-_TEMPLATE_FIELDS = frozenset({"premise", "conclusion", "mask"})
 
 Progress = Callable[[str, int, int], None]
 Log = Callable[[str], None]
@@ -107,29 +105,6 @@ def _number(name: str, value: Any, positive: bool) -> float:
     return float(value)
 
 
-def _template_fields(text: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
-
-
-def _check_template(text: Any) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise _fail("template", f"must be a non-empty string, got {text!r}")
-    try:
-        names = _template_fields(text)
-    except ValueError as error:
-        raise _fail("template", f"is not a valid format string ({error})") from None
-    unknown = sorted(set(names) - _TEMPLATE_FIELDS)
-    if unknown:
-        raise _fail("template", f"has unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
-                                "allowed: {premise}, {conclusion}, {mask}")
-    for needed in ("premise", "conclusion"):
-        if needed not in names:
-            raise _fail("template", f"must contain {{{needed}}}")
-    if names.count("mask") > 1 or ("mask" in names and not text.rstrip().endswith("{mask}")):
-        raise _fail("template", "may hold {mask} only once, at the end")
-    return text
-
-
 @dataclass
 class NLIConfig:
     """One NLI run. ``None`` fields take the method's default (see ``_DEFAULTS``) when the config is
@@ -171,10 +146,10 @@ class NLIConfig:
         _int("seed", self.seed, 0)
         _int("max_steps", self.max_steps, 0)
         self.max_seconds = _number("max_seconds", self.max_seconds, positive=False)
-        _check_template(self.template)
+        check_nli_template(self.template)
         _verbalizer_words(self.verbalizer)
         _int("soft_prompt_tokens", self.soft_prompt_tokens, 0)
-        from valuedetect.prompting.tuning import PROMPT_INITS
+        from valuedetect.lm.api import PROMPT_INITS
 
         if self.prompt_init not in PROMPT_INITS:
             raise _fail("prompt_init", f"must be one of {', '.join(PROMPT_INITS)}, not {self.prompt_init!r}")
@@ -384,50 +359,46 @@ def _run_prompt(c: NLIConfig, train: list[NLIPair], validation: list[NLIPair], p
                 log: Log | None) -> _Fit:
     import torch
 
-    from valuedetect.prompting.scoring import LabelWordScorer, yes_probability
-    from valuedetect.prompting.tuning import (
-        TuneSettings,
-        attach_soft_prompt,
-        init_text,
-        parameter_counts,
-        train_soft_prompt,
-    )
+    from valuedetect.lm.api import LoglikelihoodRequest
+    from valuedetect.lm.registry import make_lm
+    from valuedetect.prompt_tuning import TuneSettings, TuneTask, init_text, train_soft_prompt
 
     assert c.model and c.epochs and c.batch_size and c.lr and c.max_length
     _check_model_path(c.model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    scorer = LabelWordScorer(c.model, max_length=c.max_length, batch_size=c.batch_size, device=device)
+    from valuedetect.templates import verbalizer_from_config
+
+    verbalizer = verbalizer_from_config(c.verbalizer, where="nli config: 'verbalizer'")
+    words = verbalizer.words()
     try:
-        scorer.load()
-        positive, negative = c.label_words
-        token_ids = scorer.token_ids([*positive, *negative])
+        lm = make_lm("transformers", c.model, max_length=c.max_length, batch_size=c.batch_size, device=device)
+        lm.load()  # type: ignore[attr-defined]
+        for word in words:
+            lm.token_ids(word)  # type: ignore[attr-defined]
     except ValueDetectError as error:
         raise _fail("model", f"cannot be used for prompting ({error})") from None
-    if scorer.lm_type == "masked" and "mask" not in _template_fields(c.template):
-        raise _fail("template", f"must end with {{mask}} for the masked language model {c.model!r}")
-    mask = scorer.mask_token
 
-    def render(pair: NLIPair) -> str:
-        return c.template.format(premise=pair.premise, conclusion=pair.conclusion, mask=mask).rstrip()
+    def request(pair: NLIPair) -> LoglikelihoodRequest:
+        return LoglikelihoodRequest(render_nli(c.template, pair.premise, pair.conclusion), words)
 
-    n_positive = len(positive)
-    fit = _Fit(np.zeros(0), trainable=0, total=sum(p.numel() for p in scorer.model.parameters()),
+    classes = verbalizer.classes()
+    fit = _Fit(np.zeros(0), trainable=0, total=lm.parameter_counts()[1],  # type: ignore[attr-defined]
                train_seconds=0.0, inference_seconds=0.0)
     if c.soft_prompt_tokens:
-        model = attach_soft_prompt(scorer, c.soft_prompt_tokens, c.prompt_init, text=init_text(c.template),
-                                   seed=c.seed)
-        texts = [render(p) for p in train]
+        lm.attach_soft_prompt(c.soft_prompt_tokens, 1, "before", c.prompt_init,  # type: ignore[attr-defined]
+                              init_text(c.template), c.seed)
         labels = np.array([[p.label] for p in train], dtype=np.float32)
+        task = TuneTask(lambda i, _k: request(train[i]), labels, words, [classes])
         # Keep every negative: the classes are near balanced, unlike value categories.
         settings = TuneSettings(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, negative_ratio=float(len(train)),
                                 max_steps=c.max_steps, max_seconds=c.max_seconds, seed=c.seed)
-        result = train_soft_prompt(scorer, lambda i, _c: texts[i], labels, n_positive, token_ids, settings,
-                                   progress=progress, log=log)
-        fit.trainable, fit.total = parameter_counts(model)
+        result = train_soft_prompt(lm, task, settings, progress=progress, log=log)
+        fit.trainable, fit.total = lm.parameter_counts()  # type: ignore[attr-defined]
         fit.train_seconds, fit.steps, fit.stopped_by = result.seconds, result.steps, result.stopped_by
         fit.epochs_completed, fit.history = result.epochs_completed, result.history
     started = time.monotonic()
-    fit.p_support = yes_probability(scorer.logprobs([render(p) for p in validation], token_ids), n_positive)
+    answers = lm.loglikelihood([request(p) for p in validation])
+    fit.p_support = np.array([verbalizer.probability(a) for a in answers])
     fit.inference_seconds = time.monotonic() - started
     return fit
 

@@ -8,23 +8,33 @@ that speak as the arguer) and, for per-value templates, ``value`` fields. Free t
 
 Prompt templates (MBC, BCA, OA) and their verbalizers live here too, below; users add their own
 in a config table (``prompt_template_from_config``), no code needed. ``match_synonym`` reads a
-generated answer with the synonym verbalizer (OA by generation).
+generated answer with the synonym verbalizer (OA by generation). So do the chat prompts of the
+``llm`` strategies (per-value, few-shot, all-in-one, chain of thought) and the NLI side task's
+template, with one copy of the stance words.
+
+A prompt template renders in two parts (``render_parts``): the context, which depends on the
+argument only, and the suffix, which asks about the value. The split falls at the last sentence
+end before the first value field (or right after the field before it), so the 20 questions about
+one argument share the context token for token, and a soft prompt can sit between the two.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from valuedetect.data import Argument
 from valuedetect.errors import ConfigError
-from valuedetect.taxonomy import Category
+from valuedetect.lm.api import Message
+from valuedetect.taxonomy import CATEGORY_NAMES, Category, categories
 
-_STANCE_VERBS = {"in favor of": "supporting", "against": "against"}
+STANCE_VERBS = {"in favor of": "supporting", "against": "against"}
 # The stance as a first-person verb, for templates that speak as the arguer ("because I support ...").
 _STANCE_ATTITUDES = {"in favor of": "support", "against": "oppose"}
 
@@ -45,7 +55,7 @@ class InputTemplate:
             premise=argument.premise.strip(),
             conclusion=argument.conclusion.strip(),
             stance=stance,
-            stance_verb=_STANCE_VERBS.get(stance, stance),
+            stance_verb=STANCE_VERBS.get(stance, stance),
             stance_attitude=_STANCE_ATTITUDES.get(stance, stance),
             **extra,
         )
@@ -101,11 +111,14 @@ VERBALIZER_KINDS = ("label_words", "synonyms")
 
 @dataclass(frozen=True)
 class Verbalizer:
-    """Maps the model's answer-position distribution to a score for one category.
+    """Maps the log-probabilities of label words at the answer position to P(category).
 
-    ``label_words``: P(yes) is the softmax over two classes, each the log-sum-exp of its
-    words' log-probabilities (``positive`` vs. ``negative``). ``synonyms`` (the paper's
-    knowledgeable verbalizer for OA): the words of category c are c's synonyms in the taxonomy.
+    Each class's score is the log-sum-exp of its words' log-probabilities and P is the softmax
+    over the two classes. ``label_words``: the classes are ``positive`` vs. ``negative`` words,
+    the same for every category. ``synonyms`` (the paper's knowledgeable verbalizer for OA):
+    the words are all 20 categories' synonyms, the positive class the asked category's own and
+    the negative class every other word, so P is the asked category's share of the mass over all
+    synonyms. Scoring (``probability``) and prompt tuning (``classes``) read the same index lists.
     """
 
     name: str
@@ -115,6 +128,41 @@ class Verbalizer:
 
     def synonyms(self, category: Category) -> tuple[str, ...]:
         return category.synonyms
+
+    def words(self) -> tuple[str, ...]:
+        """Every word a request for this verbalizer asks about (the same for each category)."""
+        if self.kind == "synonyms":
+            return tuple(dict.fromkeys(w for c in categories() for w in self.synonyms(c)))
+        return (*self.positive, *self.negative)
+
+    def classes(self, category: Category | None = None) -> tuple[list[int], list[int]]:
+        """Indices into ``words()`` of the positive and the negative class for ``category``
+        (label words need none)."""
+        words = self.words()
+        if self.kind == "synonyms":
+            if category is None:
+                raise ValueError("the synonyms verbalizer needs the category asked about")
+            own = set(self.synonyms(category))
+            return [k for k, w in enumerate(words) if w in own], [k for k, w in enumerate(words) if w not in own]
+        return list(range(len(self.positive))), list(range(len(self.positive), len(words)))
+
+    def probability(self, logprobs: Mapping[str, float], category: Category | None = None) -> float:
+        """P(category) from ``{word: log-probability}`` (an ``LM.loglikelihood`` result)."""
+        words = self.words()
+        positive, negative = self.classes(category)
+        yes = _logsumexp([logprobs[words[k]] for k in positive])
+        no = _logsumexp([logprobs[words[k]] for k in negative])
+        if yes == no == -math.inf:
+            return 0.5
+        return 1.0 / (1.0 + math.exp(min(700.0, no - yes)))
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    finite = [v for v in values if v != -math.inf]
+    if not finite:
+        return -math.inf
+    top = max(finite)
+    return top + math.log(sum(math.exp(v - top) for v in finite))
 
 
 @lru_cache(maxsize=512)
@@ -161,17 +209,51 @@ class PromptTemplate(InputTemplate):
 
     verbalizer: Verbalizer = VERBALIZERS["yes_no"]
 
+    def render_parts(self, argument: Argument, category: Category) -> tuple[str, str]:
+        """(context, suffix): the argument's part and the value question (see the module
+        docstring); together they are the prompt. ``{mask}`` renders empty: a masked LM's
+        backend puts its mask token where the answer goes."""
+        text = self.free_text if argument.is_free_text else self.argument
+        cut = split_point(text)
+        values = {"value_name": category.name, "value_label": category.name,
+                  "value_description": category.description, "mask": ""}
+        context = InputTemplate(self.name, text[:cut], text[:cut]).render(argument, **values) if cut else ""
+        suffix = InputTemplate(self.name, text[cut:], text[cut:]).render(argument, **values)
+        return context, suffix.rstrip()
+
     def render_prompt(self, argument: Argument, category: Category, mask: str = "") -> str:
-        """The prompt for (argument, category); ``mask`` is the masked LM's mask token, or ""."""
-        text = self.render(
-            argument, value_name=category.name, value_label=category.name,
-            value_description=category.description, mask=mask,
-        )
-        return text.rstrip() if not mask else text
+        """The whole prompt as one text; ``mask`` is a masked LM's mask token, or ""."""
+        context, suffix = self.render_parts(argument, category)
+        return context + suffix + (" " + mask if mask else "")
 
     @property
     def has_mask(self) -> bool:
         return "mask" in _fields(self.argument)
+
+
+_SENTENCE_END = re.compile(r"[.?!:](?=\s)")
+
+
+def split_point(text: str) -> int:
+    """Where a prompt template's argument part ends: in the literal text between the first value
+    field and the field before it, after its last sentence end (". ", "? ", ...), else at that
+    literal's start; 0 when no argument field comes before the value."""
+    offset = 0
+    previous_end = 0
+    for literal, name, spec, conversion in string.Formatter().parse(text):
+        literal_start = offset
+        offset += len(literal)
+        if name is None:
+            break
+        placeholder = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if name in VALUE_FIELDS:
+            ends = [m.end() for m in _SENTENCE_END.finditer(literal)]
+            if ends:
+                return literal_start + ends[-1]
+            return previous_end if previous_end else 0
+        offset += len(placeholder)
+        previous_end = offset
+    return 0
 
 
 PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
@@ -190,6 +272,13 @@ PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
             "Question: Given the premise: {premise} and the conclusion: {conclusion} {stance_verb} it. "
             "Is it based on the {value_description}? The answer is",
             "Question: Given the text: {premise} Is it based on the {value_description}? The answer is",
+        ),
+        # BCA asking by the value's name only: a shorter question (fewer tokens per value).
+        PromptTemplate(
+            "bca_name",
+            "Question: Given the premise: {premise} and the conclusion: {conclusion} {stance_verb} it. "
+            "Is it based on {value_name}? The answer is",
+            "Question: Given the text: {premise} Is it based on {value_name}? The answer is",
         ),
         # Open answer: the next word describes the person; read by the category's synonyms.
         PromptTemplate(
@@ -316,3 +405,192 @@ def prompt_template(name: str, custom: dict[str, Any] | None = None, where: str 
         return PROMPT_TEMPLATES[name]
     known = [*PROMPT_TEMPLATES, *custom]
     raise ConfigError(f"{where}: unknown prompt template {name!r}; known: {', '.join(known)}")
+
+
+# -- chat prompts of the llm strategies (the paper's Exp-III) -----------------------------------
+#
+# Every prompt is a chat (a list of messages). Each is laid out so that what is shared comes
+# first: per-value questions put the argument before the value, so the 20 questions about one
+# argument share a prefix that backends compute once; the all-in-one prompt puts the list of
+# values before the argument, so every argument shares it. Free text (no conclusion, no stance)
+# is called "the text" and shown as such, so no prompt prints empty slots.
+
+SYSTEM = (
+    "You are an expert in Schwartz's theory of basic human values. You read arguments and say "
+    "which human values they draw on. Answer exactly in the requested format."
+)
+
+# The instruction comes before the question, so that all 20 questions about an argument share
+# it; only the value's name and description differ, and only they are computed 20 times.
+PER_VALUE_QUESTION = (
+    'Answer with Yes or No. Does the {subject} draw on the human value "{value}", that is, {description}?'
+)
+
+ALL_IN_ONE_INSTRUCTION = (
+    "Which of the following human values does the {subject} below draw on?\n\n{value_list}\n\n"
+    'Answer only with JSON of the form {{"values": ["<value name>", ...]}}, using the value names '
+    "exactly as listed, and an empty list if none applies."
+)
+
+FEW_SHOT_INTRO = "Examples of arguments and the human values they draw on:"
+
+# The paper's chain of thought (Sun 2024): an open question, then one Yes/No question per value
+# about the model's own reply.
+COT_TURN1 = (
+    "What kind of human values are indicated in the premise: {premise} and the conclusion: {conclusion} {stance} it?"
+)
+COT_TURN1_FREE_TEXT = "What kind of human values are indicated in the text: {premise}?"
+COT_TURN2 = "Do you think {reply} is aligned with {value}, which can also be called {synonyms}? Answer Yes or No."
+
+RETRY_JSON = (
+    'That answer was not valid. Reply with only the JSON object {{"values": [...]}}, listing value '
+    "names exactly as given{example}."
+)
+
+_COT_REPLY_CHARS = 1200
+
+
+@dataclass(frozen=True)
+class Example:
+    """A labelled training argument shown to the model in a few-shot prompt."""
+
+    argument: Argument
+    values: tuple[str, ...]
+
+
+def subject(argument: Argument) -> str:
+    """What a chat prompt calls the input: an argument, or free text."""
+    return "text" if argument.is_free_text else "argument"
+
+
+def argument_block(argument: Argument) -> str:
+    """The argument as the model reads it: conclusion, stance, premise (or just the text)."""
+    if argument.is_free_text:
+        return f"Text: {argument.premise.strip()}"
+    return (
+        f"Conclusion: {argument.conclusion.strip()}\n"
+        f"Stance: {argument.stance or 'in favor of'}\n"
+        f"Premise: {argument.premise.strip()}"
+    )
+
+
+def value_list() -> str:
+    return "\n".join(f"- {c.name}: {c.description}" for c in categories())
+
+
+def few_shot_block(examples: Sequence[Example]) -> str:
+    if not examples:
+        return ""
+    blocks = [FEW_SHOT_INTRO]
+    for number, example in enumerate(examples, start=1):
+        values = ", ".join(example.values) if example.values else "none"
+        blocks.append(f"Example {number}:\n{argument_block(example.argument)}\nValues: {values}")
+    return "\n\n".join(blocks) + "\n\n"
+
+
+def per_value_prompt(argument: Argument, category: Category, examples: Sequence[Example] = ()) -> list[Message]:
+    """Does the argument draw on ``category``? (Yes/No). Examples, then argument, then value."""
+    lead = "Now the argument to judge:\n" if examples and not argument.is_free_text else ""
+    lead = "Now the text to judge:\n" if examples and argument.is_free_text else lead
+    question = PER_VALUE_QUESTION.format(subject=subject(argument), value=category.name,
+                                         description=category.description)
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"{few_shot_block(examples)}{lead}{argument_block(argument)}\n\n{question}"},
+    ]
+
+
+def all_in_one_prompt(argument: Argument, examples: Sequence[Example] = ()) -> list[Message]:
+    """All values in one call, answered as JSON; examples become earlier turns of the chat."""
+    instruction = ALL_IN_ONE_INSTRUCTION.format(subject=subject(argument), value_list=value_list())
+    messages: list[Message] = [{"role": "system", "content": SYSTEM}]
+    for example in examples:
+        messages.append({"role": "user", "content": f"{instruction}\n\n{argument_block(example.argument)}"})
+        messages.append({"role": "assistant", "content": json.dumps({"values": list(example.values)})})
+    messages.append({"role": "user", "content": f"{instruction}\n\n{argument_block(argument)}"})
+    return messages
+
+
+def retry_json_prompt(original: Sequence[Message], answer: str) -> list[Message]:
+    """The same chat with the unparsable answer and a request to answer in the format."""
+    example = f', for example {json.dumps({"values": [CATEGORY_NAMES[0]]})}'
+    return [*original, {"role": "assistant", "content": answer},
+            {"role": "user", "content": RETRY_JSON.format(example=example)}]
+
+
+MAX_VALUES = 10  # no training argument has more than 9 categories
+
+
+def values_schema() -> dict:
+    """JSON schema of the all-in-one answer: a list of official category names. The bound on
+    its length makes a grammar close the list: small models otherwise repeat a name until
+    they run out of tokens, leaving JSON that never ends."""
+    items = {"type": "string", "enum": list(CATEGORY_NAMES)}
+    return {
+        "type": "object",
+        "properties": {"values": {"type": "array", "items": items, "maxItems": MAX_VALUES}},
+        "required": ["values"],
+        "additionalProperties": False,
+    }
+
+
+def cot_question(argument: Argument) -> list[Message]:
+    """Turn 1 of the chain of thought: the paper's open question."""
+    if argument.is_free_text:
+        text = COT_TURN1_FREE_TEXT.format(premise=argument.premise.strip())
+    else:
+        stance = argument.stance or "in favor of"
+        text = COT_TURN1.format(premise=argument.premise.strip(), conclusion=argument.conclusion.strip(),
+                                stance=STANCE_VERBS.get(stance, stance))
+    return [{"role": "user", "content": text}]
+
+
+def cot_reply_text(reply: str) -> str:
+    """The turn-1 reply as it is quoted in turn 2: one line, bounded length."""
+    text = re.sub(r"\s+", " ", reply).strip()
+    if len(text) > _COT_REPLY_CHARS:
+        text = text[:_COT_REPLY_CHARS].rsplit(" ", 1)[0] + " ..."
+    return f'"{text}"' if text else '"(no reply)"'
+
+
+def cot_value_prompt(argument: Argument, reply: str, category: Category) -> list[Message]:
+    """Turn 2 for one value: the conversation so far, then the paper's Yes/No question."""
+    question = COT_TURN2.format(reply=cot_reply_text(reply), value=category.name,
+                                synonyms=", ".join(category.synonyms))
+    return [*cot_question(argument), {"role": "assistant", "content": reply.strip() or "(no reply)"},
+            {"role": "user", "content": question}]
+
+
+# -- the NLI side task ------------------------------------------------------------------------
+#
+# Does the premise support the conclusion? A yes/no question over {premise} and {conclusion}
+# (optionally {mask} at the end), read by a label-word verbalizer whose positive class is support.
+
+NLI_TEMPLATE = "Question: Given the premise: {premise} Does it support the conclusion: {conclusion}? The answer is"
+NLI_FIELDS = frozenset({"premise", "conclusion", "mask"})
+
+
+def check_nli_template(text: Any) -> str:
+    """The template, or a ConfigError that names what is wrong with it."""
+    where = "nli config: 'template'"
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{where} must be a non-empty string, got {text!r}")
+    try:
+        names = _fields(text)
+    except ValueError as error:
+        raise ConfigError(f"{where} is not a valid format string ({error})") from None
+    unknown = sorted(set(names) - NLI_FIELDS)
+    if unknown:
+        raise ConfigError(f"{where} has unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
+                          "allowed: {premise}, {conclusion}, {mask}")
+    for needed in ("premise", "conclusion"):
+        if needed not in names:
+            raise ConfigError(f"{where} must contain {{{needed}}}")
+    if names.count("mask") > 1 or ("mask" in names and not text.rstrip().endswith("{mask}")):
+        raise ConfigError(f"{where} may hold {{mask}} only once, at the end")
+    return text
+
+
+def render_nli(template: str, premise: str, conclusion: str) -> str:
+    """The NLI prompt; ``{mask}`` renders empty (a masked LM's backend adds its mask)."""
+    return template.format(premise=premise, conclusion=conclusion, mask="").rstrip()

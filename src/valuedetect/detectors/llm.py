@@ -11,10 +11,15 @@ Strategies:
 - ``cot``: the paper's chain of thought: an open question about the argument's values, then
   one Yes/No question per category about the reply.
 
-fit() picks the few-shot pool and tunes thresholds on validation (a run scores a seeded subset
-of it with the run config's ``validation_limit`` / ``validation_sample``, see training.py).
-Every request goes through the SQLite response cache, so an interrupted run resumes without
-repeating a request, and re-scoring a finished run is free.
+Each strategy is a composition of the chat prompts in ``templates`` and one backend from the
+registry (``lm.registry``): per-value and few-shot only score answers (``LM.loglikelihood``),
+so they run on any backend, a masked LM included; all-in-one and cot generate
+(``LM.generate_until``) and are refused on a backend that cannot.
+
+fit() picks the few-shot pool from its training split and tunes thresholds on its second split
+(the split to choose on). Every request goes through the SQLite response cache (``lm.cache``, a
+wrapper outside the backend), so an interrupted run resumes without repeating a request, and
+re-scoring a finished run is free.
 """
 
 from __future__ import annotations
@@ -27,15 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from valuedetect import templates as prompts
+from valuedetect.answers import parse_values
 from valuedetect.data import Argument, Split, atomic_write_json
 from valuedetect.detectors.base import Detector, DetectorConfig
+from valuedetect.detectors.lm_backend import BackendSettings, build_backend, require
 from valuedetect.errors import InputError
-from valuedetect.llm import prompts
-from valuedetect.llm.answers import parse_values
-from valuedetect.llm.backends import BACKENDS, LanguageModel, make_backend
-from valuedetect.llm.backends.base import GenerateRequest, ScoreRequest, probability_of
-from valuedetect.llm.cache import CachedLanguageModel, ResponseCache
-from valuedetect.llm.fewshot import SELECTIONS, ExampleSelector, draw_pool, pool_from_json, pool_to_json
+from valuedetect.fewshot import SELECTIONS, ExampleSelector, draw_pool, pool_from_json, pool_to_json
+from valuedetect.lm.api import LM, GenerateRequest, LoglikelihoodRequest, probability_of
+from valuedetect.lm.cache import CachingLM, ResponseCache
 from valuedetect.taxonomy import CATEGORY_NAMES, NUM_CATEGORIES, categories
 
 STRATEGIES = ("per-value", "all-in-one", "few-shot", "cot")
@@ -43,13 +48,9 @@ POOL_FILE = "few-shot-pool.json"
 
 
 @dataclass
-class LLMConfig(DetectorConfig):
+class LLMConfig(DetectorConfig, BackendSettings):
     """Which model, how to ask it, and how much a run may spend."""
 
-    backend: str = "transformers"  # transformers | llamacpp | openai
-    model: str = "smollm2"  # an alias, a .gguf file, a checkpoint folder, a Hub or API model name
-    base_url: str | None = None  # openai: the endpoint, e.g. http://127.0.0.1:8080/v1
-    api_key_env: str = "OPENAI_API_KEY"  # openai: the NAME of the variable holding the key
     strategy: str = "per-value"
     few_shot_k: int = 5
     few_shot_selection: str = "similar"  # similar (MiniLM neighbours) | random
@@ -57,36 +58,27 @@ class LLMConfig(DetectorConfig):
     few_shot_encoder: str = "minilm"  # for "similar": an encoder alias/path, or "tfidf"
     cache: str | None = None  # SQLite response cache; default ~/.cache/valuedetect/llm-responses.sqlite
     use_cache: bool = True
-    concurrency: int = 4  # openai: requests in flight
-    timeout: float = 120.0  # openai: seconds per request
     max_requests: int | None = None  # budget per run: requests sent to the backend (cache hits are free)
     max_tokens: int | None = None  # budget per run: prompt + completion tokens
     max_new_tokens: int = 160  # length of the CoT reply and of the JSON answer
     chunk_size: int = 4  # arguments per batch of requests (and per progress step)
     batch_size: int = 20  # transformers: suffixes per forward pass
-    n_ctx: int = 4096  # llamacpp: context length
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        self.check_backend()
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
         if self.few_shot_selection not in SELECTIONS:
             raise ValueError(
                 f"few_shot_selection must be one of {', '.join(SELECTIONS)}, not {self.few_shot_selection!r}"
             )
-        if not self.model:
-            raise ValueError("model must not be empty")
-        for name in ("few_shot_k", "few_shot_pool", "concurrency", "max_new_tokens", "chunk_size", "batch_size",
-                     "n_ctx"):
+        for name in ("few_shot_k", "few_shot_pool", "max_new_tokens", "chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         for name in ("max_requests", "max_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
 
 
 _SUMMARY_KEYS = ("arguments", "requests", "cache_hits", "cache_misses", "retries", "failures", "unparsable_answers",
@@ -101,8 +93,8 @@ class LLMDetector(Detector):
     def __init__(self, config: LLMConfig | None = None):
         super().__init__(config)
         # A backend set here by the caller (e.g. tests) is used instead of one built from the config.
-        self.language_model: LanguageModel | None = None
-        self._lm: LanguageModel | None = None
+        self.language_model: LM | None = None
+        self._lm: LM | None = None
         self._pool: list[prompts.Example] = []
         self._selector: ExampleSelector | None = None
 
@@ -113,20 +105,18 @@ class LLMDetector(Detector):
             self._selector = None
 
     # -- the model -------------------------------------------------------------------------
-    def _model(self) -> LanguageModel:
+    def _model(self) -> LM:
         if self._lm is None:
             c = self.config
-            backend = self.language_model or make_backend(
-                c.backend, c.model, base_url=c.base_url, api_key_env=c.api_key_env, concurrency=c.concurrency,
-                timeout=c.timeout, batch_size=c.batch_size, n_ctx=c.n_ctx, seed=c.seed,
-            )
+            backend = self.language_model or build_backend(c, batch_size=c.batch_size, seed=c.seed)
+            require(backend, generate=c.strategy in ("cot", "all-in-one"), what=f"the {c.strategy} strategy")
             backend.budget.max_requests = c.max_requests
             backend.budget.max_tokens = c.max_tokens
             if c.use_cache:
                 from valuedetect.models import cache_dir
 
                 path = Path(c.cache) if c.cache else cache_dir() / "llm-responses.sqlite"
-                backend = CachedLanguageModel(backend, ResponseCache(path))
+                backend = CachingLM(backend, ResponseCache(path))
             self._lm = backend
         return self._lm
 
@@ -172,31 +162,31 @@ class LLMDetector(Detector):
             })
         return scores
 
-    def _score(self, lm: LanguageModel, part: list[Argument], counts: dict[str, int]) -> np.ndarray:
+    def _score(self, lm: LM, part: list[Argument], counts: dict[str, int]) -> np.ndarray:
         strategy = self.config.strategy
         if strategy == "all-in-one":
             return self._all_in_one(lm, part, counts)
         if strategy == "cot":
-            replies = lm.generate([GenerateRequest(prompts.cot_question(a), max_tokens=self.config.max_new_tokens)
-                                   for a in part])
-            requests = [ScoreRequest(prompts.cot_value_prompt(a, reply.text, c))
+            replies = lm.generate_until([GenerateRequest(prompts.cot_question(a),
+                                                         max_tokens=self.config.max_new_tokens) for a in part])
+            requests = [LoglikelihoodRequest(prompts.cot_value_prompt(a, reply.text, c))
                         for a, reply in zip(part, replies, strict=True) for c in categories()]
         else:
-            requests = [ScoreRequest(prompts.per_value_prompt(a, c, examples))
+            requests = [LoglikelihoodRequest(prompts.per_value_prompt(a, c, examples))
                         for a, examples in zip(part, self._examples(part), strict=True) for c in categories()]
-        answers = lm.score(requests)
+        answers = lm.loglikelihood(requests)
         return np.array([probability_of(s, "Yes") for s in answers]).reshape(len(part), NUM_CATEGORIES)
 
-    def _all_in_one(self, lm: LanguageModel, part: list[Argument], counts: dict[str, int]) -> np.ndarray:
+    def _all_in_one(self, lm: LM, part: list[Argument], counts: dict[str, int]) -> np.ndarray:
         schema = prompts.values_schema()
         first = [prompts.all_in_one_prompt(a) for a in part]
-        answers = lm.generate([GenerateRequest(p, max_tokens=self.config.max_new_tokens, json_schema=schema)
+        answers = lm.generate_until([GenerateRequest(p, max_tokens=self.config.max_new_tokens, json_schema=schema)
                                for p in first])
         parsed = [parse_values(g.text) for g in answers]
         again = [i for i, p in enumerate(parsed) if p is None]
         if again:
             counts["json_retries"] += len(again)
-            retried = lm.generate([GenerateRequest(prompts.retry_json_prompt(first[i], answers[i].text),
+            retried = lm.generate_until([GenerateRequest(prompts.retry_json_prompt(first[i], answers[i].text),
                                                    max_tokens=self.config.max_new_tokens, json_schema=schema)
                                    for i in again])
             for i, generation in zip(again, retried, strict=True):

@@ -1,37 +1,29 @@
-"""Value detection by prompting a frozen language model with a hard template (the paper's Exp-II,
-zero-shot reference point).
+"""Value detection by reading a frozen language model through a prompt template (the paper's
+Exp-II): template x verbalizer x strategy x backend.
 
-Each (argument, category) pair is rendered with a prompt template (``templates.PROMPT_TEMPLATES``:
-mbc, bca, oa, or a custom one from the config's ``templates`` table) and scored by label-word
-log-probabilities at the answer position (``prompting.scoring``): P(yes) for Yes/No verbalizers,
-the synonym mass for OA's knowledgeable verbalizer. With ``soft_prompt_tokens = 0`` (the default)
-fit() trains nothing: it only tunes the thresholds on validation (base class). With
-``soft_prompt_tokens > 0`` fit() trains a soft prompt shared by all categories on the frozen LM
-(``prompting.tuning``: peft prompt tuning, cross-entropy on the verbalizer's two classes: Yes/No
-words, or the asked category's synonyms against all others for OA); only the
-prompt is saved (``soft_prompt.safetensors``), never the LM's weights.
+- template (``templates.PROMPT_TEMPLATES``: mbc, bca, bca_name, oa, or a custom table) renders each
+  (argument, category) pair in two parts: the argument's context and the value's question;
+- verbalizer (``templates.Verbalizer``) turns label-word log-probabilities into P(category):
+  Yes/No words, or OA's knowledgeable verbalizer over all categories' synonyms;
+- strategy: ``label-words`` scores the words at the answer position (``LM.loglikelihood``);
+  ``generate`` (OA only) lets the model answer (``LM.generate_until``) and calls the pair
+  positive, score 1.0, when the answer names a synonym of the asked category
+  (``templates.match_synonym``), as the paper did; an answer naming none scores half its
+  label-word probability from the same generation's first step, so the thresholds still have
+  an order to work with;
+- backend: any in ``lm.registry`` that can serve the strategy: transformers (causal, masked,
+  seq2seq), llama.cpp, an OpenAI-compatible endpoint. An impossible pairing (a soft prompt on
+  llama.cpp, generation on a masked LM) is refused before any work.
 
-With a causal LM the 20 questions about one argument share the argument's key/value cache
-(``share_prefix = true``, the default; ``prompting.scoring``): the argument prefix runs once per
-argument, so scoring costs about one argument plus 20 short questions, not 20 arguments.
-``info`` records ``processed_tokens`` (token positions run) and ``prompt_tokens`` (what 20
-separate prompts per argument would run) for the last ``predict_proba``.
+With ``soft_prompt_tokens > 0`` fit() trains a soft prompt on the frozen LM (``prompt_tuning``):
+shared by all categories, or one per category (``soft_prompts = "per-category"``), placed after
+the argument (``soft_prompt_placement = "after"``: the argument's key/values are computed once
+and reused by its 20 questions and every epoch) or in front, as the paper did ("before"). Only
+the prompt is saved (``soft_prompt.safetensors``), never the LM's weights. fit()'s second split
+chooses the thresholds (base class); nothing here reads it otherwise.
 
-OA (the synonym verbalizer) is read two ways (``oa_mode``): ``label-words`` scores the synonyms'
-first tokens at the answer position (``synonym_probability``); ``generate`` lets the LM answer
-greedily (``max_new_tokens``) and calls the pair positive, score 1.0, when the answer contains a
-synonym of the asked category (``templates.match_synonym``), as the paper did. A pair whose
-answer names no synonym scores half its label-word synonym probability (read from the same
-generation's first step, no extra pass): the paper's rule alone gives only 0/1 scores, which
-leave the validation-tuned thresholds nothing to rank and every unmatched pair tied; halving
-keeps each unmatched pair (<= 0.5) below each matched one (1.0) and orders the unmatched ones by
-the model's own preference for the asked category. ``info["oa_examples"]`` keeps the first five
-answers.
-
-The CLS template with trainable heads is the encoder detector with ``template = "cls"``; few-shot
-training sets come from the run config (``training_per_category``). Not done: one soft prompt per
-category (one shared prompt is trained; the template's value description says which value is
-asked), and sharing the argument prefix while generating (generate mode runs each full prompt).
+``info`` records ``processed_tokens`` (token positions run) and ``prompt_tokens`` (what separate
+prompts would run) for the last ``predict_proba``.
 """
 
 from __future__ import annotations
@@ -45,21 +37,11 @@ import numpy as np
 
 from valuedetect.data import Argument, Split
 from valuedetect.detectors.base import Detector, DetectorConfig
-from valuedetect.errors import ConfigError
-from valuedetect.prompting.scoring import LM_TYPES, LabelWordScorer, synonym_probability, yes_probability
-from valuedetect.prompting.tuning import (
-    PROMPT_INITS,
-    TuneSettings,
-    attach_soft_prompt,
-    init_text,
-    parameter_counts,
-    soft_prompt_state,
-    train_soft_prompt,
-)
+from valuedetect.detectors.lm_backend import BackendSettings, build_backend, require
+from valuedetect.lm.api import LM, PLACEMENTS, PROMPT_INITS, GenerateRequest, LoglikelihoodRequest
 from valuedetect.taxonomy import NUM_CATEGORIES, categories
 from valuedetect.templates import (
     PromptTemplate,
-    Verbalizer,
     match_synonym,
     prompt_template,
     verbalizer_from_config,
@@ -67,6 +49,8 @@ from valuedetect.templates import (
 
 SOFT_PROMPT_FILE = "soft_prompt.safetensors"
 OA_MODES = ("label-words", "generate")
+SOFT_PROMPTS = ("shared", "per-category")
+LM_TYPES = ("auto", "masked", "seq2seq", "causal")
 # Generate mode: an answer without a synonym scores this times its synonym probability, so it
 # stays below every answer with one (1.0) and still ranks (see the module docstring).
 UNMATCHED_WEIGHT = 0.5
@@ -74,26 +58,26 @@ OA_EXAMPLES = 5
 
 
 @dataclass
-class PromptConfig(DetectorConfig):
-    """Which model, which template and verbalizer, and how to batch."""
+class PromptConfig(DetectorConfig, BackendSettings):
+    """Which model and backend, which template and verbalizer, and how to batch and train."""
 
-    model: str = "smollm2"  # a Hub name, a folder, or a causal alias (smollm2, gemma3-270m, qwen2.5-0.5b)
-    lm_type: str = "auto"  # auto | masked | seq2seq | causal
-    template: str = "bca"  # mbc | bca | oa | the name of a table in `templates`
+    lm_type: str = "auto"  # transformers: auto | masked | seq2seq | causal
+    template: str = "bca"  # mbc | bca | bca_name | oa | the name of a table in `templates`
     templates: dict[str, Any] = field(default_factory=dict)  # custom templates: name -> {text, free_text, verbalizer}
     verbalizer: str | dict[str, Any] = "auto"  # auto (the template's) | yes_no | synonyms | {positive, negative}
-    max_length: int = 256
-    batch_size: int = 16  # scoring and prompt-tuning batches
-    # Causal LMs: run each argument's prefix once for its 20 questions (key/value cache shared);
-    # false runs every prompt in full (same scores, slower).
+    max_length: int = 256  # transformers: longer prompts lose argument tokens from the left
+    batch_size: int = 16  # questions per packed row, and training pairs per step
+    max_batch_tokens: int = 2048  # transformers: tokens per forward pass
+    # Causal LMs: an argument's 20 questions share its computation (packed where the architecture
+    # allows, else a shared key/value cache); false runs every prompt in full (same scores, slower).
     share_prefix: bool = True
-    # Synonym verbalizer (OA): label-words (synonym probability at the answer position) |
-    # generate (greedy answer of at most max_new_tokens, positive if it names a synonym; causal
-    # or seq2seq LMs only).
-    oa_mode: str = "label-words"
+    sharing: str = "auto"  # with share_prefix: auto | packed | kv-cache
+    oa_mode: str = "label-words"  # label-words | generate (synonym verbalizer only)
     max_new_tokens: int = 12
     # Prompt tuning (0 tokens: zero-shot with the hard template alone).
     soft_prompt_tokens: int = 0
+    soft_prompt_placement: str = "after"  # after (the argument; reusable states) | before (the paper's)
+    soft_prompts: str = "shared"  # shared | per-category (one prompt per category)
     prompt_init: str = "text"  # text (the template's first words) | random
     epochs: int = 3
     lr: float = 0.03
@@ -101,22 +85,33 @@ class PromptConfig(DetectorConfig):
     max_steps: int = 0  # 0: no limit
     max_seconds: float = 0.0  # 0: no limit
     checkpoint_every: int = 25  # prompt-tuning steps between checkpoints (a run resumes from the last)
+    argument_states_mb: int = 2048  # memory for arguments' key/value states kept across epochs
+    argument_states_dir: str | None = None  # also keep them on disk here, bounded by argument_states_disk_mb
+    argument_states_disk_mb: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.model:
-            raise ValueError("model must not be empty")
+        self.check_backend()
         if self.lm_type not in LM_TYPES:
             raise ValueError(f"lm_type must be one of {', '.join(LM_TYPES)}, not {self.lm_type!r}")
-        for name in ("max_length", "batch_size", "max_new_tokens"):
+        for name in ("max_length", "batch_size", "max_new_tokens", "max_batch_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must not be negative (0: only at the end of each epoch)")
         if self.soft_prompt_tokens < 0 or self.epochs < 0 or self.max_steps < 0 or self.max_seconds < 0:
             raise ValueError("soft_prompt_tokens, epochs, max_steps and max_seconds must not be negative")
+        if self.argument_states_mb < 0 or self.argument_states_disk_mb < 0:
+            raise ValueError("argument_states_mb and argument_states_disk_mb must not be negative")
         if self.prompt_init not in PROMPT_INITS:
             raise ValueError(f"prompt_init must be one of {', '.join(PROMPT_INITS)}, not {self.prompt_init!r}")
+        if self.soft_prompt_placement not in PLACEMENTS:
+            raise ValueError(f"soft_prompt_placement must be one of {', '.join(PLACEMENTS)}, "
+                             f"not {self.soft_prompt_placement!r}")
+        if self.soft_prompts not in SOFT_PROMPTS:
+            raise ValueError(f"soft_prompts must be one of {', '.join(SOFT_PROMPTS)}, not {self.soft_prompts!r}")
+        if self.sharing not in ("auto", "packed", "kv-cache"):
+            raise ValueError(f"sharing must be one of auto, packed, kv-cache, not {self.sharing!r}")
         if self.lr <= 0 or self.negative_ratio <= 0:
             raise ValueError("lr and negative_ratio must be positive")
         template = self.prompt_template()  # raises ConfigError naming the field
@@ -129,7 +124,7 @@ class PromptConfig(DetectorConfig):
             if template.verbalizer.kind != "synonyms":
                 raise ValueError(f"oa_mode = 'generate' needs the synonym verbalizer (template 'oa'); template "
                                  f"{template.name!r} has the {template.verbalizer.name!r} verbalizer")
-            if self.lm_type == "masked":
+            if self.lm_type == "masked" or self.backend == "transformers-masked":
                 raise ValueError("oa_mode = 'generate' needs a causal or seq2seq language model, not a masked one")
 
     def prompt_template(self) -> PromptTemplate:
@@ -147,44 +142,83 @@ class PromptDetector(Detector):
 
     def __init__(self, config: PromptConfig | None = None):
         super().__init__(config)
-        # A scorer set by the caller (e.g. tests) is used instead of one built from the config.
-        self.scorer: LabelWordScorer | None = None
-        self.soft_prompt: Any = None  # the peft model wrapping the scorer's LM, once attached
+        # A backend set by the caller (e.g. tests) is used instead of one built from the config.
+        self.language_model: LM | None = None
         self._soft_state: dict[str, Any] | None = None  # a loaded soft prompt, attached on first use
+        self._trained = False
 
-    def _fit(self, train: Split, validation: Split | None) -> None:
-        """Zero-shot: nothing to learn (the base class tunes thresholds on validation); with
-        soft prompt tokens, train the soft prompt on the training split first."""
+    # -- the backend -----------------------------------------------------------------------
+    def lm(self) -> LM:
+        """The backend, with the soft prompt attached where the config asks for one."""
         c = self.config
-        if not c.soft_prompt_tokens:
-            _, total = parameter_counts(self._scorer().model)  # the LM is frozen: nothing trains
-            self.info.update(parameters_trainable=0, parameters_total=total, base_model=c.model)
-            return
-        if self.soft_prompt is not None:  # fit again: start from a fresh prompt on the bare LM
-            self.scorer.model, self.soft_prompt, self._soft_state = self.soft_prompt.get_base_model(), None, None
-        scorer = self._scorer()
-        template = self._template(scorer)
-        mask = scorer.mask_token
-        asked = categories()
+        if self.language_model is None:
+            sharing = c.sharing if c.share_prefix else "none"
+            self.language_model = build_backend(c, lm_type=c.lm_type, max_length=c.max_length,
+                                                batch_size=c.batch_size, max_batch_tokens=c.max_batch_tokens,
+                                                sharing=sharing, seed=c.seed)
+        lm = self.language_model
+        require(lm, generate=c.oa_mode == "generate", train=bool(c.soft_prompt_tokens),
+                what="prompt detector: " + ("oa_mode = 'generate'" if c.oa_mode == "generate"
+                                            else "soft_prompt_tokens > 0"))
+        if c.soft_prompt_tokens and lm.soft_prompt is None:  # type: ignore[attr-defined]
+            prompts = NUM_CATEGORIES if c.soft_prompts == "per-category" else 1
+            from valuedetect.prompt_tuning import init_text
+
+            lm.attach_soft_prompt(c.soft_prompt_tokens, prompts, c.soft_prompt_placement,  # type: ignore[attr-defined]
+                                  c.prompt_init, init_text(c.prompt_template().argument), c.seed, self._soft_state)
+        return lm
+
+    def _check_words(self, lm: LM, template: PromptTemplate) -> None:
+        token_ids = getattr(lm, "token_ids", None)
         verbalizer = template.verbalizer
+        if token_ids is not None and verbalizer.kind == "label_words":
+            from valuedetect.lm.tokens import distinct_classes
+
+            distinct_classes(verbalizer.positive, verbalizer.negative, token_ids)
+
+    def request(self, template: PromptTemplate, argument: Argument, k: int) -> LoglikelihoodRequest:
+        context, suffix = template.render_parts(argument, categories()[k])
+        soft = k if self.config.soft_prompt_tokens and self.config.soft_prompts == "per-category" else 0
+        return LoglikelihoodRequest(context, template.verbalizer.words(), suffix, soft)
+
+    # -- fitting ---------------------------------------------------------------------------
+    def _fit(self, train: Split, validation: Split | None) -> None:
+        """Zero-shot: nothing to learn (the base class tunes thresholds on ``validation``, the
+        split to choose on); with soft prompt tokens, train the soft prompt on ``train`` first."""
+        c = self.config
+        lm = self.lm()
+        if not c.soft_prompt_tokens:
+            self.info.update(parameters_trainable=0, parameters_total=_total_parameters(lm, c.model),
+                             base_model=c.model, backend=lm.name)
+            return
+        from valuedetect.lm.states import PrefixStates
+        from valuedetect.prompt_tuning import TuneSettings, TuneTask, train_soft_prompt
+
+        if self._soft_state is not None or self._trained:  # fit again: a fresh prompt
+            lm.detach_soft_prompt()  # type: ignore[attr-defined]
+            self._soft_state = None
+            lm = self.lm()
+        template = self.config.prompt_template()
+        self._check_words(lm, template)
+        verbalizer = template.verbalizer
+        task = TuneTask(lambda i, k: self.request(template, train.arguments[i], k), np.asarray(train.labels),
+                        verbalizer.words(), [verbalizer.classes(cat) for cat in categories()])
+        states = None
+        if c.soft_prompt_placement == "after" and lm.kind == "causal":
+            states = PrefixStates(c.argument_states_mb << 20, c.argument_states_dir, c.argument_states_disk_mb << 20)
         settings = TuneSettings(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, negative_ratio=c.negative_ratio,
                                 max_steps=c.max_steps, max_seconds=c.max_seconds, seed=c.seed)
-        if verbalizer.kind == "synonyms":
-            columns, own = synonym_columns(scorer, verbalizer)
-            positive: int | np.ndarray = np.zeros((NUM_CATEGORIES, len(columns)), dtype=bool)
-            for k, mine in enumerate(own):
-                positive[k, mine] = True
-        else:
-            columns, positive = scorer.token_ids([*verbalizer.positive, *verbalizer.negative]), len(verbalizer.positive)
-        result = train_soft_prompt(
-            scorer, lambda i, k: template.render_prompt(train.arguments[i], asked[k], mask),
-            np.asarray(train.labels), positive, columns, settings, progress=self.progress, log=self.log,
-            checkpoint_dir=self.checkpoint_dir, resume=self.resume, checkpoint_every=c.checkpoint_every,
-        )
-        trainable, total = parameter_counts(self.soft_prompt)
+        before = lm.usage.processed_tokens
+        result = train_soft_prompt(lm, task, settings, states=states, progress=self.progress, log=self.log,
+                                   checkpoint_dir=self.checkpoint_dir, resume=self.resume,
+                                   checkpoint_every=c.checkpoint_every)
+        self._trained = True
+        trainable, total = lm.parameter_counts()  # type: ignore[attr-defined]
         self.info.update(
-            parameters_trainable=trainable, parameters_total=total, base_model=c.model, lm_type=scorer.lm_type,
-            soft_prompt_tokens=c.soft_prompt_tokens, prompt_init=c.prompt_init, history=result.history,
+            parameters_trainable=trainable, parameters_total=total, base_model=c.model, lm_type=lm.kind,
+            backend=lm.name, soft_prompt_tokens=c.soft_prompt_tokens, soft_prompts=c.soft_prompts,
+            soft_prompt_placement=c.soft_prompt_placement, prompt_init=c.prompt_init, history=result.history,
+            training_processed_tokens=lm.usage.processed_tokens - before,
             budget={"max_steps": c.max_steps, "max_seconds": c.max_seconds, "epochs": c.epochs,
                     "steps": result.steps, "seconds": round(result.seconds, 3),
                     "epochs_completed": result.epochs_completed, "stopped_by": result.stopped_by},
@@ -192,31 +226,12 @@ class PromptDetector(Detector):
                               f"drawn afresh each epoch (seed {c.seed})",
         )
 
-    def _scorer(self) -> LabelWordScorer:
-        c = self.config
-        if self.scorer is None:
-            self.scorer = LabelWordScorer(c.model, c.lm_type, max_length=c.max_length, batch_size=c.batch_size,
-                                          share_prefix=c.share_prefix)
-        scorer = self.scorer.load()
-        scorer.share_prefix = c.share_prefix
-        if c.oa_mode == "generate" and scorer.lm_type not in ("causal", "seq2seq"):
-            raise ConfigError(f"prompt detector: oa_mode = 'generate' needs a causal or seq2seq language model; "
-                              f"{c.model!r} is a {scorer.lm_type} one (use oa_mode = 'label-words')")
-        if c.soft_prompt_tokens and self.soft_prompt is None:
-            self.soft_prompt = attach_soft_prompt(scorer, c.soft_prompt_tokens, c.prompt_init,
-                                                  init_text(c.prompt_template().argument), c.seed, self._soft_state)
-        return scorer
-
-    def _template(self, scorer: LabelWordScorer) -> PromptTemplate:
-        template = self.config.prompt_template()
-        if scorer.lm_type == "masked" and not template.has_mask:
-            template = PromptTemplate(template.name, template.argument + " {mask}", template.free_text + " {mask}",
-                                      verbalizer=template.verbalizer)
-        return template
-
+    # -- saving ----------------------------------------------------------------------------
     def _save_weights(self, directory: Path) -> None:
         """Only the soft prompt (a few thousand numbers), never the frozen LM."""
-        state = soft_prompt_state(self.soft_prompt) if self.soft_prompt is not None else self._soft_state
+        lm = self.language_model
+        prompt = getattr(lm, "soft_prompt", None)
+        state = prompt.state() if prompt is not None else self._soft_state
         if self.config.soft_prompt_tokens and state is not None:
             from safetensors.torch import save_file
 
@@ -229,74 +244,77 @@ class PromptDetector(Detector):
 
             self._soft_state = load_file(str(path))
 
+    # -- predicting ------------------------------------------------------------------------
     def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
-        scorer = self._scorer()
-        template = self._template(scorer)
-        mask = scorer.mask_token
-        texts = [template.render_prompt(a, c, mask) for a in arguments for c in categories()]
-        asked = [c.index for _ in arguments for c in categories()]
+        lm = self.lm()
+        template = self.config.prompt_template()
+        self._check_words(lm, template)
         generate = self.config.oa_mode == "generate"
         examples: list[dict[str, Any]] = []
-        processed, prompt = scorer.processed_tokens, scorer.prompt_tokens
-        scores = np.zeros(len(texts))
-        # Whole arguments per chunk, so no argument's questions are split from their shared prefix.
-        step = NUM_CATEGORIES * max(1, -(-self.config.batch_size * 4 // NUM_CATEGORIES))
-        for start in range(0, len(texts), step):
-            part = slice(start, start + step)
+        processed, prompt = lm.usage.processed_tokens, lm.usage.prompt_tokens
+        scores = np.zeros((len(arguments), NUM_CATEGORIES))
+        # Whole arguments per chunk, so no argument's questions are split from their shared part.
+        step = max(1, self.config.batch_size * 4 // NUM_CATEGORIES)
+        for start in range(0, len(arguments), step):
+            part = list(arguments[start : start + step])
             if generate:
-                scores[part] = self._generate(scorer, template.verbalizer, texts[part], asked[part], examples)
+                scores[start : start + len(part)] = self._generate(lm, template, part, examples)
             else:
-                scores[part] = self._score(scorer, template.verbalizer, texts[part], asked[part])
+                requests = [self.request(template, a, k) for a in part for k in range(NUM_CATEGORIES)]
+                answers = lm.loglikelihood(requests)
+                cats = categories()
+                flat = [template.verbalizer.probability(answer, cats[n % NUM_CATEGORIES])
+                        for n, answer in enumerate(answers)]
+                scores[start : start + len(part)] = np.array(flat).reshape(len(part), NUM_CATEGORIES)
             if self.progress:
-                self.progress("prompt", min(start + step, len(texts)) // NUM_CATEGORIES, len(arguments))
-        self.info.update(lm_type=scorer.lm_type, template=template.name,
-                         share_prefix=scorer.share_prefix and scorer.lm_type == "causal" and not generate,
-                         processed_tokens=scorer.processed_tokens - processed,
-                         prompt_tokens=scorer.prompt_tokens - prompt)
+                self.progress("prompt", min(start + step, len(arguments)), len(arguments))
+        self.info.update(lm_type=lm.kind, backend=lm.name, template=template.name,
+                         share_prefix=self.config.share_prefix and lm.kind == "causal" and not generate,
+                         processed_tokens=lm.usage.processed_tokens - processed,
+                         prompt_tokens=lm.usage.prompt_tokens - prompt)
+        if getattr(lm, "mode", None):
+            self.info["sharing"] = lm.mode  # type: ignore[attr-defined]
         if template.verbalizer.kind == "synonyms":
             self.info["oa_mode"] = self.config.oa_mode
         if generate:
-            self.info["oa_examples"] = [
-                {"argument": arguments[k // NUM_CATEGORIES].id, **example} for k, example in enumerate(examples)
-            ][:OA_EXAMPLES]
-        return scores.reshape(len(arguments), NUM_CATEGORIES)
+            self.info["oa_examples"] = examples[:OA_EXAMPLES]
+        return scores
 
-    def _score(self, scorer: LabelWordScorer, verbalizer: Verbalizer, texts: list[str], asked: list[int]) -> np.ndarray:
-        if verbalizer.kind == "synonyms":
-            columns, own = synonym_columns(scorer, verbalizer)
-            return synonym_probability(scorer.logprobs(texts, columns), own, asked)
-        ids = scorer.token_ids([*verbalizer.positive, *verbalizer.negative])
-        return yes_probability(scorer.logprobs(texts, ids), len(verbalizer.positive))
-
-    def _generate(self, scorer: LabelWordScorer, verbalizer: Verbalizer, texts: list[str], asked: list[int],
+    def _generate(self, lm: LM, template: PromptTemplate, part: list[Argument],
                   examples: list[dict[str, Any]]) -> np.ndarray:
         """OA by generation: 1.0 where the answer names a synonym of the asked category, else
         ``UNMATCHED_WEIGHT`` times the synonym probability at the answer's first step."""
-        columns, own = synonym_columns(scorer, verbalizer)
-        answers = scorer.generate(texts, self.config.max_new_tokens, columns)
-        fallback = synonym_probability(answers.first_logprobs, own, asked)
-        scores = np.zeros(len(texts))
-        for k, (text, c) in enumerate(zip(answers.texts, asked, strict=True)):
-            matched = match_synonym(text, verbalizer.synonyms(categories()[c]))
-            scores[k] = 1.0 if matched is not None else UNMATCHED_WEIGHT * fallback[k]
+        verbalizer = template.verbalizer
+        words = verbalizer.words()
+        requests = [GenerateRequest("".join(template.render_parts(a, c)), max_tokens=self.config.max_new_tokens,
+                                    score_words=words) for a in part for c in categories()]
+        answers = lm.generate_until(requests)
+        scores = np.zeros(len(requests))
+        for n, answer in enumerate(answers):
+            c = categories()[n % NUM_CATEGORIES]
+            matched = match_synonym(answer.text, verbalizer.synonyms(c))
+            fallback = verbalizer.probability(answer.first_logprobs, c) if answer.first_logprobs else 0.5
+            scores[n] = 1.0 if matched is not None else UNMATCHED_WEIGHT * fallback
             if len(examples) < OA_EXAMPLES:
-                examples.append({"category": categories()[c].name, "answer": text, "matched": matched})
-        return scores
+                examples.append({"argument": part[n // NUM_CATEGORIES].id, "category": c.name, "answer": answer.text,
+                                 "matched": matched})
+        return scores.reshape(len(part), NUM_CATEGORIES)
+
+    def close(self) -> None:
+        if self.language_model is not None:
+            self.language_model.close()
+            self.language_model = None
 
 
-def synonym_columns(scorer: LabelWordScorer, verbalizer: Verbalizer) -> tuple[list[int], list[list[int]]]:
-    """The distinct first tokens of all 20 categories' synonyms (the columns to read), and for
-    each category the indices of its own among them (``synonym_probability``'s ``own``)."""
-    columns: list[int] = []
-    own: list[list[int]] = []
-    for c in categories():
-        own.append([])
-        for token in scorer.token_ids(verbalizer.synonyms(c)):
-            if token not in columns:
-                columns.append(token)
-            if columns.index(token) not in own[-1]:
-                own[-1].append(columns.index(token))
-    return columns, own
+def _total_parameters(lm: LM, model: str) -> int | None:
+    """Every parameter of the frozen model, tied weights once: counted where the backend holds
+    the model, else the published count of an alias (``lm.gguf.PARAMETERS``)."""
+    counts = getattr(lm, "parameter_counts", None)
+    if counts is not None:
+        return int(counts()[1])
+    from valuedetect.lm.gguf import PARAMETERS
+
+    return PARAMETERS.get(model)
 
 
-__all__ = ["OA_MODES", "PromptConfig", "PromptDetector", "synonym_columns"]
+__all__ = ["OA_MODES", "SOFT_PROMPTS", "PromptConfig", "PromptDetector"]

@@ -118,7 +118,7 @@ def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> No
     record.parameters_trainable = info.get("parameters_trainable")
     record.parameters_total = info.get("parameters_total")
     if record.parameters_total is None and config.method == "llm":
-        from valuedetect.lm_models import PARAMETERS
+        from valuedetect.lm.gguf import PARAMETERS
 
         record.parameters_total = PARAMETERS.get(str(getattr(detector.config, "model", "")))
         record.parameters_trainable = 0 if record.parameters_total else None

@@ -1,52 +1,72 @@
-"""The one small interface every language-model backend implements.
+"""The one language-model interface, shaped like lm-evaluation-harness's ``LM``.
 
-Two operations cover every strategy: ``score`` (log-probabilities of a few one-word answers,
-"Yes"/"No", at the position right after a prompt) and ``generate`` (free or JSON-constrained
-text). A prompt is plain text or a chat (a list of ``{"role", "content"}`` messages); backends
-whose model has a chat template apply it, the others render the chat as plain text.
+Two batch operations, a list of typed requests in and an aligned list out:
 
-Backends report results through an optional ``on_result(index, result)`` callback as soon as
-each one is ready, so a cache can commit it before the next request is sent: a killed run loses
-at most the requests in flight. They count what they did in ``usage`` and refuse to send more
-than ``budget`` allows.
+- ``loglikelihood(requests)``: per request, the log-probability of each continuation (a label
+  word: "Yes", "No", a synonym) as the next word after the request's context. A word is read by
+  ``lm.tokens``' one rule (its first token, over its bare and leading-space spellings), so one
+  forward pass scores every word.
+- ``generate_until(requests)``: free or JSON-constrained text until a stop string or
+  ``max_tokens``.
+
+A context is plain text or a chat (a list of ``{"role", "content"}`` messages); backends whose
+model has a chat template apply it, the others render the chat as plain text. A text request
+may carry a ``suffix``: the context is then the part shared by many requests (an argument) and
+the suffix the part of its own (a value question). Backends tokenise the two apart, so the
+shared part is provably the same tokens in every request and a soft prompt can sit between them.
+
+Backends report each result through an optional ``on_result(index, result)`` callback as soon
+as it is ready, so a cache can commit it before the next request is sent. They count what they
+did in ``usage`` and refuse to send more than ``budget`` allows. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeAlias
 
-from valuedetect.errors import InputError, ValueDetectError
+from valuedetect.errors import ConfigError, InputError, ValueDetectError
 
 Message: TypeAlias = Mapping[str, str]
 Prompt: TypeAlias = str | Sequence[Message]
 ResultCallback: TypeAlias = Callable[[int, Any], None]
 
 ROLES = ("system", "user", "assistant")
+LM_KINDS = ("causal", "masked", "seq2seq")
+# Where a soft prompt sits (lm.soft_prompt) and how it starts; here so configs need no torch.
+PLACEMENTS = ("after", "before")
+PROMPT_INITS = ("text", "random")
 
 
 @dataclass(frozen=True)
-class ScoreRequest:
-    """Which of ``choices`` comes next after ``prompt``? Each choice is one word."""
+class LoglikelihoodRequest:
+    """Which of ``continuations`` comes next after ``context`` + ``suffix``?
 
-    prompt: Prompt
-    choices: tuple[str, ...] = ("Yes", "No")
+    ``soft_prompt`` picks a row of a backend's soft-prompt bank (0: the shared one; with one
+    prompt per category, the category asked about); backends without soft prompts ignore it.
+    """
+
+    context: Prompt
+    continuations: tuple[str, ...] = ("Yes", "No")
+    suffix: str = ""
+    soft_prompt: int = 0
 
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """Continue ``prompt``; ``json_schema`` constrains the answer where the backend can."""
+    """Continue ``context``; ``json_schema`` constrains the answer where the backend can."""
 
-    prompt: Prompt
+    context: Prompt
     max_tokens: int = 256
     temperature: float = 0.0
     json_schema: Mapping[str, Any] | None = None
     stop: tuple[str, ...] = ()
+    # Also return these words' log-probabilities at the first answer step (transformers only).
+    score_words: tuple[str, ...] = ()
 
 
 @dataclass
@@ -55,13 +75,17 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    # Log-probabilities of the requested words at the first answer step (transformers only; the
+    # OA template's generate mode reads both the text and these).
+    first_logprobs: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Generation:
-        return cls(**{k: data[k] for k in ("text", "prompt_tokens", "completion_tokens", "finish_reason") if k in data})
+        names = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "first_logprobs")
+        return cls(**{k: data[k] for k in names if k in data})
 
 
 class BudgetExhausted(ValueDetectError):
@@ -70,13 +94,16 @@ class BudgetExhausted(ValueDetectError):
 
 @dataclass
 class Usage:
-    """What a backend actually did. ``prompt_tokens`` is what the prompts hold (what a provider
-    bills); ``processed_tokens`` is what the model computed, less where a prefix was reused."""
+    """What a backend did. ``prompt_tokens`` is what the prompts hold (what a provider bills,
+    what separate prompts would compute); ``processed_tokens`` the token positions the model
+    computed, less where a prefix was reused; ``cache_hits`` requests answered by the response
+    cache (counted by ``CachingLM``)."""
 
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     processed_tokens: int = 0
+    cache_hits: int = 0
     retries: int = 0
     failures: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -113,10 +140,18 @@ class Budget:
             )
 
 
-class LanguageModel(ABC):
-    """A backend: ``score`` and ``generate`` over lists of requests, in order."""
+class LM(ABC):
+    """A backend: ``loglikelihood`` and ``generate_until`` over lists of requests, in order.
+
+    Class attributes say what it can serve, so a detector can refuse an impossible pairing
+    before any work: ``kind`` (causal / masked / seq2seq; None where unknown, e.g. an API),
+    ``can_generate``, ``can_train`` (carries a trainable soft prompt: transformers only).
+    """
 
     name: ClassVar[str]
+    kind: str | None = "causal"
+    can_generate: ClassVar[bool] = True
+    can_train: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.usage = Usage()
@@ -129,16 +164,17 @@ class LanguageModel(ABC):
         """What determines an answer besides the request: backend, model, decoding settings."""
 
     @abstractmethod
-    def score(
-        self, requests: Sequence[ScoreRequest], on_result: ResultCallback | None = None
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], on_result: ResultCallback | None = None
     ) -> list[dict[str, float]]:
-        """Per request, ``{choice: log-probability}`` of each choice as the next word."""
+        """Per request, ``{continuation: log-probability}`` of each as the next word."""
 
-    @abstractmethod
-    def generate(
+    def generate_until(
         self, requests: Sequence[GenerateRequest], on_result: ResultCallback | None = None
     ) -> list[Generation]:
         """Per request, the generated text and token counts."""
+        raise ConfigError(f"the {self.name} backend cannot generate text (a {self.kind} language model); "
+                          "use a causal or seq2seq model, or a strategy that only scores answers")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model or connection."""
@@ -166,6 +202,14 @@ def check_prompt(prompt: Prompt, where: str = "request") -> None:
             raise InputError(f"{where}: message {i} has role {message.get('role')!r}; expected one of {ROLES}")
 
 
+def check_request(request: LoglikelihoodRequest, where: str) -> None:
+    check_prompt(request.context, where)
+    if request.suffix and not isinstance(request.context, str):
+        raise InputError(f"{where}: a suffix continues a text context, not a chat")
+    if not request.continuations:
+        raise InputError(f"{where}: no continuations to score")
+
+
 def render_plain(prompt: Prompt) -> str:
     """A chat as plain text, for models without a chat template: ends where the answer starts."""
     if isinstance(prompt, str):
@@ -180,29 +224,9 @@ def render_plain(prompt: Prompt) -> str:
     return "\n\n".join(parts) + "\n\nAssistant:"
 
 
-def choice_variants(choice: str) -> tuple[str, str]:
-    """How a one-word answer can appear as the next token: bare ("Yes", after a chat
-    template's "assistant\\n") or with a leading space (" Yes", after "Answer:")."""
-    return (choice, " " + choice)
-
-
-def choice_token_ids(choices: Sequence[str], encode: Callable[[str], Sequence[int]],
-                     decode: Callable[[Sequence[int]], str], model_name: str) -> list[list[int]]:
-    """Per choice, the first token of each spelling (bare, leading space), for any tokenizer.
-
-    Whitespace-only first tokens are skipped (sentencepiece splits " Yes" into "▁" + "Yes").
-    """
-    per_choice = []
-    for choice in choices:
-        ids: list[int] = []
-        for variant in choice_variants(choice):
-            tokens = list(encode(variant))
-            if tokens and decode(tokens[:1]).strip() and tokens[0] not in ids:
-                ids.append(tokens[0])
-        if not ids:
-            raise ValueDetectError(f"the tokenizer of {model_name!r} cannot spell the answer {choice!r}")
-        per_choice.append(ids)
-    return per_choice
+def full_text(request: LoglikelihoodRequest) -> str:
+    """Context and suffix as one text, for backends that take text (llama.cpp, HTTP)."""
+    return render_plain(request.context) + request.suffix
 
 
 def logsumexp(values: Sequence[float]) -> float:
@@ -213,40 +237,6 @@ def logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in finite))
 
 
-def choice_logprobs_from_top(top: Mapping[str, float], choices: Sequence[str]) -> dict[str, float] | None:
-    """Map an API's top-k alternatives (token -> log-probability) onto ``choices``.
-
-    Tokens match a choice after stripping whitespace ("Yes", " Yes", "\\nYes"). A choice not
-    among the top k gets the smallest listed log-probability, an upper bound on its own.
-    None when no choice is listed at all (the caller falls back to the answer text).
-    """
-    if not top:
-        return None
-    found: dict[str, list[float]] = {c: [] for c in choices}
-    for token, logprob in top.items():
-        stripped = token.strip()
-        if stripped in found:
-            found[stripped].append(float(logprob))
-    if not any(found.values()):
-        return None
-    floor = min(float(v) for v in top.values())
-    return {c: logsumexp(found[c]) if found[c] else floor for c in choices}
-
-
-_WORD = re.compile(r"[A-Za-z]+")
-
-
-def choice_from_text(text: str, choices: Sequence[str]) -> dict[str, float]:
-    """Log-probabilities read off an answer text: 0 for the choice the text starts with (case
-    ignored), -inf for the others; all equal when the text names none of them."""
-    match = _WORD.search(text or "")
-    word = match.group(0).lower() if match else ""
-    for choice in choices:
-        if word == choice.lower():
-            return {c: (0.0 if c == choice else -math.inf) for c in choices}
-    return {c: math.log(1.0 / len(choices)) for c in choices}
-
-
 def probability_of(scores: Mapping[str, float], choice: str = "Yes") -> float:
     """P(choice) renormalised over the scored choices (softmax of their log-probabilities)."""
     values = {c: float(v) for c, v in scores.items()}
@@ -255,3 +245,8 @@ def probability_of(scores: Mapping[str, float], choice: str = "Yes") -> float:
         return 1.0 / len(values)
     total = sum(math.exp(v - top) for v in values.values())
     return math.exp(values[choice] - top) / total
+
+
+__all__ = ["LM", "LM_KINDS", "PLACEMENTS", "PROMPT_INITS", "Budget", "BudgetExhausted", "GenerateRequest",
+           "Generation", "LoglikelihoodRequest", "Message", "Prompt", "ResultCallback", "Usage", "check_prompt",
+           "check_request", "full_text", "logsumexp", "probability_of", "render_plain"]

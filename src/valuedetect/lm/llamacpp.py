@@ -2,7 +2,8 @@
 
 Scoring evaluates the prompt and reads the next-token logits; llama.cpp keeps the key/value
 cache of the last prompt, so a prompt that shares a prefix with the previous one (the 20
-per-value questions about one argument) only evaluates its new tokens. Generation goes through
+per-value questions about one argument) only evaluates its new tokens. Label words are read by
+the one token rule (``lm.tokens``). No soft prompts: prompt tuning needs a transformers backend. Generation goes through
 ``create_chat_completion`` / ``create_completion``, with a grammar built from the JSON schema.
 """
 
@@ -16,18 +17,19 @@ from typing import Any
 import numpy as np
 
 from valuedetect.errors import ValueDetectError
-from valuedetect.llm.backends.base import (
+from valuedetect.lm.api import (
+    LM,
     GenerateRequest,
     Generation,
-    LanguageModel,
+    LoglikelihoodRequest,
     Prompt,
     ResultCallback,
-    ScoreRequest,
     check_prompt,
-    choice_token_ids,
+    check_request,
     render_plain,
 )
-from valuedetect.prefix_cache import common_prefix_length
+from valuedetect.lm.prefix import common_prefix_length
+from valuedetect.lm.tokens import TokenRule
 
 INSTALL_HINT = (
     "the llamacpp backend needs llama-cpp-python: pip install llama-cpp-python "
@@ -35,8 +37,8 @@ INSTALL_HINT = (
 )
 
 
-class LlamaCppLM(LanguageModel):
-    """A GGUF file (or an alias from ``valuedetect.lm_models``) in llama.cpp."""
+class LlamaCppLM(LM):
+    """A GGUF file (or an alias from ``valuedetect.lm.gguf``) in llama.cpp."""
 
     name = "llamacpp"
 
@@ -51,7 +53,7 @@ class LlamaCppLM(LanguageModel):
         self.use_chat_template = use_chat_template
         self._llm: Any = None
         self._formatter: Any = None
-        self._choice_cache: dict[tuple[str, ...], list[list[int]]] = {}
+        self._rule: TokenRule | None = None
 
     @property
     def cache_key(self) -> dict[str, Any]:
@@ -64,7 +66,7 @@ class LlamaCppLM(LanguageModel):
             import llama_cpp
         except ImportError:
             raise ValueDetectError(INSTALL_HINT) from None
-        from valuedetect.lm_models import LM_ALIASES, gguf_file
+        from valuedetect.lm.gguf import LM_ALIASES, gguf_file
 
         path = gguf_file(self.model_name)
         if path is None:
@@ -95,18 +97,19 @@ class LlamaCppLM(LanguageModel):
             return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         return llm.tokenize(render_plain(prompt).encode("utf-8"), add_bos=True, special=False)
 
-    def _choice_ids(self, choices: Sequence[str]) -> list[list[int]]:
-        key = tuple(choices)
-        if key not in self._choice_cache:
+    @property
+    def rule(self) -> TokenRule:
+        if self._rule is None:
             llm = self._load()
-            self._choice_cache[key] = choice_token_ids(
-                choices, lambda text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=False),
-                lambda ids: llm.detokenize(list(ids)).decode("utf-8", "replace"), self.model_name,
-            )
-        return self._choice_cache[key]
+            self._rule = TokenRule(lambda text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=False),
+                                   lambda ids: llm.detokenize(list(ids)).decode("utf-8", "replace"), self.model_name)
+        return self._rule
 
-    def score(
-        self, requests: Sequence[ScoreRequest], on_result: ResultCallback | None = None
+    def token_ids(self, word: str) -> list[int]:
+        return self.rule(word)
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], on_result: ResultCallback | None = None
     ) -> list[dict[str, float]]:
         llm = self._load()  # first: it explains how to install llama-cpp-python if it is missing
         import llama_cpp
@@ -114,11 +117,13 @@ class LlamaCppLM(LanguageModel):
         results = []
         n_vocab = llm.n_vocab()
         for i, request in enumerate(requests):
-            check_prompt(request.prompt, f"score request {i}")
-            tokens = self.encode(request.prompt)
+            check_request(request, f"loglikelihood request {i}")
+            tokens = self.encode(request.context)
+            if request.suffix:
+                tokens += llm.tokenize(request.suffix.encode("utf-8"), add_bos=False, special=False)
             if len(tokens) >= llm.n_ctx():
-                raise ValueDetectError(f"score request {i}: the prompt has {len(tokens)} tokens, more than the "
-                                       f"context of {llm.n_ctx()} (raise n_ctx)")
+                raise ValueDetectError(f"loglikelihood request {i}: the prompt has {len(tokens)} tokens, more than "
+                                       f"the context of {llm.n_ctx()} (raise n_ctx)")
             self.reserve_request()
             # Keep the cached prefix shared with the previous prompt; evaluate at least one token.
             keep = min(common_prefix_length(llm.input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
@@ -128,38 +133,38 @@ class LlamaCppLM(LanguageModel):
             logits = logits.astype(np.float64)
             logprobs = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
             result = {}
-            for choice, ids in zip(request.choices, self._choice_ids(request.choices), strict=True):
-                values = logprobs[ids]
-                result[choice] = float(values.max() + np.log(np.exp(values - values.max()).sum()))
+            for word in request.continuations:
+                values = logprobs[self.rule(word)]
+                result[word] = float(values.max() + np.log(np.exp(values - values.max()).sum()))
             self.usage.add(prompt_tokens=len(tokens), processed_tokens=len(tokens) - keep)
             results.append(result)
             if on_result:
                 on_result(i, result)
         return results
 
-    def generate(
+    def generate_until(
         self, requests: Sequence[GenerateRequest], on_result: ResultCallback | None = None
     ) -> list[Generation]:
         llm = self._load()
         results = []
         for i, request in enumerate(requests):
-            check_prompt(request.prompt, f"generate request {i}")
+            check_prompt(request.context, f"generate request {i}")
             self.reserve_request()
             common: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature,
                                       "stop": list(request.stop) or None, "seed": self.seed}
             try:
-                if isinstance(request.prompt, str) or self._formatter is None:
+                if isinstance(request.context, str) or self._formatter is None:
                     grammar = None
                     if request.json_schema is not None:
                         from llama_cpp import LlamaGrammar
 
                         grammar = LlamaGrammar.from_json_schema(json.dumps(dict(request.json_schema)), verbose=False)
-                    response = llm.create_completion(render_plain(request.prompt), grammar=grammar, **common)
+                    response = llm.create_completion(render_plain(request.context), grammar=grammar, **common)
                     text = response["choices"][0]["text"]
                 else:
                     fmt = ({"type": "json_object", "schema": dict(request.json_schema)}
                            if request.json_schema is not None else None)
-                    response = llm.create_chat_completion([dict(m) for m in request.prompt], response_format=fmt,
+                    response = llm.create_chat_completion([dict(m) for m in request.context], response_format=fmt,
                                                           **common)
                     text = response["choices"][0]["message"]["content"] or ""
             except ValueError as error:  # e.g. the prompt does not fit the context

@@ -1,8 +1,8 @@
 """Shared-prefix helpers for causal LMs: the 20 per-value questions about one argument start with
 the same tokens, so that prefix can run once and its key/value cache serve every question.
 
-Used by the transformers LLM backend (``llm.backends.transformers_backend``) and by label-word
-scoring (``prompting.scoring``); kept here, free of either, so neither imports the other.
+Used by the causal transformers backend (``lm.hf_causal``: grouping chat requests, which carry no
+explicit suffix, and its key/value-cache fallback) and by the llama.cpp backend (``lm.llamacpp``).
 """
 
 from __future__ import annotations

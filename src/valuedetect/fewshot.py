@@ -24,8 +24,8 @@ import numpy as np
 
 from valuedetect.data import Argument, Split
 from valuedetect.errors import InputError
-from valuedetect.llm.prompts import Example, argument_block
 from valuedetect.taxonomy import CATEGORY_NAMES
+from valuedetect.templates import Example, argument_block
 
 SELECTIONS = ("random", "similar")
 

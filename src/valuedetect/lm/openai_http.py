@@ -14,34 +14,37 @@ below guards against a different server answering under that name).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import PurePath
 from typing import Any
 
 from valuedetect.errors import ConfigError, ValueDetectError
-from valuedetect.llm.backends.base import (
+from valuedetect.lm.api import (
+    LM,
     BudgetExhausted,
     GenerateRequest,
     Generation,
-    LanguageModel,
+    LoglikelihoodRequest,
     ResultCallback,
-    ScoreRequest,
     check_prompt,
-    choice_from_text,
-    choice_logprobs_from_top,
+    check_request,
+    logsumexp,
 )
 
 OPENAI_URL = "https://api.openai.com/v1"
 
 
-class OpenAICompatibleLM(LanguageModel):
+class OpenAICompatibleLM(LM):
     """A model behind an OpenAI-compatible API."""
 
     name = "openai"
+    kind = None  # unknown behind an API; it answers as a causal (chat) model
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 4, timeout: float = 120.0, max_retries: int = 4, connect_retries: int = 3,
@@ -246,23 +249,24 @@ class OpenAICompatibleLM(LanguageModel):
         return results
 
     # -- scoring ---------------------------------------------------------------------------
-    def score(
-        self, requests: Sequence[ScoreRequest], on_result: ResultCallback | None = None
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], on_result: ResultCallback | None = None
     ) -> list[dict[str, float]]:
         for i, request in enumerate(requests):
-            check_prompt(request.prompt, f"score request {i}")
+            check_request(request, f"loglikelihood request {i}")
         return self._run_all(requests, self._score_one, on_result)
 
-    def _score_one(self, request: ScoreRequest) -> dict[str, float]:
+    def _score_one(self, request: LoglikelihoodRequest) -> dict[str, float]:
         import openai
 
         client = self.client()
-        if isinstance(request.prompt, str):
+        prompt = request.context + request.suffix if isinstance(request.context, str) else request.context
+        if isinstance(prompt, str):
             while True:
                 n = self._completion_logprobs
                 try:
                     response = self._send("POST /completions", lambda n=n: client.completions.create(
-                        model=self.model, prompt=request.prompt, max_tokens=1, temperature=0, logprobs=n or None))
+                        model=self.model, prompt=prompt, max_tokens=1, temperature=0, logprobs=n or None))
                     break
                 except (openai.BadRequestError, openai.UnprocessableEntityError):
                     if not n:
@@ -273,10 +277,10 @@ class OpenAICompatibleLM(LanguageModel):
             top = {}
             if getattr(choice, "logprobs", None) and choice.logprobs.top_logprobs:
                 top = dict(choice.logprobs.top_logprobs[0] or {})
-            scores = choice_logprobs_from_top(top, request.choices)
-            return scores if scores is not None else choice_from_text(choice.text or "", request.choices)
+            scores = choice_logprobs_from_top(top, request.continuations)
+            return scores if scores is not None else choice_from_text(choice.text or "", request.continuations)
 
-        messages = [dict(m) for m in request.prompt]
+        messages = [dict(m) for m in prompt]
         may_probe = True
         while True:
             with_logprobs = not self._no_chat_logprobs
@@ -301,15 +305,15 @@ class OpenAICompatibleLM(LanguageModel):
         if content:
             top = {alt.token: alt.logprob for alt in (content[0].top_logprobs or [])}
             top.setdefault(content[0].token, content[0].logprob)
-        scores = choice_logprobs_from_top(top, request.choices)
-        return scores if scores is not None else choice_from_text(choice.message.content or "", request.choices)
+        scores = choice_logprobs_from_top(top, request.continuations)
+        return scores if scores is not None else choice_from_text(choice.message.content or "", request.continuations)
 
     # -- generation ------------------------------------------------------------------------
-    def generate(
+    def generate_until(
         self, requests: Sequence[GenerateRequest], on_result: ResultCallback | None = None
     ) -> list[Generation]:
         for i, request in enumerate(requests):
-            check_prompt(request.prompt, f"generate request {i}")
+            check_prompt(request.context, f"generate request {i}")
         return self._run_all(requests, self._generate_one, on_result)
 
     def _response_format(self, mode: str, schema: Any) -> dict[str, Any] | None:
@@ -326,13 +330,13 @@ class OpenAICompatibleLM(LanguageModel):
         common: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature}
         if request.stop:
             common["stop"] = list(request.stop)
-        if isinstance(request.prompt, str):
+        if isinstance(request.context, str):
             response = self._send("POST /completions",
-                                  lambda: client.completions.create(model=self.model, prompt=request.prompt, **common))
+                                  lambda: client.completions.create(model=self.model, prompt=request.context, **common))
             self._count_tokens(response)
             choice = response.choices[0]
             return self._generation(response, choice.text or "", choice.finish_reason)
-        messages = [dict(m) for m in request.prompt]
+        messages = [dict(m) for m in request.context]
         may_probe = True
         while True:
             mode = self._schema_modes[0] if request.json_schema is not None else "none"
@@ -384,6 +388,55 @@ class OpenAICompatibleLM(LanguageModel):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+class LlamaCppServerLM(OpenAICompatibleLM):
+    """llama.cpp's own server (``python -m llama_cpp.server``): the OpenAI-compatible backend
+    with its defaults. It answers for any model name with the one it loaded, so the name is
+    not checked against ``/v1/models``."""
+
+    name = "llamacpp-server"
+
+    def __init__(self, model: str, *, base_url: str | None = "http://127.0.0.1:8000/v1", check_model: bool = False,
+                 **options: Any):
+        super().__init__(model, base_url=base_url, check_model=check_model, **options)
+
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def choice_logprobs_from_top(top: Mapping[str, float], choices: Sequence[str]) -> dict[str, float] | None:
+    """Map an API's top-k alternatives (token -> log-probability) onto ``choices``: the API-side
+    form of ``lm.tokens``' rule, as far as token texts allow.
+
+    A token matches a word when it equals the word or its first word after stripping whitespace
+    ("Yes", " Yes", "\nYes"; "free" for "free will"). A choice not among the top k gets the
+    smallest listed log-probability, an upper bound on its own. None when no choice is listed at
+    all (the caller falls back to the answer text).
+    """
+    if not top:
+        return None
+    found: dict[str, list[float]] = {c: [] for c in choices}
+    for token, logprob in top.items():
+        stripped = token.strip()
+        for c in choices:
+            if stripped and (stripped == c or stripped == c.split()[0]):
+                found[c].append(float(logprob))
+    if not any(found.values()):
+        return None
+    floor = min(float(v) for v in top.values())
+    return {c: logsumexp(found[c]) if found[c] else floor for c in choices}
+
+
+def choice_from_text(text: str, choices: Sequence[str]) -> dict[str, float]:
+    """Log-probabilities read off an answer text: 0 for the choice the text starts with (case
+    ignored), -inf for the others; all equal when the text names none of them."""
+    match = _WORD.search(text or "")
+    word = match.group(0).lower() if match else ""
+    for choice in choices:
+        if word == choice.lower():
+            return {c: (0.0 if c == choice else -math.inf) for c in choices}
+    return {c: math.log(1.0 / len(choices)) for c in choices}
 
 
 def _rejects(error: Any, field: str) -> bool:

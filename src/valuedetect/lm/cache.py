@@ -1,7 +1,7 @@
 """Never pay twice, never lose work: every request and its answer in an SQLite file.
 
 A response is keyed by a hash of what determines it: the backend's identity (backend, model,
-decoding settings), the kind of call (score / generate) and the request (prompt, choices,
+decoding settings), the kind of call (loglikelihood / generate_until) and the request (prompt, choices,
 max_tokens, temperature, schema). Each answer is committed as it arrives (autocommit, WAL), so a
 run that is killed keeps every answer it received, and the next run sends only what is missing.
 Requests are stored too (zlib-compressed JSON), so the file doubles as an audit log.
@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from valuedetect.errors import InputError
-from valuedetect.llm.backends.base import (
+from valuedetect.lm.api import (
+    LM,
     Budget,
     GenerateRequest,
     Generation,
-    LanguageModel,
+    LoglikelihoodRequest,
     ResultCallback,
-    ScoreRequest,
     Usage,
 )
 
@@ -115,14 +115,16 @@ class ResponseCache:
             self._db.close()
 
 
-class CachedLanguageModel(LanguageModel):
-    """Answers from the cache where it can and forwards only the misses to ``backend``.
+class CachingLM(LM):
+    """Answers from the cache where it can and forwards only the misses to ``backend``: a
+    wrapper outside every backend, as lm-evaluation-harness's ``CachingLM``.
 
     Identical requests within one call are forwarded once. ``hits`` and ``misses`` count
-    requests answered from the cache and requests sent on.
+    requests answered from the cache and requests sent on (hits also go to ``usage.cache_hits``).
+    A backend carrying a soft prompt is never cached (its answers change as the prompt trains).
     """
 
-    def __init__(self, backend: LanguageModel, cache: ResponseCache):  # no super(): usage is the backend's
+    def __init__(self, backend: LM, cache: ResponseCache):  # no super(): usage is the backend's
         self.backend = backend
         self.cache = cache
         self.hits = 0
@@ -141,17 +143,25 @@ class CachedLanguageModel(LanguageModel):
     def cache_key(self) -> dict[str, Any]:
         return self.backend.cache_key
 
-    def score(
-        self, requests: Sequence[ScoreRequest], on_result: ResultCallback | None = None
+    @property
+    def kind(self) -> str | None:  # type: ignore[override]
+        return self.backend.kind
+
+    @property
+    def can_generate(self) -> bool:  # type: ignore[override]
+        return self.backend.can_generate
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], on_result: ResultCallback | None = None
     ) -> list[dict[str, float]]:
-        return self._run("score", requests, self.backend.score, lambda r: dict(r),
+        return self._run("loglikelihood", requests, self.backend.loglikelihood, lambda r: dict(r),
                          lambda d: {k: float(v) for k, v in d.items()}, on_result)
 
-    def generate(
+    def generate_until(
         self, requests: Sequence[GenerateRequest], on_result: ResultCallback | None = None
     ) -> list[Generation]:
-        return self._run("generate", requests, self.backend.generate, lambda g: g.to_dict(), Generation.from_dict,
-                         on_result)
+        return self._run("generate_until", requests, self.backend.generate_until, lambda g: g.to_dict(),
+                         Generation.from_dict, on_result)
 
     def _run(self, kind: str, requests: Sequence[Any], forward: Callable[..., list[Any]],
              encode: Callable[[Any], Any], decode: Callable[[Any], Any], on_result: ResultCallback | None) -> list[Any]:
@@ -160,10 +170,13 @@ class CachedLanguageModel(LanguageModel):
         found = self.cache.get_many(keys)
         results: list[Any] = [None] * len(requests)
         waiting: dict[str, list[int]] = {}
+        if getattr(self.backend, "soft_prompt", None) is not None:
+            return forward(requests, on_result=on_result)
         for i, key in enumerate(keys):
             if key in found:
                 results[i] = decode(found[key])
                 self.hits += 1
+                self.usage.add(cache_hits=1)
                 if on_result:
                     on_result(i, results[i])
             else:
@@ -173,6 +186,7 @@ class CachedLanguageModel(LanguageModel):
         order = list(waiting)
         self.misses += len(order)
         self.hits += sum(len(v) - 1 for v in waiting.values())
+        self.usage.add(cache_hits=sum(len(v) - 1 for v in waiting.values()))
         stored = [False] * len(order)
 
         def store(j: int, result: Any) -> None:

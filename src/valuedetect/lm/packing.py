@@ -1,0 +1,95 @@
+"""Packed sequences: one argument and its value questions in one row, each question attending to
+the argument and to itself only.
+
+A row is a shared part (the argument, ``shared`` positions) followed by the question suffixes
+one after another. Suffix i gets position ids ``shared .. shared + len_i - 1``, as if it followed
+the argument alone, and a 4D attention mask lets it see the shared part and its own earlier
+tokens, never another suffix. So every suffix's logits equal those of its own separate prompt,
+while the argument's positions are computed once. With ``past`` > 0 the shared part is already
+in a key/value cache (prompt tuning reuses it across questions and epochs) and the row holds
+only suffixes.
+
+Pads (rows shorter than the batch's widest) attend to themselves only, so no softmax row is
+empty. Models with sliding-window layers get a second mask that also hides keys more than
+``window`` positions back, as their own mask would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each token of a packed row sits: its position id and its segment (-1 shared,
+    i for suffix i), and the index of each suffix's last token (where its answer is read)."""
+
+    positions: tuple[int, ...]
+    segments: tuple[int, ...]
+    last: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.positions)
+
+
+def layout(shared: int, suffixes: Sequence[int], past: int = 0) -> Layout:
+    """The layout of a row: ``shared`` tokens in the row (0 when they are in the cache, ``past``
+    of them), then suffixes of the given lengths."""
+    positions = list(range(past, past + shared))
+    segments = [-1] * shared
+    last = []
+    for i, length in enumerate(suffixes):
+        if length < 1:
+            raise ValueError("every packed suffix needs at least one token")
+        positions += range(past + shared, past + shared + length)
+        segments += [i] * length
+        last.append(len(positions) - 1)
+    return Layout(tuple(positions), tuple(segments), tuple(last))
+
+
+def attention_mask(rows: Sequence[Layout], width: int, past: int, dtype: Any, window: int | None = None) -> Any:
+    """Additive float mask [rows, 1, width, past + width]: 0 where a query may attend, the
+    dtype's minimum where not. ``past`` cached positions are visible to every real token."""
+    import torch
+
+    n = len(rows)
+    positions = torch.full((n, width), -1, dtype=torch.long)
+    segments = torch.full((n, width), -2, dtype=torch.long)
+    for r, row in enumerate(rows):
+        positions[r, : row.width] = torch.tensor(row.positions)
+        segments[r, : row.width] = torch.tensor(row.segments)
+    real = segments > -2
+    index = torch.arange(width)
+    before = index[None, :, None] >= index[None, None, :]  # key not after query
+    same = segments[:, :, None] == segments[:, None, :]
+    shared_key = (segments == -1)[:, None, :]
+    allowed = before & (same | shared_key) & real[:, :, None] & real[:, None, :]
+    allowed = allowed | torch.eye(width, dtype=torch.bool)[None]  # pads see themselves
+    if window is not None:
+        allowed &= (positions[:, :, None] - positions[:, None, :]) < window
+    cached = real[:, :, None].expand(n, width, past)
+    if window is not None and past:
+        key_pos = torch.arange(past)
+        cached = cached & ((positions[:, :, None] - key_pos[None, None, :]) < window)
+    full = torch.cat([cached, allowed], dim=2)
+    mask = torch.zeros(full.shape, dtype=dtype)
+    mask.masked_fill_(~full, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def position_ids(rows: Sequence[Layout], width: int) -> Any:
+    """[rows, width] position ids; pads repeat the row's last position (they are never read)."""
+    import torch
+
+    out = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        out[r, : row.width] = torch.tensor(row.positions)
+        if row.width < width:
+            out[r, row.width :] = row.positions[-1] if row.positions else 0
+    return out
+
+
+__all__ = ["Layout", "attention_mask", "layout", "position_ids"]

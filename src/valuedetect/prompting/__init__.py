@@ -1,1 +1,0 @@
-"""Prompting frozen language models (the paper's Exp-II): label-word scoring of prompt templates."""
