@@ -21,7 +21,12 @@ class BackendSettings:
     base_url: str | None = None  # openai / llamacpp-server: the endpoint, e.g. http://127.0.0.1:8080/v1
     api_key_env: str = "OPENAI_API_KEY"  # openai: the NAME of the variable holding the key
     concurrency: int = 4  # openai: requests in flight
-    timeout: float = 120.0  # openai: seconds per request
+    timeout: float = 120.0  # openai: seconds per HTTP attempt
+    request_deadline: float = 600.0  # openai: seconds for one request, all its retries included
+    max_retries: int = 4  # openai: attempts after the first (timeouts, 429, 5xx), within the deadline
+    # openai: names the endpoint in the response cache instead of its URL (a server moved to
+    # another port, or several replicas of one deployment, then share answers)
+    cache_namespace: str | None = None
     n_ctx: int = 4096  # llamacpp: context length
 
     def check_backend(self) -> None:
@@ -31,14 +36,17 @@ class BackendSettings:
             raise ValueError("model must not be empty")
         if self.concurrency < 1 or self.n_ctx < 1:
             raise ValueError("concurrency and n_ctx must be at least 1")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
+        if self.timeout <= 0 or self.request_deadline <= 0:
+            raise ValueError("timeout and request_deadline must be positive")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must not be negative")
 
 
 def build_backend(settings: BackendSettings, **options: Any) -> LM:
     s = settings
     return make_lm(s.backend, s.model, base_url=s.base_url, api_key_env=s.api_key_env, concurrency=s.concurrency,
-                   timeout=s.timeout, n_ctx=s.n_ctx, **options)
+                   timeout=s.timeout, request_deadline=s.request_deadline, max_retries=s.max_retries,
+                   cache_namespace=s.cache_namespace, n_ctx=s.n_ctx, **options)
 
 
 def require(lm: LM, *, generate: bool = False, train: bool = False, what: str = "") -> None:

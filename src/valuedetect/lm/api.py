@@ -97,13 +97,15 @@ class Usage:
     """What a backend did. ``prompt_tokens`` is what the prompts hold (what a provider bills,
     what separate prompts would compute); ``processed_tokens`` the token positions the model
     computed, less where a prefix was reused; ``cache_hits`` requests answered by the response
-    cache (counted by ``CachingLM``)."""
+    cache (counted by ``CachingLM``); ``attempts`` every HTTP attempt a remote backend made (a
+    provider may bill a failed attempt too), ``retries`` those beyond the first of a request."""
 
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     processed_tokens: int = 0
     cache_hits: int = 0
+    attempts: int = 0  # HTTP attempts (remote backends): every one, retries included
     retries: int = 0
     failures: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -157,6 +159,14 @@ class LM(ABC):
         self.usage = Usage()
         self.budget = Budget()
         self._budget_lock = threading.Lock()
+
+    def capabilities(self) -> dict[str, Any]:
+        """What this backend learnt about its endpoint (which request forms it takes), so that a
+        later run can start from it and key its answers the same way; {} for local backends."""
+        return {}
+
+    def restore_capabilities(self, learnt: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Start from what an earlier run learnt (see ``capabilities``)."""
 
     @property
     @abstractmethod

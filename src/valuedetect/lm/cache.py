@@ -1,8 +1,10 @@
 """Never pay twice, never lose work: every request and its answer in an SQLite file.
 
-A response is keyed by a hash of what determines it: the backend's identity (backend, model,
-decoding settings), the kind of call (loglikelihood / generate_until) and the request (prompt, choices,
-max_tokens, temperature, schema). Each answer is committed as it arrives (autocommit, WAL), so a
+A response is keyed by a hash of what determines it: the backend's identity (backend, the model
+as loaded: a hash of its weights for local backends, the endpoint and the model the server reports
+for remote ones; how answers are read; decoding settings), the kind of call (loglikelihood /
+generate_until) and the request (prompt, choices, max_tokens, temperature, schema). Each answer
+is committed as it arrives (autocommit, WAL), so a
 run that is killed keeps every answer it received, and the next run sends only what is missing.
 Requests are stored too (zlib-compressed JSON), so the file doubles as an audit log.
 """
@@ -42,6 +44,15 @@ CREATE TABLE IF NOT EXISTS responses (
     created REAL NOT NULL
 )
 """
+# What a remote backend learnt about an endpoint (e.g. that it gives no log-probabilities), kept
+# so that the next run reads answers the same way and so keys them the same way.
+_CAPABILITIES = """
+CREATE TABLE IF NOT EXISTS capabilities (
+    scope TEXT PRIMARY KEY,
+    learnt TEXT NOT NULL,
+    updated REAL NOT NULL
+)
+"""
 
 
 def _plain(value: Any) -> Any:
@@ -78,6 +89,7 @@ class ResponseCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            self._db.execute(_CAPABILITIES)
         except sqlite3.DatabaseError as error:
             raise InputError(f"not a usable response cache ({error})", self.path) from None
         except OSError as error:
@@ -105,6 +117,16 @@ class ResponseCache:
                 (key, kind, str(identity.get("backend", "")), str(identity.get("model", "")), blob,
                  json.dumps(_plain(response)), time.time()),
             )
+
+    def capabilities(self, scope: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._db.execute("SELECT learnt FROM capabilities WHERE scope = ?", (scope,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def put_capabilities(self, scope: str, learnt: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO capabilities VALUES (?, ?, ?)",
+                             (scope, canonical_json(learnt), time.time()))
 
     def __len__(self) -> int:
         with self._lock:
@@ -163,8 +185,15 @@ class CachingLM(LM):
         return self._run("generate_until", requests, self.backend.generate_until, lambda g: g.to_dict(),
                          Generation.from_dict, on_result)
 
+    def _scope(self) -> str:
+        """The capabilities' row: the backend's identity without what it learnt."""
+        return canonical_json({k: v for k, v in self.backend.cache_key.items() if k != "read"})
+
     def _run(self, kind: str, requests: Sequence[Any], forward: Callable[..., list[Any]],
              encode: Callable[[Any], Any], decode: Callable[[Any], Any], on_result: ResultCallback | None) -> list[Any]:
+        learnt = self.cache.capabilities(self._scope())
+        if learnt:
+            self.backend.restore_capabilities(learnt)
         identity = self.backend.cache_key
         keys = [request_key(identity, kind, r) for r in requests]
         found = self.cache.get_many(keys)
@@ -192,7 +221,14 @@ class CachingLM(LM):
         def store(j: int, result: Any) -> None:
             key = order[j]
             first = waiting[key][0]
-            self.cache.put(key, kind, identity, requests[first], encode(result))
+            # Keyed by the identity the answer was read under: a backend that learnt mid-call that
+            # its endpoint takes another form (no log-probabilities) reads, and keys, differently.
+            nonlocal identity
+            now = self.backend.cache_key
+            if now != identity:
+                self.cache.put_capabilities(self._scope(), self.backend.capabilities())
+                identity = now
+            self.cache.put(request_key(now, kind, requests[first]), kind, now, requests[first], encode(result))
             stored[j] = True
             for i in waiting[key]:
                 results[i] = result

@@ -4,12 +4,15 @@ the official ``openai`` client.
 Scoring asks for one token with the top alternatives' log-probabilities (chat: ``logprobs`` /
 ``top_logprobs``; plain text: the completions endpoint's ``logprobs``) and reads "Yes"/"No"
 off them; where an endpoint gives no log-probabilities it reads the answer text. Requests run in
-a bounded thread pool; the client retries timeouts, 429 and 5xx with exponential backoff
-(honouring Retry-After), and connection failures get a few slower retries of our own, which
-ride out a server restart. The API key comes from an environment variable whose name is
-configurable and is never printed or stored; the response cache is keyed by the model name,
-not the URL, so a server restarted on another port still hits the cache (the model check
-below guards against a different server answering under that name).
+a bounded thread pool. There is one retry layer, ours (the client's own is switched off, so the
+two never multiply): timeouts, 429 and 5xx are retried with exponential backoff, honouring
+Retry-After, up to ``max_retries`` times and within ``request_deadline`` seconds for the whole
+request; every attempt is counted. Connection failures get a few slower retries, which ride out
+a server restart. The API key comes from an environment variable whose name is configurable and
+is never printed or stored. The response cache is keyed by the normalised endpoint URL (or an
+explicit ``cache_namespace``), the model the server reports serving, and how answers are read
+(log-probabilities, their fallbacks, the JSON-schema form), so two servers answering under one
+model name, or a text-read and a log-probability answer, never share an entry.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class OpenAICompatibleLM(LM):
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 4, timeout: float = 120.0, max_retries: int = 4, connect_retries: int = 3,
-                 retry_delay: float = 2.0, top_logprobs: int = 20, check_model: bool = True):
+                 retry_delay: float = 2.0, top_logprobs: int = 20, check_model: bool = True,
+                 request_deadline: float = 600.0, cache_namespace: str | None = None):
         super().__init__()
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
@@ -64,12 +68,12 @@ class OpenAICompatibleLM(LM):
         self.retry_delay = retry_delay
         self.top_logprobs = top_logprobs
         self.check_model = check_model
+        self.request_deadline = request_deadline
+        self.cache_namespace = cache_namespace
         self._client: Any = None
         self._lock = threading.Lock()
         self._checked = False
-        self._http_attempts = 0
-        self._calls = 0
-        self._client_retries = 0
+        self._served: str | None = None  # the id under which the endpoint lists our model
         # What this endpoint turned out not to support, learnt from its 400/422 answers.
         self._no_chat_logprobs = False
         self._completion_logprobs = top_logprobs
@@ -79,7 +83,29 @@ class OpenAICompatibleLM(LM):
 
     @property
     def cache_key(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model}
+        """Endpoint, model as served, and how answers are read. Without a ``cache_namespace`` this
+        asks the endpoint once which model it serves (an explicit namespace vouches for it, so a
+        fully cached run can be re-scored with the server down)."""
+        if self.cache_namespace is None:
+            self.check()
+        return {"backend": self.name, "endpoint": self.cache_namespace or normalise_url(self.base_url),
+                "model": self.model, "served_model": self._served, "read": self.capabilities(),
+                "top_logprobs": self.top_logprobs}
+
+    def capabilities(self) -> dict[str, Any]:
+        """What this endpoint turned out not to take, as it decides how answers are read."""
+        return {"completion_logprobs": self._completion_logprobs, "chat_logprobs": not self._no_chat_logprobs,
+                "schema_modes": list(self._schema_modes)}
+
+    def restore_capabilities(self, learnt: Mapping[str, Any]) -> None:
+        with self._lock:
+            if "completion_logprobs" in learnt:
+                self._completion_logprobs = int(learnt["completion_logprobs"])
+            if "chat_logprobs" in learnt:
+                self._no_chat_logprobs = not bool(learnt["chat_logprobs"])
+            modes = [m for m in learnt.get("schema_modes", []) if m in ("json_schema", "json_object", "none")]
+            if modes:
+                self._schema_modes = modes
 
     # -- the client ------------------------------------------------------------------------
     def _api_key(self) -> str:
@@ -98,47 +124,39 @@ class OpenAICompatibleLM(LM):
                 except ImportError:
                     raise ValueDetectError("the openai backend needs the openai package: "
                                            'pip install "valuedetect[llm]" (or pip install openai)') from None
-                http = openai.DefaultHttpxClient(event_hooks={"request": [self._count_attempt]})
+                # The client's own retries are off: ours are the only layer (see _send).
                 self._client = openai.OpenAI(api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout,
-                                             max_retries=self.max_retries, http_client=http)
+                                             max_retries=0)
         return self._client
 
-    def _count_attempt(self, request: Any) -> None:
-        """An httpx request hook: every HTTP attempt beyond one per logical call is a retry."""
-        with self._lock:
-            self._http_attempts += 1
-            retries = self._http_attempts - self._calls
-            new = retries - self._client_retries
-            if new > 0:
-                self._client_retries = retries
-        if new > 0:
-            self.usage.add(retries=new)
-
-    def _send(self, what: str, fn: Callable[[], Any], raw: tuple[type[BaseException], ...] = ()) -> Any:
-        """One logical call: the client's retries inside, ours around it for connection errors.
-        400/422 answers, and errors of the types in ``raw``, pass through unchanged: callers
-        fall back to a simpler request."""
+    def _send(self, what: str, fn: Callable[[], Any], raw: tuple[type[BaseException], ...] = (),
+              retries: int | None = None) -> Any:
+        """One logical call, with the only retry layer: 429 and 5xx up to ``max_retries`` times,
+        connection failures (and timeouts) up to ``connect_retries`` times once the endpoint was
+        reached in this run (a wrong URL is reported at once), all within ``request_deadline``.
+        400/422 answers, and errors of the types in ``raw``, pass through unchanged: callers fall
+        back to a simpler request."""
         import openai
 
-        # Our own retries ride out a server that went away mid-run (a restart); an endpoint never
-        # reached in this run is more likely a wrong URL, reported at once.
+        deadline = time.monotonic() + self.request_deadline
+        status_retries = self.max_retries if retries is None else retries
         connect_retries = self.connect_retries if self._checked else 0
-        for attempt in range(connect_retries + 1):
-            with self._lock:
-                self._calls += 1
+        status_failures = connect_failures = 0
+        while True:
+            self.usage.add(attempts=1)
             try:
                 return fn()
             except raw:
                 raise
             except openai.APIConnectionError as error:  # includes timeouts
-                if attempt == connect_retries:
+                connect_failures += 1
+                wait_for = self.retry_delay * 2 ** (connect_failures - 1)
+                if connect_failures > connect_retries or time.monotonic() + wait_for > deadline:
                     kind = "timed out" if isinstance(error, openai.APITimeoutError) else "is unreachable"
                     raise ValueDetectError(
-                        f"the endpoint {self.base_url} {kind} ({what}): {error.__cause__ or error}; "
-                        "is the server running?"
+                        f"the endpoint {self.base_url} {kind} ({what}, {status_failures + connect_failures} "
+                        f"attempts): {error.__cause__ or error}; is the server running?"
                     ) from None
-                self.usage.add(retries=1)
-                time.sleep(self.retry_delay * 2**attempt)
             except openai.AuthenticationError:
                 raise ConfigError(f"{self.base_url} rejected the API key from ${self.api_key_env} (401)") from None
             except openai.PermissionDeniedError as error:
@@ -146,16 +164,25 @@ class OpenAICompatibleLM(LM):
             except openai.NotFoundError as error:
                 raise self._not_found(what, error) from None
             except (openai.RateLimitError, openai.InternalServerError) as error:
-                raise ValueDetectError(f"{self.base_url} kept answering {error.status_code} to {what} after "
-                                       f"{self.max_retries} retries: {_message(error)}") from None
-        raise AssertionError("unreachable")
+                status_failures += 1
+                wait_for = _retry_after(error, self.retry_delay * 2 ** (status_failures - 1))
+                if status_failures > status_retries:
+                    raise ValueDetectError(f"{self.base_url} kept answering {error.status_code} to {what} after "
+                                           f"{status_retries} retries: {_message(error)}") from None
+                if time.monotonic() + wait_for > deadline:
+                    raise ValueDetectError(
+                        f"{self.base_url} kept answering {error.status_code} to {what}: gave up after "
+                        f"{status_failures + connect_failures} attempts, at the {self.request_deadline:g} s deadline "
+                        f"of one request: {_message(error)}") from None
+            self.usage.add(retries=1)
+            time.sleep(wait_for)
 
     def _models(self) -> list[str] | None:
         """The model ids the endpoint lists, or None where it lists none. Quick: one retry and
         a short timeout, since this is also the first contact with a URL that may be wrong."""
         import openai
 
-        client = self.client().with_options(max_retries=1, timeout=min(self.timeout, 15.0))
+        client = self.client().with_options(timeout=min(self.timeout, 15.0))
         try:
             return [m.id for m in client.models.list()]
         except (openai.NotFoundError, openai.BadRequestError, openai.UnprocessableEntityError):
@@ -184,12 +211,22 @@ class OpenAICompatibleLM(LM):
         answers for any model name with the one it loaded, so this is the only check there.)"""
         if self._checked:
             return
-        models = self._send("GET /models", self._models)
+        models = self._send("GET /models", self._models, retries=1)
         if self.check_model and models and not self._serves(models):
             raise ConfigError(
                 f"{self.base_url} does not serve the model {self.model!r}; it offers: {', '.join(models)}"
             )
+        self._served = self._served_id(models or [])
         self._checked = True
+
+    def _served_id(self, models: Sequence[str]) -> str | None:
+        """The id the endpoint lists for our model; a server that serves one model under any name
+        (llama.cpp's) is identified by the one it lists, e.g. the GGUF file it loaded."""
+        matching = [m for m in models if self.model == m or m.startswith(self.model + ":")
+                    or PurePath(m).name == self.model or PurePath(m).stem == self.model]
+        if matching:
+            return matching[0]
+        return models[0] if len(models) == 1 else None
 
     # -- running many requests -------------------------------------------------------------
     def _run_all(
@@ -367,9 +404,9 @@ class OpenAICompatibleLM(LM):
         since llama.cpp's server answers an unknown form with a 500 that retrying cannot fix."""
         import openai
 
-        client = self.client().with_options(max_retries=0) if probing else self.client()
         return self._send("POST /chat/completions",
-                          lambda: client.chat.completions.create(model=self.model, messages=messages, **options),
+                          lambda: self.client().chat.completions.create(model=self.model, messages=messages,
+                                                                        **options),
                           raw=(openai.APIStatusError,) if probing else ())
 
     def _generation(self, response: Any, text: str, finish: str | None) -> Generation:
@@ -444,6 +481,31 @@ def _rejects(error: Any, field: str) -> bool:
     message names the field (llama.cpp's server answers validation errors with a 500)."""
     status = getattr(error, "status_code", 0) or 0
     return status in (400, 422) or (status >= 500 and field in _message(error))
+
+
+def normalise_url(url: str) -> str:
+    """One spelling per endpoint: lower-case scheme and host, no default port, no trailing slash."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    port = parts.port
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), parts.query, ""))
+
+
+def _retry_after(error: Any, default: float) -> float:
+    """Seconds to wait before the next attempt: the server's Retry-After(-ms) where it says one."""
+    headers = getattr(getattr(error, "response", None), "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return default
 
 
 class _Skipped(Exception):
