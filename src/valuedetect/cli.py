@@ -116,10 +116,14 @@ def train(
     train_fraction: Annotated[float | None, typer.Option(help="Train on a seeded fraction of training.")] = None,
     predict_test: Annotated[bool | None, typer.Option(
         help="Also label the test split (default: yes, except for --method llm).")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help="heldout (default): choose on a dev slice of training, score validation once; paper: choose and "
+             "score on validation (optimistic).")] = None,
+    dev_seed: Annotated[int | None, typer.Option(help="Seed of the stratified dev slice (default 0).")] = None,
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A detector setting, KEY=VALUE (VALUE read as TOML, else as text); repeatable.")] = None,
 ) -> None:
-    """Train on the training split, tune thresholds on validation, save, print the validation table."""
+    """Train under the held-out protocol (choose on a dev slice of training), score validation once, save."""
     from valuedetect.config import TrainConfig, from_dict, load_train_config, to_dict
     from valuedetect.training import run_training
 
@@ -142,7 +146,8 @@ def train(
     run_settings = {k: v for k, v in (("validation_limit", limit), ("validation_sample", sample),
                                        ("subset_seed", subset_seed), ("predict_test", predict_test),
                                        ("training_per_category", train_per_category),
-                                       ("training_fraction", train_fraction),
+                                       ("training_fraction", train_fraction), ("protocol", protocol),
+                                       ("dev_seed", dev_seed),
                                        ("data_dir", str(data_dir) if data_dir else None),
                                        ("output", str(output) if output else None)) if v is not None}
     if overrides or run_settings:
@@ -157,14 +162,24 @@ def train(
     with progress_bar() as update:
         result = run_training(train_config, source=str(config or f"--method {method}"), resume=resume,
                               progress=update, log=lambda m: err_console.print(m, highlight=False))
+    protocol = result.protocol
+    held_out = not protocol.get("optimistic", False)
+    kind = "held-out" if held_out else "optimistic: validation also chose epochs and thresholds"
     console.print(scores_table(result.validation_scores,
-                               f"validation ({len(result.validation_ids)} arguments), {result.description}"))
+                               f"validation ({len(result.validation_ids)} arguments, {kind}), {result.description}"))
+    if held_out and result.dev_scores is not None:
+        console.print(f"protocol: held-out. Chosen on dev ({protocol['dev_arguments']} training arguments, "
+                      f"stratified, seed {protocol['dev_seed']}): epochs and thresholds. Dev F1 (in-sample for "
+                      f"those choices) {result.dev_scores.f1:.3f}; held-out validation F1 "
+                      f"{result.validation_scores.f1:.3f}.")
+    else:
+        console.print("protocol: paper (tuned and scored on validation): the validation F1 above is optimistic.")
     th = result.detector.thresholds
     if th is not None and th.mode != "fixed":
         r = th.report
-        console.print(f"thresholds: {th.mode} (global {th.global_value:.3f}); validation F1 is in-sample for "
-                      f"thresholds; two-fold cross-fitted F1: global {r['crossfit_f1_global']:.3f}, "
-                      f"per-category {r['crossfit_f1_per_category']:.3f}")
+        console.print(f"thresholds: {th.mode} (global {th.global_value:.3f}), tuned on "
+                      f"{'dev' if held_out else 'validation'}; two-fold cross-fitted F1 there: global "
+                      f"{r['crossfit_f1_global']:.3f}, per-category {r['crossfit_f1_per_category']:.3f}")
     for line in result.written:
         console.print(f"wrote {line}")
 

@@ -29,7 +29,7 @@ class AllOnesDetector(Detector):
     type_name = "all-ones"
     config_class = AllOnesConfig
 
-    def _fit(self, train: Split, validation: Split | None) -> None:
+    def _fit(self, train: Split, dev: Split | None) -> None:
         pass
 
     def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
@@ -51,7 +51,7 @@ class RandomPriorDetector(Detector):
     type_name = "random-prior"
     config_class = RandomPriorConfig
 
-    def _fit(self, train: Split, validation: Split | None) -> None:
+    def _fit(self, train: Split, dev: Split | None) -> None:
         assert train.labels is not None
         self.info["prior"] = train.labels.mean(axis=0).tolist()
 
@@ -89,7 +89,7 @@ class TfidfDetector(Detector):
         template = input_template(self.config.template)
         return [template.render(a) for a in arguments]
 
-    def _fit(self, train: Split, validation: Split | None) -> None:
+    def _fit(self, train: Split, dev: Split | None) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
