@@ -144,7 +144,7 @@ def test_model_info(client, model):
     info = response.json()
     assert info["name"] == "minilm-default"
     assert info["type"] == "encoder"
-    assert info["validation_f1"] == pytest.approx(0.4957, abs=5e-4)
+    assert info["validation_f1"] == pytest.approx(0.4860, abs=5e-4)
     assert info["threshold_mode"] == "per_category"
     assert info["taxonomy_version"]
     assert [c["name"] for c in info["categories"]] == list(CATEGORY_NAMES)
