@@ -300,10 +300,19 @@ def serve(
     model: Annotated[Path | None, typer.Option(help="Saved detector folder (default: the shipped one).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
-    max_arguments: Annotated[int, typer.Option(min=1, help="Arguments per /v1/predict request.")] = 256,
+    max_arguments: Annotated[int | None, typer.Option(
+        min=1, help="Arguments per /v1/predict request (default: 256; 8 for a language-model detector).")] = None,
     max_chars: Annotated[int, typer.Option(min=1, help="Characters per argument.")] = 5_000,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Bytes per JSON request body.")] = 1_000_000,
     max_upload_bytes: Annotated[int, typer.Option(min=1, help="Bytes per uploaded file.")] = 20_000_000,
+    max_jobs_running: Annotated[int, typer.Option(min=1, help="File jobs labelling at once.")] = 1,
+    max_jobs_queued: Annotated[int, typer.Option(
+        min=0, help="File jobs waiting their turn; beyond, uploads get 429 with Retry-After.")] = 4,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        help="A host name the server answers to (repeatable; default: the loopback names and --host; "
+             "'*' for any).")] = None,
+    allowed_origin: Annotated[list[str] | None, typer.Option(
+        help="Another site whose pages may POST here, e.g. https://tools.example.org (repeatable).")] = None,
     batching: Annotated[bool, typer.Option(help="Merge concurrent requests into shared forward passes.")] = True,
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a request waits for others to join.")] = 5.0,
 ) -> None:
@@ -311,7 +320,7 @@ def serve(
 
     Set VALUEDETECT_API_KEY in the environment to require 'Authorization: Bearer <key>'.
     """
-    from valuedetect.serve import ServeSettings
+    from valuedetect.serve import ServeSettings, default_allowed_hosts
     from valuedetect.serve import serve as run_server
 
     model_dir = model
@@ -320,6 +329,9 @@ def serve(
     settings = ServeSettings(
         model_dir=model_dir, max_arguments=max_arguments, max_chars=max_chars, max_body_bytes=max_body_bytes,
         max_upload_bytes=max_upload_bytes, batching=batching, batch_wait_ms=batch_wait_ms,
+        max_jobs_running=max_jobs_running, max_jobs_queued=max_jobs_queued,
+        allowed_hosts=tuple(allowed_host) if allowed_host else default_allowed_hosts(host),
+        allowed_origins=tuple(allowed_origin or ()),
     )
     key_note = "an API key is required" if settings.api_key else "no API key (set VALUEDETECT_API_KEY to require one)"
     err_console.print(f"serving on http://{host}:{port}/ (API docs at /docs); {key_note}")
