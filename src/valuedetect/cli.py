@@ -47,11 +47,19 @@ def user_errors(func: F) -> F:
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: outputs written so far are intact; "
-                              "`valuedetect train ... --resume` continues a training run")
+            hint = INTERRUPTED.get(func.__name__, "outputs written so far are intact")
+            err_console.print(f"[yellow]interrupted[/]: {hint}")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# What an interrupted command leaves behind, and how to go on.
+INTERRUPTED = {
+    "train": "outputs written so far are intact; `valuedetect train ... --resume` continues a training run",
+    "predict": "nothing was written (the output is written whole, once every text is labelled; an existing "
+               "file is left as it was); run the command again to label the texts",
+}
 
 
 @contextmanager
@@ -199,15 +207,15 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, help="Arguments per progress step.")] = 256,
 ) -> None:
     """Label arguments or free text with a saved detector."""
-    from valuedetect.data import Argument, ensure_writable, read_inputs
-    from valuedetect.predicting import default_model_dir, predict_batched, write_predictions
+    from valuedetect.data import Argument, check_output, check_text, read_inputs
+    from valuedetect.predicting import default_model_dir, predict_batched, write_predictions_safely
 
     if (texts and input) or (not texts and input is None):
         raise InputError("give texts to label or --input FILE, not both")
     if output is not None:
-        ensure_writable(output)  # fail now, not after an hour of predicting
-    model_dir = model or default_model_dir()
-    detector = _load(model_dir)
+        # Fail now, not after an hour of predicting: an output that is the input, or that no
+        # file can be created in.
+        check_output(output, [input] if input is not None else [])
     if input is not None:
         arguments = read_inputs(input, text_column=text_column)
     else:
@@ -215,11 +223,14 @@ def predict(
         for a in arguments:
             if not a.premise.strip():
                 raise InputError(f"{a.id} is empty")
+            check_text(a.premise, a.id)
+    model_dir = model or default_model_dir()
+    detector = _load(model_dir)
     with progress_bar() as update:
         scores = predict_batched(detector, arguments, batch_size=batch_size, progress=update)
     decisions = detector.decide(scores)
     if output is not None:
-        kind = write_predictions(output, arguments, scores, decisions)
+        kind = write_predictions_safely(output, arguments, scores, decisions)
         console.print(f"wrote {kind} for {len(arguments)} arguments to {output}")
         return
     from valuedetect.taxonomy import CATEGORY_NAMES

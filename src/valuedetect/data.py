@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -177,17 +178,99 @@ def _read_tsv(path: str | Path, required: Sequence[str]) -> tuple[list[str], lis
     return header, rows
 
 
+STALE_TEMP_SECONDS = 60  # a temporary file of ours this old, and unlocked, lost its writer
+
+
 def _create_temp(path: Path) -> tuple[int, Path]:
     """A new, empty file beside ``path``. Unlike ``tempfile.mkstemp`` (mode 0600) it is created
-    with mode 0666 less the umask, so the renamed result gets the permissions of any new file."""
+    with mode 0666 less the umask, so the renamed result gets the permissions of any new file.
+    It is locked while its writer lives, so a later run can tell an abandoned one."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            return os.open(tmp, flags, 0o666), tmp
+            fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
             continue
+        _lock(fd, blocking=True)
+        return fd, tmp
     raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def _lock(fd: int, blocking: bool) -> bool:
+    """An exclusive advisory lock on ``fd`` (released when it is closed); False if another
+    process holds one. Where there are no such locks (Windows), always True."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks: age alone decides
+        return True
+    return True
+
+
+def clean_stale_temps(path: str | Path) -> list[Path]:
+    """Delete our own ``.NAME.HEX.tmp`` files beside ``path`` that a killed writer left behind:
+    older than a minute and locked by no one. Other files are never touched."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[0-9a-f]{12}\.tmp")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or now - entry.stat().st_mtime < STALE_TEMP_SECONDS:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if not _lock(fd, blocking=False):
+                continue  # its writer is still at work
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Do ``a`` and ``b`` name one file (through symlinks, hard links, ``..`` or case)?"""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.normcase(a.resolve()) == os.path.normcase(b.resolve())
+
+
+def check_output(output: str | Path, inputs: Iterable[str | Path] = ()) -> None:
+    """Before any work: refuse an output that would overwrite an input, and make sure a file can
+    really be created beside the output (a permission check alone passes for root, or in /proc)."""
+    output = Path(output)
+    for source in inputs:
+        if same_file(output, source):
+            raise InputError(f"is also the input {source}; writing the results there would destroy it "
+                             "(choose another --output)", output)
+    ensure_writable(output)
+    try:
+        fd, tmp = _create_temp(output)
+    except OSError as error:
+        raise InputError(f"cannot write a file here ({error.strerror or error})", output) from None
+    os.close(fd)
+    tmp.unlink(missing_ok=True)
 
 
 def ensure_folder(path: str | Path, what: str = "output folder") -> Path:
@@ -223,6 +306,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     An existing file keeps its permissions; a new one gets those the umask gives new files."""
     path = Path(path)
     ensure_writable(path)
+    clean_stale_temps(path)
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
