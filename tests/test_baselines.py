@@ -127,7 +127,7 @@ def test_a_legacy_pickle_is_refused_unless_the_user_opts_in(tmp_path, training, 
     (folder / "tfidf-vocabulary.json").unlink()
     joblib.dump(pipeline, folder / "pipeline.joblib")
     monkeypatch.delenv("VALUEDETECT_ALLOW_PICKLE", raising=False)
-    with pytest.raises(InputError, match="pickle.*VALUEDETECT_ALLOW_PICKLE=1"):
+    with pytest.raises(InputError, match=r"pickle.*VALUEDETECT_ALLOW_PICKLE=1"):
         load_detector(folder)
     monkeypatch.setenv("VALUEDETECT_ALLOW_PICKLE", "1")
     loaded = load_detector(folder)
