@@ -136,10 +136,11 @@ class JobStore:
         running = sum(j.status == "running" for j in self._jobs.values())
         if running + len(self._queue) < self.max_running + self.max_queued:
             return
-        # Estimated from what is left of the running and queued jobs at the measured speed.
-        left = sum(j.total - j.done for j in self._jobs.values() if j.status in ("running", "queued"))
-        per_slot = left * self._seconds_per_argument() / max(1, self.max_running)
-        retry_after = int(min(3600, max(1, math.ceil(per_slot / max(1, running + len(self._queue))))))
+        # A slot frees when the running job closest to its end finishes (running jobs share the
+        # one model thread), at the speed measured so far.
+        left = min((j.total - j.done for j in self._jobs.values() if j.status == "running"), default=0)
+        seconds = left * self._seconds_per_argument() * max(1, running)
+        retry_after = int(min(3600, max(1, math.ceil(seconds))))
         raise JobsFull(f"{running} jobs running and {len(self._queue)} queued, the most this server takes "
                        f"({self.max_running} running, {self.max_queued} queued); retry in about {retry_after} s",
                        retry_after)
