@@ -40,6 +40,11 @@ def test_a_lone_surrogate_on_the_command_line_exits_2(detector):
     assert_user_error(invoke("predict", "--model", detector, "fine", "bad \udcff bytes"), "text-2", "surrogate")
 
 
+def test_an_undecodable_file_name_is_reported_not_a_traceback(detector, tmp_path):
+    missing = tmp_path / "caf\udce9.txt"  # the bytes b"caf\xe9.txt" of a Latin-1 name, as Python sees them
+    assert_user_error(invoke("predict", "--model", detector, "--input", missing), "no such file", "\\udce9")
+
+
 # ---------------------------------------------------------------------------- item 6
 def test_predict_refuses_to_write_over_its_input(detector, tmp_path):
     source = tmp_path / "a.tsv"
