@@ -109,8 +109,9 @@ def test_a_huge_invalid_body_gets_a_small_quick_answer_and_blocks_nobody(server)
     error = error_of(response, 413, "too_many_arguments")
     assert "495000" in error["message"] and error["limit"] == "max_arguments"
     assert len(response.content) < 2_000
-    assert took < 2.0, took
-    assert max(health) < 2.0, health
+    # Generous bounds for a busy 2-core machine; before, the answer took 5.6 s and /health 5.3 s.
+    assert took < 3.0, took
+    assert max(health) < 3.0, health
 
 
 def test_many_invalid_items_are_listed_up_to_a_bound_with_a_count(server):
@@ -120,6 +121,22 @@ def test_many_invalid_items_are_listed_up_to_a_bound_with_a_count(server):
     assert error["fields_total"] == 200
     assert "180 more problems" in error["message"]
     assert len(response.content) < 10_000
+
+
+@pytest.mark.parametrize(("wrap", "field"), [
+    (lambda keys: {"arguments": [{"text": "x", **keys}]}, "arguments.0"),
+    (lambda keys: {"arguments": [{"text": "x"}], **keys}, "body"),
+    (lambda keys: {"argument": {"text": "x", **keys}}, "argument"),
+])
+def test_an_object_with_90000_unknown_keys_is_one_quick_error(server, wrap, field):
+    body = json.dumps(wrap({f"k{i}": 0 for i in range(90_000)}), separators=(",", ":")).encode()
+    assert len(body) < 1_000_000
+    path = "/v1/explain" if "argument" in json.loads(body) else "/v1/predict"
+    response = httpx.post(server + path, content=body, headers=JSON, timeout=60)
+    error = error_of(response, 422, "invalid_request")
+    # One error, not 90,000: those took a second of the event loop's time to build.
+    assert fields_of(error) == [field] and error["fields_total"] == 1, error
+    assert "90000 unknown fields, e.g. 'k0'" in error["message"]
 
 
 def test_explain_categories_are_bounded(server):

@@ -23,6 +23,24 @@ def _encodable(value: str) -> str:
 
 # Every string a client sends goes through this check; the error names the field.
 Text = Annotated[str, AfterValidator(_encodable)]
+MAX_UNKNOWN_FIELDS = 5  # more unknown keys in one object are one error, not one error each
+
+
+class _StrictObject(BaseModel):
+    """Unknown fields are errors (``extra="forbid"``), each named, but an object with many
+    of them (90,000 keys fit in a 1 MB body) is refused as a whole: one error per key would
+    cost the server a second of work on its event loop, and the client a long answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many_unknown_fields(cls, data: object) -> object:
+        if isinstance(data, dict) and len(data) > len(cls.model_fields) + MAX_UNKNOWN_FIELDS:
+            unknown = [str(k) for k in data if k not in cls.model_fields]
+            shown = ", ".join(repr(k[:40]) for k in unknown[:MAX_UNKNOWN_FIELDS])
+            raise ValueError(f"{len(unknown)} unknown fields, e.g. {shown}")
+        return data
 
 _EXAMPLE_ARGUMENT = {
     "id": "A01",
@@ -32,7 +50,7 @@ _EXAMPLE_ARGUMENT = {
 }
 
 
-class ArgumentIn(BaseModel):
+class ArgumentIn(_StrictObject):
     """An argument (premise, with conclusion and stance if known) or a plain text."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE_ARGUMENT]})
@@ -82,7 +100,7 @@ class ArgumentIn(BaseModel):
         return len(self.premise or self.text or "") + len(self.conclusion or "")
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(_StrictObject):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"arguments": [_EXAMPLE_ARGUMENT]}]})
 
     arguments: list[ArgumentIn] = Field(..., min_length=1, description="One or more arguments to label.")
@@ -102,7 +120,7 @@ class PredictResponse(BaseModel):
     results: list[ArgumentResult]
 
 
-class ExplainRequest(BaseModel):
+class ExplainRequest(_StrictObject):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"argument": _EXAMPLE_ARGUMENT}]})
 
     argument: ArgumentIn
