@@ -60,6 +60,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "A size limit was exceeded; `error.limit` names it."},
     422: {"model": ErrorResponse, "description": "Malformed JSON or invalid fields; `error.fields` names them."},
 }
+_GONE = {"model": ErrorResponse, "description": "The job finished and was removed to make room for newer ones."}
 
 
 class ServedModel:
@@ -229,7 +230,9 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
             ],
         )
 
-    @app.post("/v1/jobs", response_model=JobOut, status_code=202, tags=["files"], responses=_ERRORS,
+    @app.post("/v1/jobs", response_model=JobOut, status_code=202, tags=["files"],
+              responses={**_ERRORS, 429: {"model": ErrorResponse, "description": (
+                  "Every running and queued job slot is taken; retry after `Retry-After` seconds.")}},
               dependencies=[Depends(require_key)])
     async def upload(
         file: Annotated[UploadFile, File(description="Arguments as .tsv, .csv, .jsonl or .txt (one text per line)")],
@@ -258,14 +261,14 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         return _job_out(job)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["files"],
-             responses={404: {"model": ErrorResponse}, 401: _ERRORS[401], 422: _ERRORS[422]},
+             responses={404: {"model": ErrorResponse}, 410: _GONE, 401: _ERRORS[401], 422: _ERRORS[422]},
              dependencies=[Depends(require_key)])
     def job_status(job_id: str) -> JobOut:
         return _job_out(_find_job(jobs, job_id))
 
     @app.get("/v1/jobs/{job_id}/results.{fmt}", tags=["files"], response_class=FileResponse,
-             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 401: _ERRORS[401],
-                        422: _ERRORS[422]},
+             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 410: _GONE,
+                        401: _ERRORS[401], 422: _ERRORS[422]},
              dependencies=[Depends(require_key)])
     def job_results(job_id: str, fmt: Literal["tsv", "csv", "jsonl"]) -> FileResponse:
         """The finished job's results: an official run file (tsv), a table (csv) or JSON lines."""
