@@ -287,3 +287,28 @@ def test_serve_answers_to_the_loopback_names_and_its_own_address_by_default():
     assert default_allowed_hosts("127.0.0.1") == ("127.0.0.1", "localhost", "::1")
     assert default_allowed_hosts("values.lan") == ("127.0.0.1", "localhost", "::1", "values.lan")
     assert default_allowed_hosts("0.0.0.0") is None  # every address: the names are the deployer's to give
+
+
+def test_a_job_cut_off_by_the_server_stopping_says_so():
+    from valuedetect.serve.jobs import JobStore
+
+    thread, release = ModelThread(), threading.Event()
+    store = JobStore(max_kept=4)
+    try:
+        thread.submit(BULK, release.wait, 30)  # the model is busy
+        job = store.start("a.txt", [Argument(id="1", premise="x")],
+                          lambda batch: thread.submit(BULK, WordHashDetector().predict_proba, batch).result(),
+                          lambda scores: scores > 0.5)
+        stopper = threading.Thread(target=thread.shutdown)
+        stopper.start()
+        deadline = time.monotonic() + 10
+        while not thread._closed:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        release.set()
+        stopper.join(timeout=30)
+        job.thread.join(timeout=30)
+        assert job.status == "failed" and job.error == "the server stopped before this job finished"
+    finally:
+        release.set()
+        store.close()

@@ -12,6 +12,7 @@ first, and a later look-up of one says that it was removed rather than that it n
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import shutil
 import tempfile
@@ -183,6 +184,8 @@ class JobStore:
             for name in RESULT_FORMATS.values():  # the suffix picks run file, CSV table or JSON lines
                 write_predictions(job.folder / name, arguments, scores, decisions)
             job.status = "done"
+        except concurrent.futures.CancelledError:  # the model thread stopped with the server
+            job.status, job.error = "failed", "the server stopped before this job finished"
         except Exception as error:  # reported to the page; the server itself carries on
             job.status = "failed"
             job.error = f"{type(error).__name__}: {error}"
