@@ -169,3 +169,47 @@ def test_stale_temporary_files_of_our_pattern_are_cleaned(tmp_path):
     finally:
         os.close(fd)
     assert clean_stale_temps(target) == [live]  # its writer is gone now
+
+
+# ---------------------------------------------------------------------------- item 12, as users start it
+def test_valuedetect_serve_checks_host_and_origin(detector):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("VALUEDETECT_API_KEY", None)
+    server = subprocess.Popen([sys.executable, "-m", "valuedetect.cli", "serve", "--model", str(detector),
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, "the server stopped"
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        body = {"arguments": [{"text": "x"}]}
+        assert httpx.post(base + "/v1/predict", json=body).status_code == 200
+        assert httpx.post(base + "/v1/predict", json=body, headers={"Origin": base}).status_code == 200
+        assert httpx.get(f"http://localhost:{port}/v1/model").status_code == 200
+        refused = httpx.post(base + "/v1/jobs", files={"file": ("a.txt", b"x\n")}, headers={"Origin": "http://evil.example"})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "origin_not_allowed"
+        rebound = httpx.get(base + "/v1/model", headers={"Host": f"evil.example:{port}"})
+        assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "host_not_allowed"
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
