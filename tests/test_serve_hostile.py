@@ -309,6 +309,12 @@ def test_a_job_cut_off_by_the_server_stopping_says_so():
         stopper.join(timeout=30)
         job.thread.join(timeout=30)
         assert job.status == "failed" and job.error == "the server stopped before this job finished"
+        # A job whose first batch comes after the thread stopped says the same.
+        late = store.start("b.txt", [Argument(id="1", premise="x")],
+                           lambda batch: thread.submit(BULK, WordHashDetector().predict_proba, batch).result(),
+                           lambda scores: scores > 0.5)
+        late.thread.join(timeout=30)
+        assert late.status == "failed" and late.error == "the server stopped before this job finished"
     finally:
         release.set()
         store.close()

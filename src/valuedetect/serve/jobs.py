@@ -28,6 +28,7 @@ import numpy as np
 from valuedetect.data import Argument, read_inputs
 from valuedetect.errors import InputError
 from valuedetect.predicting import write_predictions
+from valuedetect.serve.runner import ModelStopped
 
 RESULT_FORMATS = {"tsv": "results.tsv", "csv": "results.csv", "jsonl": "results.jsonl"}
 BATCH = 32  # arguments per model call of a job: an interactive request waits for at most one
@@ -184,7 +185,7 @@ class JobStore:
             for name in RESULT_FORMATS.values():  # the suffix picks run file, CSV table or JSON lines
                 write_predictions(job.folder / name, arguments, scores, decisions)
             job.status = "done"
-        except concurrent.futures.CancelledError:  # the model thread stopped with the server
+        except (concurrent.futures.CancelledError, ModelStopped):  # the model thread stopped with the server
             job.status, job.error = "failed", "the server stopped before this job finished"
         except Exception as error:  # reported to the page; the server itself carries on
             job.status = "failed"

@@ -33,6 +33,10 @@ T = TypeVar("T")
 INTERACTIVE, BULK = 0, 1  # priorities on the model thread: lower runs first
 
 
+class ModelStopped(RuntimeError):
+    """Work was handed to a model thread that has stopped (the server is shutting down)."""
+
+
 class ModelThread:
     """One thread that runs every model call, interactive work before bulk work (FIFO within
     a priority). A ThreadPoolExecutor with one worker would serve them strictly in order."""
@@ -49,7 +53,7 @@ class ModelThread:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             if self._closed:
-                raise RuntimeError("the model thread has stopped")
+                raise ModelStopped("the model thread has stopped")
             self._queue.put((priority, next(self._order), (future, function, args)))
         return future
 
