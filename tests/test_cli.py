@@ -89,9 +89,10 @@ def all_ones_run(tmp_path_factory, validation) -> Path:
 
 
 def test_train_writes_the_detector_runs_and_results(trained, small_data, validation, test_split):
-    for name in ("detector.json", "pipeline.joblib", "validation-run.tsv", "validation-scores.npy",
-                 "test-run.tsv", "results.json"):
+    for name in ("detector.json", "tfidf.safetensors", "tfidf-vocabulary.json", "validation-run.tsv",
+                 "validation-scores.npy", "test-run.tsv", "results.json"):
         assert (trained / name).is_file(), name
+    assert not (trained / "pipeline.joblib").exists()  # no pickle
     results = json.loads((trained / "results.json").read_text(encoding="utf-8"))
     assert results["method"] == "tfidf" and results["split"] == "validation"
     assert results["config"]["data_dir"] == str(small_data)

