@@ -77,7 +77,8 @@ def test_tfidf_save_load_gives_identical_scores(tmp_path, training, validation):
     assert scores.shape == (200, 20) and scores.min() >= 0.0 and scores.max() <= 1.0
     assert scores.std() > 0.01  # it learned something argument-specific
     folder = detector.save(tmp_path / "model")
-    assert (folder / "detector.json").exists() and (folder / "pipeline.joblib").exists()
+    assert (folder / "detector.json").exists() and (folder / "tfidf.safetensors").exists()
+    assert (folder / "tfidf-vocabulary.json").exists() and not (folder / "pipeline.joblib").exists()  # no pickle
     meta = json.loads((folder / "detector.json").read_text(encoding="utf-8"))
     assert meta["type"] == "tfidf" and meta["config"]["seed"] == 3
     for loaded in (load_detector(folder), TfidfDetector.load(folder)):
@@ -89,6 +90,61 @@ def test_tfidf_save_load_gives_identical_scores(tmp_path, training, validation):
                                       detector.predict(validation.arguments[200:400]))
     free_text = [Argument(id="t1", premise="We must protect the environment for future generations.")]
     assert load_detector(folder).predict_proba(free_text).shape == (1, 20)
+
+
+def test_tfidf_scores_are_those_of_the_sklearn_pipeline(training, validation):
+    """The arrays the detector keeps compute what the fitted scikit-learn pipeline computes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    train = training.subset(range(400))
+    detector = make_detector("tfidf").fit(train)
+    c = detector.config
+    pipeline = make_pipeline(detector._vectorizer(), OneVsRestClassifier(
+        LogisticRegression(C=c.C, class_weight=c.class_weight, max_iter=2000, solver="liblinear")))
+    pipeline.fit(detector._texts(train.arguments), train.labels)
+    arguments = validation.arguments[:100]
+    np.testing.assert_allclose(detector.predict_proba(arguments), pipeline.predict_proba(detector._texts(arguments)),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_a_legacy_pickle_is_refused_unless_the_user_opts_in(tmp_path, training, validation, monkeypatch):
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    train = training.subset(range(300))
+    detector = make_detector("tfidf").fit(train)
+    folder = detector.save(tmp_path / "old")
+    # What older versions wrote: the fitted pipeline as a joblib pickle, and nothing else.
+    c = detector.config
+    pipeline = make_pipeline(detector._vectorizer(), OneVsRestClassifier(
+        LogisticRegression(C=c.C, class_weight=c.class_weight, max_iter=2000, solver="liblinear")))
+    pipeline.fit(detector._texts(train.arguments), train.labels)
+    (folder / "tfidf.safetensors").unlink()
+    (folder / "tfidf-vocabulary.json").unlink()
+    joblib.dump(pipeline, folder / "pipeline.joblib")
+    monkeypatch.delenv("VALUEDETECT_ALLOW_PICKLE", raising=False)
+    with pytest.raises(InputError, match=r"pickle.*VALUEDETECT_ALLOW_PICKLE=1"):
+        load_detector(folder)
+    monkeypatch.setenv("VALUEDETECT_ALLOW_PICKLE", "1")
+    loaded = load_detector(folder)
+    arguments = validation.arguments[:50]
+    np.testing.assert_allclose(loaded.predict_proba(arguments), pipeline.predict_proba(detector._texts(arguments)),
+                               rtol=1e-9, atol=1e-12)
+    loaded.save(folder)  # converted: the pickle is gone and the folder loads without the opt-in
+    assert not (folder / "pipeline.joblib").exists()
+    monkeypatch.delenv("VALUEDETECT_ALLOW_PICKLE")
+    np.testing.assert_array_equal(load_detector(folder).predict_proba(arguments), loaded.predict_proba(arguments))
+
+
+def test_damaged_tfidf_weights_are_an_input_error(tmp_path, training):
+    folder = make_detector("tfidf").fit(training.subset(range(300))).save(tmp_path / "m")
+    (folder / "tfidf.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="unreadable TF-IDF weights"):
+        load_detector(folder)
 
 
 def test_tfidf_unfitted_and_broken_folders(tmp_path, validation):
@@ -109,4 +165,4 @@ def test_tfidf_on_the_full_training_set_beats_the_baseline(training, validation)
     s = score(validation.labels, detector.predict(validation.arguments))
     assert s.f1 > 0.35
     assert s.f1 > 0.28722 + 0.05
-    assert detector.thresholds.report["validation_f1"] == pytest.approx(s.f1)
+    assert detector.thresholds.report["tuned_f1"] == pytest.approx(s.f1)

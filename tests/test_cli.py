@@ -51,7 +51,8 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-TRAINING_ARGUMENTS = 1000
+# All of training: under the held-out protocol a 1000-argument cut leaves thresholds 150 dev arguments
+TRAINING_ARGUMENTS = 5393
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,10 @@ def trained(tmp_path_factory, small_data) -> Path:
     output = tmp_path_factory.mktemp("cli") / "tfidf"
     result = invoke("train", "--method", "tfidf", "--output", output, "--data-dir", small_data)
     assert result.exit_code == 0, (result.output, result.exception)
-    assert "validation (1896 arguments)" in result.stdout
+    assert "validation (1896 arguments, held-out)" in result.stdout
     assert "method tfidf" in result.stdout
+    printed = " ".join(result.stdout.split())  # rich wraps long lines
+    assert "protocol: held-out" in printed and "held-out validation F1" in printed
     return output
 
 
@@ -86,9 +89,10 @@ def all_ones_run(tmp_path_factory, validation) -> Path:
 
 
 def test_train_writes_the_detector_runs_and_results(trained, small_data, validation, test_split):
-    for name in ("detector.json", "pipeline.joblib", "validation-run.tsv", "validation-scores.npy",
-                 "test-run.tsv", "results.json"):
+    for name in ("detector.json", "tfidf.safetensors", "tfidf-vocabulary.json", "validation-run.tsv",
+                 "validation-scores.npy", "test-run.tsv", "results.json"):
         assert (trained / name).is_file(), name
+    assert not (trained / "pipeline.joblib").exists()  # no pickle
     results = json.loads((trained / "results.json").read_text(encoding="utf-8"))
     assert results["method"] == "tfidf" and results["split"] == "validation"
     assert results["config"]["data_dir"] == str(small_data)
@@ -99,6 +103,14 @@ def test_train_writes_the_detector_runs_and_results(trained, small_data, validat
     ids, _ = read_labels(trained / "test-run.tsv")
     assert ids == test_split.ids
     assert np.load(trained / "validation-scores.npy").shape == (1896, 20)
+    # The protocol: a dev slice of training chose the thresholds; validation was only scored.
+    protocol = results["protocol"]
+    assert protocol["name"] == "heldout" and not protocol["optimistic"] and results["validation_held_out"]
+    dev_ids, _ = read_labels(trained / "dev-run.tsv")
+    training_ids = [line.split("\t")[0] for line in (small_data / "labels-training.tsv").read_text().splitlines()[1:]]
+    assert set(dev_ids) < set(training_ids) and not set(dev_ids) & set(validation.ids)
+    assert protocol["dev_arguments"] == len(dev_ids) == results["dev"]["n"]
+    assert results["training_arguments"] + len(dev_ids) == len(training_ids)
 
 
 def test_train_into_a_folder_holding_a_detector_exits_2_and_touches_nothing(trained):

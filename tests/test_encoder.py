@@ -363,3 +363,29 @@ def test_a_damaged_cache_entry_is_a_miss(tmp_path) -> None:
     (tmp_path / "k.pt").write_bytes(b"not a tensor file")
     assert load_states(tmp_path, "k") is None
     assert load_states(tmp_path, "missing") is None
+
+
+class _Payload:
+    """Pickles to a call that would leave a file behind if it ran on load."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_holds_code_is_refused_without_running_it(tmp_path) -> None:
+    import torch
+
+    from valuedetect.encoder.trainer import _load_checkpoint
+    from valuedetect.errors import ValueDetectError
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"weights": {}, "evil": _Payload(str(marker))}, path)
+    with pytest.raises(ValueDetectError, match="not a checkpoint this version can read safely"):
+        _load_checkpoint(path)
+    assert not marker.exists()
+    torch.save({"weights": {"w": torch.zeros(2)}, "state": {"epoch": 1}}, path)
+    assert _load_checkpoint(path)["state"] == {"epoch": 1}

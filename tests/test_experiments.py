@@ -279,3 +279,76 @@ trainable_layers = 1
     second = (results / "enc-multiple" / "log.txt").read_text()
     assert "read from" not in first and second.count("read from") == 2
     assert [r.name for r in read_records(results)] == ["enc-single", "enc-multiple"]
+
+
+def test_seeds_repeat_each_configuration_as_named_runs_of_one_group(tmp_path: Path, data_dir: Path) -> None:
+    path = _grid(tmp_path, data_dir, extra="seeds = [7, 8]")
+    runs = load_experiment(path).runs
+    assert [r.name for r in runs] == ["ones", "tfidf-3", "tfidf-10", "prior-s7", "prior-s8"]
+    seeded = runs[3:]
+    assert {r.group for r in seeded} == {"prior"} and [r.seed for r in seeded] == [7, 8]
+    assert [r.settings["detector"]["seed"] for r in seeded] == [7, 8]
+    assert seeded[0].hash != seeded[1].hash
+    text = path.read_text().replace("[defaults]\n", "[defaults]\nseeds = [1, 2, 3]\n").replace("seeds = [7, 8]", "")
+    everywhere = load_experiment(_write(tmp_path / "all.toml", text)).runs
+    assert len(everywhere) == 12 and everywhere[0].name == "ones-s1" and everywhere[0].group == "ones"
+    for bad in ("seeds = 3", "seeds = []", "seeds = [1, 1]", 'seeds = ["a"]'):
+        with pytest.raises(ConfigError, match="seeds"):
+            load_experiment(_write(tmp_path / "bad.toml", path.read_text().replace("seeds = [7, 8]", bad)))
+
+
+def test_a_worker_dies_with_its_runner_even_when_the_runner_is_killed(tmp_path: Path) -> None:
+    """The runner starts workers in their own session (so that Ctrl-C reaches them only through
+    the runner); a runner killed with SIGKILL must not leave its worker training on."""
+    pid_file = tmp_path / "worker.pid"
+    runner = subprocess.Popen([sys.executable, "-c", f"""
+import subprocess, sys, time
+from valuedetect.experiments.runner import _die_with_parent
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True,
+                         preexec_fn=_die_with_parent)
+open({str(pid_file)!r}, "w").write(str(child.pid))
+time.sleep(120)
+"""])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    runner.kill()
+    runner.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker outlived its runner")
+
+
+def test_a_rerun_never_starts_beside_a_live_worker(tmp_path: Path, data_dir: Path) -> None:
+    from valuedetect.errors import InputError
+    from valuedetect.experiments.runner import WORKER_LOCK
+
+    experiment = load_experiment(_grid(tmp_path, data_dir))
+    folder = experiment.results / "ones"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, sys, time
+handle = open({str(folder / WORKER_LOCK)!r}, "a+")
+fcntl.flock(handle, fcntl.LOCK_EX)
+handle.write("4242"); handle.flush()
+print("held", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match=r"a worker \(pid 4242\) is still running this run"):
+            run_experiment(experiment, only=["ones"], show=lambda line: None)
+        assert not (folder / "record.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    (record,) = run_experiment(experiment, only=["ones"], show=lambda line: None)
+    assert record.done

@@ -42,7 +42,7 @@ def test_strategies_end_to_end_on_a_tiny_lm(strategy: str, tiny_lm_dir: Path, sm
     detector.progress = lambda task, done, total: progress.append((task, done, total))
     detector.fit(train, validation)
     assert detector.thresholds is not None
-    scores = detector.validation_scores
+    scores = detector.dev_scores
     assert scores.shape == (6, 20) and np.all((scores > 0) & (scores < 1))
     assert progress[-1] == (f"llm {strategy}", 6, 6)
     usage = detector.info["usage"]
@@ -123,9 +123,9 @@ def test_thresholds_are_tuned_on_validation(small: tuple[Split, Split], tmp_path
     detector.language_model = FakeLM(yes=lambda text: 0.9 if "Security" in text else 0.1)
     detector.fit(train, validation)
     assert detector.thresholds is not None and detector.thresholds.mode == "global"
-    assert detector.validation_scores.shape == (6, 20)
+    assert detector.dev_scores.shape == (6, 20)
     security = [i for i, name in enumerate(CATEGORY_NAMES) if name.startswith("Security")]
-    assert np.all(detector.validation_scores[:, security] == pytest.approx(0.9))
+    assert np.all(detector.dev_scores[:, security] == pytest.approx(0.9))
 
 
 def test_budget_stops_the_run_and_a_rerun_resumes_from_the_cache(small: tuple[Split, Split], tmp_path: Path) -> None:

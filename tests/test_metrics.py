@@ -291,3 +291,52 @@ def test_compare_run_files_and_to_dict(tmp_path, validation):
     d = result.to_dict()
     assert set(d) >= {"f1_a", "f1_b", "difference", "p_value", "ci95_difference", "significant_at_0.05", "method"}
     assert d["significant_at_0.05"] is True
+
+
+def _seed_runs(rng: np.random.Generator, truth: np.ndarray, noise: tuple[float, float], k: int) -> list[np.ndarray]:
+    """k "seeds" of a method: the labels with a share of cells flipped, the share drawn per seed, so
+    that training variance is large against argument variance."""
+    out = []
+    for _ in range(k):
+        flip = rng.random(truth.shape) < rng.uniform(*noise)
+        out.append(np.where(flip, 1 - truth, truth))
+    return out
+
+
+def test_seed_aware_test_holds_its_level_where_an_argument_only_test_does_not() -> None:
+    """Two configurations drawn from the same method (a true difference of zero) but with large seed
+    variance: comparing one seed of each over arguments alone calls most pairs significant; the
+    seed-aware test on three seeds each stays at or below its nominal 5%."""
+    from valuedetect.metrics import compare_seeds
+
+    rng = np.random.default_rng(0)
+    seed_aware = argument_only = 0
+    trials = 80
+    for trial in range(trials):
+        truth = (rng.random((200, 20)) < 0.15).astype(np.int8)
+        a, b = _seed_runs(rng, truth, (0.1, 0.3), 3), _seed_runs(rng, truth, (0.1, 0.3), 3)
+        seed_aware += compare_seeds(truth, a, b, resamples=300, seed=trial).p_value < 0.05
+        argument_only += compare(truth, a[0], b[0], resamples=300, seed=trial).p_value < 0.05
+    assert seed_aware / trials <= 0.10
+    assert argument_only / trials >= 0.5
+
+
+def test_seed_aware_test_finds_a_real_difference() -> None:
+    from valuedetect.metrics import compare_seeds
+
+    rng = np.random.default_rng(1)
+    found = 0
+    for trial in range(20):
+        truth = (rng.random((200, 20)) < 0.15).astype(np.int8)
+        better, worse = _seed_runs(rng, truth, (0.05, 0.1), 3), _seed_runs(rng, truth, (0.2, 0.25), 3)
+        result = compare_seeds(truth, better, worse, resamples=300, seed=trial)
+        found += result.p_value < 0.05 and result.difference > 0 and result.ci95[0] > 0
+    assert found >= 18
+
+
+def test_holm_adjusts_step_down_and_keeps_order() -> None:
+    from valuedetect.metrics import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([]) == []
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # 2 x 0.8 capped at 1; never below a smaller p

@@ -7,6 +7,7 @@ import html
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,82 +31,111 @@ def flipped(labels: np.ndarray, rate: float, seed: int) -> np.ndarray:
     return (labels.astype(bool) ^ flips).astype(np.int8)
 
 
-def encoder_config(heads: str = "multiple", weight: float = 0.0, pretrain: int = 0) -> dict:
-    return {"model": "minilm", "heads": heads, "contrastive_weight": weight, "contrastive_pretrain_epochs": pretrain}
+def encoder_config(heads: str = "multiple", weight: float = 0.0, pretrain: int = 0, hidden: int = 0) -> dict:
+    return {"model": "minilm", "heads": heads, "contrastive_weight": weight, "contrastive_pretrain_epochs": pretrain,
+            "head_hidden": hidden}
 
 
-# name: (family, model, method, detector config, training_per_category, trainable, total, flip rate, subset size)
+# name: (family, model, method, detector config, training_per_category, trainable, total, flip rate, subset size,
+#        seeds, dev flip rate, training standard, CPU-seconds)
+TRAINED = {"epochs_completed": 3.0, "final_loss": 0.2, "constant_loss": 0.4, "stopped_by": "epochs"}
+SHORT = {"epochs_completed": 0.3, "final_loss": 0.39, "constant_loss": 0.4, "stopped_by": "budget"}
 RUNS: dict[str, tuple] = {
-    "all-ones": ("baseline", None, "all-ones", {}, None, None, None, None, None),
+    "all-ones": ("baseline", None, "all-ones", {}, None, None, None, None, None, [13], None, None, 1.0),
     "ft-single": ("fine-tuning", "minilm", "encoder", encoder_config("single"), None, 2_000_000, 22_700_000, 0.25,
-                  None),
-    "ft-multi": ("fine-tuning", "minilm", "encoder", encoder_config(), None, 2_000_000, 22_700_000, 0.0, None),
+                  None, [1, 2, 3], 0.25, TRAINED, 300.0),
+    # 20 linear heads: the same function class as the single head, and here no better (claim 2 reads this one)
+    "ft-multi": ("fine-tuning", "minilm", "encoder", encoder_config(), None, 2_000_000, 22_700_000, 0.25, None,
+                 [1, 2, 3], 0.25, TRAINED, 300.0),
+    # heads with a hidden layer: far better, but that is capacity, not heads; and the best on dev
+    "ft-multi-hidden": ("fine-tuning", "minilm", "encoder", encoder_config(hidden=128), None, 2_500_000, 23_200_000,
+                        0.0, None, [1, 2, 3], 0.0, TRAINED, 320.0),
     "ft-multi-contrastive": ("fine-tuning", "minilm", "encoder", encoder_config(weight=0.1), None, 2_000_000,
-                             22_700_000, 0.25, None),
+                             22_700_000, 0.4, None, [1], 0.4, TRAINED, 310.0),
     "ft-multi-pretrain": ("fine-tuning", "minilm", "encoder", encoder_config(pretrain=2), None, 2_000_000,
-                          22_700_000, 0.1, None),
-    # A perfect single head on another input template: a heads comparison must not pick it (claim 2).
+                          22_700_000, 0.1, None, [1], 0.1, TRAINED, 330.0),
+    # Perfect on validation but poor on dev: the protocol never picks it as a best run.
     "ft-cls-single": ("fine-tuning", "minilm", "encoder", {**encoder_config("single"), "template": "cls"}, None,
-                      2_000_000, 22_700_000, 0.0, None),
-    "ft-multi-k5": ("fine-tuning", "minilm", "encoder", encoder_config(), 5, 2_000_000, 22_700_000, 0.3, None),
+                      2_000_000, 22_700_000, 0.0, None, [1], 0.45, TRAINED, 300.0),
+    "ft-multi-k5": ("fine-tuning", "minilm", "encoder", encoder_config(), 5, 2_000_000, 22_700_000, 0.3, None, [1],
+                    0.3, TRAINED, 30.0),
     "pt-large": ("prompt-tuning", "flan-t5-large", "prompt", {"template": "bca", "soft_prompt_tokens": 20}, None,
-                 20_480, 783_000_000, 0.05, None),
+                 20_480, 783_000_000, 0.05, None, [1], 0.05, TRAINED, 5000.0),
+    # Much better than fine-tuning at 5 per category, but it stopped on its budget a third into an epoch.
     "pt-large-k5": ("prompt-tuning", "flan-t5-large", "prompt", {"template": "bca", "soft_prompt_tokens": 20}, 5,
-                    20_480, 783_000_000, 0.1, None),
+                    20_480, 783_000_000, 0.1, None, [1], 0.1, SHORT, 400.0),
     "pt-zero": ("prompt-zero-shot", "flan-t5-large", "prompt", {"template": "bca", "soft_prompt_tokens": 0}, None,
-                0, 783_000_000, 0.35, None),
-    "llm-cot": ("llm-prompting", "qwen2.5-7b", "llm", {"strategy": "cot"}, None, 0, 7_600_000_000, 0.3, 100),
+                0, 783_000_000, 0.35, None, [1], 0.35, None, 900.0),
+    "llm-cot": ("llm-prompting", "qwen2.5-7b", "llm", {"strategy": "cot"}, None, 0, 7_600_000_000, 0.3, 100, [1],
+                0.3, None, 4000.0),
 }
 EXPECTED_VERDICTS = {
     1: "inconclusive",  # the only prompt-tuning runs have more than 500M parameters: no runs to compare
-    2: "supported",  # multiple heads = the labels, single head (same template) heavily flipped
+    2: "inconclusive",  # 20 linear heads = the single head; only the hidden heads (capacity) are better
     3: "not supported",  # the extra contrastive loss is far worse than plain
-    4: "supported",  # at 5 per category prompt tuning is much better than fine-tuning
-    5: "not supported",  # CoT is heavily flipped, fine-tuning exact
+    4: "inconclusive",  # prompt tuning is much better at 5 per category, but it is under-trained
+    5: "not supported",  # CoT is heavily flipped, fine-tuning near exact
 }
+DEV = 100  # the first training arguments play the dev slice
 
 
-def make_record(folder: Path, name: str, spec: tuple, ids: list[str], labels: np.ndarray, index: int) -> np.ndarray:
-    """Write a done run's record and run files; returns its validation predictions."""
-    family, model, method, detector, k, trainable, total, rate, subset = spec
+def run_name(name: str, seeds: list[int]) -> list[str]:
+    return [name] if len(seeds) == 1 else [f"{name}-s{seed}" for seed in seeds]
+
+
+def make_record(folder: Path, name: str, spec: tuple, ids: list[str], labels: np.ndarray, dev_ids: list[str],
+                dev_labels: np.ndarray, index: int) -> np.ndarray:
+    """Write a configuration's done runs (one per seed); returns the first seed's validation predictions."""
+    family, model, method, detector, k, trainable, total, rate, subset, seeds, dev_rate, training, cpu = spec
     keep = np.arange(len(ids))
     if subset is not None:
         keep = np.sort(np.random.default_rng(7).choice(len(ids), size=subset, replace=False))
     truth = labels[keep]
-    pred = np.ones_like(truth) if rate is None else flipped(truth, rate, seed=index)
-    run_folder = folder / name
-    write_run(run_folder / "run" / "validation-run.tsv", [ids[i] for i in keep], pred)
-    write_run(run_folder / "run" / "test-run.tsv", ids[:TEST],
-              np.ones_like(labels[:TEST]) if rate is None else flipped(labels[:TEST], rate, seed=100 + index))
-    RunRecord(
-        name=name, status="done", family=family, method=method, model=model,
-        spec={"method": method, "detector": detector, "training_per_category": k, "training_fraction": None,
-              "validation_limit": subset},
-        wall_seconds=12.5, train_seconds=10.0, inference_seconds=0.0125, seed=13,
-        notes=["inference_seconds is per argument"],
-        budget={"max_requests": 500} if family == "llm-prompting" else {},
-        parameters_trainable=trainable, parameters_total=total,
-        training_arguments=90 if k else 5393,
-        validation_subset=f"seeded sample of {subset} of {len(ids)} arguments (seed 7)" if subset else None,
-        detector_config=detector,
-        validation={"f1": 0.999, "n": VALIDATION} if name == "ft-single" else {},  # a stale record
-        outputs={"validation_run": "run/validation-run.tsv", "test_run": "run/test-run.tsv"},
-        versions={"valuedetect": "0.1.0", "torch": "2.13.0"},
-        machine={"platform": "Linux-test", "processor": "x86_64"},
-    ).save(run_folder)
-    return pred
+    first = None
+    for number, (run, seed) in enumerate(zip(run_name(name, seeds), seeds, strict=True)):
+        salt = 1000 * number
+        pred = np.ones_like(truth) if rate is None else flipped(truth, rate, seed=index + salt)
+        first = pred if first is None else first
+        run_folder = folder / run
+        write_run(run_folder / "run" / "validation-run.tsv", [ids[i] for i in keep], pred)
+        write_run(run_folder / "run" / "dev-run.tsv", dev_ids,
+                  np.ones_like(dev_labels) if dev_rate is None else flipped(dev_labels, dev_rate, seed=50 + index))
+        write_run(run_folder / "run" / "test-run.tsv", ids[:TEST],
+                  np.ones_like(labels[:TEST]) if rate is None else flipped(labels[:TEST], rate, seed=100 + index))
+        RunRecord(
+            name=run, group=name, status="done", family=family, method=method, model=model,
+            spec={"method": method, "detector": {**detector, "seed": seed}, "training_per_category": k,
+                  "training_fraction": None, "validation_limit": subset},
+            wall_seconds=12.5, train_seconds=10.0, inference_seconds=0.0125, seed=seed,
+            notes=["inference_seconds is per argument"],
+            budget={"max_requests": 500} if family == "llm-prompting" else {},
+            parameters_trainable=trainable, parameters_total=total,
+            training_arguments=90 if k else 5393,
+            validation_subset=f"seeded sample of {subset} of {len(ids)} arguments (seed 7)" if subset else None,
+            detector_config={**detector, "seed": seed},
+            validation={"f1": 0.999, "n": VALIDATION} if name == "ft-single" else {},  # a stale record
+            protocol={"name": "heldout", "optimistic": False, "dev_seed": 0, "dev_fraction": 0.15},
+            training=training, compute={"train_cpu_seconds": cpu * 0.9, "validation_cpu_seconds": cpu * 0.1},
+            outputs={"validation_run": "run/validation-run.tsv", "test_run": "run/test-run.tsv",
+                     "dev_run": "run/dev-run.tsv"},
+            versions={"valuedetect": "0.1.0", "torch": "2.13.0"},
+            machine={"platform": "Linux-test", "processor": "x86_64"},
+        ).save(run_folder)
+    assert first is not None
+    return first
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("report")
-    data = small_data_dir(root / "data", training=0, validation=VALIDATION)
+    data = small_data_dir(root / "data", training=DEV, validation=VALIDATION)
     split = load_split("validation", data)
-    assert split.labels is not None
+    training = load_split("training", data)
+    assert split.labels is not None and training.labels is not None
     ids, labels = split.ids, split.labels
     results = root / "results"
-    predictions = {name: make_record(results, name, spec, ids, labels, i) for i, (name, spec) in
-                   enumerate(RUNS.items())}
+    predictions = {name: make_record(results, name, spec, ids, labels, training.ids, training.labels, i)
+                   for i, (name, spec) in enumerate(RUNS.items())}
     error = "Traceback (most recent call last):\n  ...\nRuntimeError: out of memory"
     RunRecord(name="ft-failed", status="failed", family="fine-tuning", model="mpnet", error=error).save(
         results / "ft-failed")
@@ -113,7 +143,8 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
               validation={"accuracy": 0.8125, "ci95": [0.75, 0.87], "macro_f1": 0.801, "n": 160},
               parameters_trainable=1_000_000, parameters_total=22_700_000, train_seconds=30.0,
               outputs={"validation_predictions": "run/validation-predictions.tsv"}).save(results / "nli-minilm")
-    runs = [*RUNS, "ft-failed", "nli-minilm", "ft-pending"]
+    runs = [run for name, spec in RUNS.items() for run in run_name(name, spec[9])]
+    runs += ["ft-failed", "nli-minilm", "ft-pending"]
     (results / EXPERIMENT_FILE).write_text(json.dumps({"name": "claims-test", "runs": runs}), encoding="utf-8")
     test_labels = root / "test-labels.tsv"
     write_labels(test_labels, ids[:TEST], labels[:TEST])
@@ -143,7 +174,7 @@ def read(paths: list[Path], name: str) -> str:
 def test_written_files(experiment: dict) -> None:
     paths = experiment["paths"]
     assert {p.name for p in paths} == {"report.md", "report.html", "per-category-f1.png", "f1-vs-parameters.png",
-                                       "f1-vs-training-size.png"}
+                                       "f1-vs-training-size.png", "f1-vs-compute.png"}
     assert all(p.parent == experiment["results"] / "report" for p in paths)
     for png in (p for p in paths if p.suffix == ".png"):
         data = png.read_bytes()
@@ -164,14 +195,15 @@ def test_html_is_self_contained(experiment: dict) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "http://" not in page and "https://" not in page
     images = re.findall(r'<img src="([^"]*)"', page)
-    assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
     assert "<style>" in page and "<link" not in page and "<script" not in page
 
 
 def test_header(experiment: dict) -> None:
     header = section(read(experiment["paths"], "report.md"), 1)
     assert "claims-test" in header
-    assert "12 runs done, 1 failed, 1 pending (ft-pending)" in header
+    assert "19 runs done, 1 failed, 1 pending (ft-pending)" in header
+    assert "Protocol: held-out" in header
     assert "2PR/(P+R)" in header and "validation" in header
     assert "torch=2.13.0" in header and "Linux-test" in header
 
@@ -179,19 +211,32 @@ def test_header(experiment: dict) -> None:
 def test_main_table_recomputes_the_official_f1(experiment: dict) -> None:
     main = section(read(experiment["paths"], "report.md"), 2)
     labels, predictions = experiment["labels"], experiment["predictions"]
-    for name in ("ft-single", "ft-multi", "pt-large"):
+    for name in ("ft-multi-contrastive", "pt-large"):
         row = table_row(main, ("fine-tuning" if name.startswith("ft") else "prompt-tuning", name))
         assert row[3].split()[0] == f"{official_f1(labels, predictions[name]):.3f}"
-        assert row[7] == str(VALIDATION)
+        assert row[10] == str(VALIDATION)
     cot = table_row(main, ("llm-prompting", "llm-cot"))
-    assert cot[7].startswith("100")
-    assert cot[11] == "12.500 ms/argument"
+    assert cot[10].startswith("100")
+    assert cot[15] == "12.500 ms/argument"
     assert "F1 on common subset (n=100)" in main
     assert "not the official measure" in main
     assert "seeded sample of 100" in main
-    assert "ft-single: the record states F1 0.999 on 200 arguments, the run file gives" in main
+    assert "ft-single-s1: the record states F1 0.999 on 200 arguments, the run file gives" in main
     assert "ft-failed" in main and "RuntimeError: out of memory" in main
     assert "nli-minilm" not in main
+
+
+def test_a_configuration_row_is_the_mean_of_its_seeds_with_their_spread(experiment: dict) -> None:
+    main = section(read(experiment["paths"], "report.md"), 2)
+    labels = experiment["labels"]
+    seeds = [official_f1(labels, flipped(labels, 0.25, seed=1 + 1000 * n)) for n in range(3)]
+    row = table_row(main, ("fine-tuning", "ft-single"))
+    assert row[3].split()[0] == f"{np.mean(seeds):.3f}"
+    assert row[4] == f"{np.std(seeds, ddof=1):.3f}"
+    assert row[5] == ", ".join(f"{f1:.3f} (s{seed})" for f1, seed in zip(seeds, (1, 2, 3), strict=True))
+    assert row[13] == "270.0" and row[14] == "30.0"  # CPU-seconds of training and of scoring validation
+    assert "ft-single-s2" not in main.split("Notes on the runs")[0]  # one row per configuration
+    assert "pt-large-k5: under-trained (pt-large-k5: stopped by its budget after 0.30 of an epoch)" in main
 
 
 def test_verdicts(experiment: dict) -> None:
@@ -201,15 +246,23 @@ def test_verdicts(experiment: dict) -> None:
         assert found is not None, number
         assert found.group(1) == expected, (number, verdicts)
     assert "no runs of full-data prompt-tuning with fewer than 500M parameters" in verdicts
-    assert "Rule:" in verdicts and "p = " in verdicts
+    assert "Rule:" in verdicts and "corrected p = " in verdicts
+    # claim 2 reads the heads of equal capacity; the hidden-layer heads are a labelled capacity comparison
+    assert "equal capacity: ft-multi (multiple linear heads" in verdicts
+    assert "capacity comparison (not the claim): ft-multi-hidden" in verdicts
+    # claim 4: the under-trained prompt tuning makes it inconclusive, whatever its lead
+    assert "inconclusive (under-trained: pt-large-k5: stopped by its budget" in verdicts
+    assert "Verdict at matched compute:" in verdicts and "at matched compute (" in verdicts
 
 
 def test_significance_against_the_best(experiment: dict) -> None:
     table = section(read(experiment["paths"], "report.md"), 6)
-    assert "Best run: ft-multi, chosen by the highest F1 on the 100 arguments" in table
-    assert table_row(table, ("ft-multi",))[3] == "reference"
+    # chosen on dev: ft-cls-single is perfect on validation but poor on dev, so it is not the reference
+    assert "Best run: ft-multi-hidden, chosen by the highest mean dev F1" in table
+    assert table_row(table, ("ft-multi-hidden",))[3] == "reference"
     assert table_row(table, ("ft-single",))[6] == "yes"
     assert table_row(table, ("llm-cot",))[7] == "100"
+    assert "Corrected p" in table
 
 
 def test_figures_sections(experiment: dict) -> None:
@@ -224,8 +277,8 @@ def test_figures_sections(experiment: dict) -> None:
 def test_test_split_columns(experiment: dict) -> None:
     with_test = section(read(experiment["paths"], "report.md"), 7)
     assert "Test F1 [95% CI]" in with_test
-    assert table_row(with_test, ("ft-multi",))[3].startswith("1.000")
-    assert table_row(with_test, ("ft-multi",))[6] == str(TEST)
+    assert table_row(with_test, ("ft-multi-hidden",))[3].startswith("1.000")
+    assert table_row(with_test, ("ft-multi-hidden",))[6] == str(TEST)
     assert NO_TEST_LABELS not in with_test
 
 
@@ -246,7 +299,8 @@ def test_sparse_experiment_says_what_is_missing(experiment: dict, tmp_path: Path
     output = tmp_path / "elsewhere"
     paths = write_report(results, output=output, data_dir=experiment["data"], resamples=RESAMPLES)
     markdown = read(paths, "report.md")
-    assert paths == [output / "report.md", output / "report.html", output / "per-category-f1.png"]
+    assert paths == [output / "report.md", output / "report.html", output / "per-category-f1.png",
+                     output / "f1-vs-compute.png"]
     assert NO_TEST_LABELS in section(markdown, 7) and "Test F1" not in markdown
     for title in SECTION_TITLES:
         assert f"## {title}" in markdown
@@ -294,28 +348,74 @@ def test_parameter_figure_plots_full_data_runs_only(experiment: dict, tmp_path: 
     assert plotted and reduced and not reduced & set(plotted)
 
 
+def _config(name: str, truth: np.ndarray, *preds: np.ndarray, training: dict | None = None) -> Any:
+    from valuedetect.experiments.report.scoring import ScoredConfig, ScoredRun
+    from valuedetect.metrics import score
+
+    ids = [f"A{i}" for i in range(len(truth))]
+    members = [ScoredRun(RunRecord(name=f"{name}-s{k}", group=name, status="done", training=training), ids, truth,
+                         pred, score(truth, pred)) for k, pred in enumerate(preds)]
+    return ScoredConfig(members, resamples=300, seed=0)
+
+
+def _context(ids: list[str]) -> Any:
+    from valuedetect.experiments.report.scoring import Context
+
+    return Context(name="t", records=[], pending=[], runs=[], unscored=[], common=ids, resamples=300, seed=0)
+
+
 def test_a_lead_held_at_the_all_ones_level_does_not_count() -> None:
     """Claim 4 on the paper grid: a prompt-tuned run at the all-ones level beat a fine-tuned run
     below it; that is the trivial predictor beating a worse one, not prompt tuning winning."""
-    from valuedetect.experiments.report.scoring import Context, ScoredRun, paired_test
     from valuedetect.experiments.report.verdicts import INCONCLUSIVE, SUPPORTED, two_sided
-    from valuedetect.metrics import score
 
     rng = np.random.default_rng(0)
     truth = (rng.random((300, 20)) < 0.2).astype(np.int8)
-    ids = [f"A{i}" for i in range(300)]
-
-    def run(name: str, pred: np.ndarray) -> ScoredRun:
-        return ScoredRun(RunRecord(name=name, status="done"), ids, truth, pred, score(truth, pred))
-
     near_ones = np.ones_like(truth)
     near_ones[:5] = 0  # all-ones but for a few arguments
-    worse = flipped(truth, 0.6, seed=1)  # far below all-ones
-    good = flipped(truth, 0.05, seed=2)
-    ctx = Context(name="t", records=[], pending=[], runs=[], unscored=[], common=ids, resamples=300, seed=0)
-    at_ones = paired_test(run("near-ones", near_ones), run("worse", worse), 300, 0)
+    ctx = _context([f"A{i}" for i in range(300)])
+    at_ones = ctx.pair(_config("near-ones", truth, near_ones), _config("worse", truth, flipped(truth, 0.6, seed=1)))
     assert at_ones is not None and at_ones.significant and at_ones.difference > 0
     outcome, notes = two_sided(ctx, at_ones)
     assert outcome == INCONCLUSIVE and "all-ones level" in notes[0] and "near-ones" in notes[0]
-    real = paired_test(run("good", good), run("worse", worse), 300, 0)
+    real = ctx.pair(_config("good", truth, flipped(truth, 0.05, seed=2)),
+                    _config("worse", truth, flipped(truth, 0.6, seed=1)))
     assert real is not None and two_sided(ctx, real) == (SUPPORTED, [])
+
+
+def test_holm_turns_a_nominally_significant_comparison_non_significant() -> None:
+    from valuedetect.experiments.report.verdicts import INCONCLUSIVE, SUPPORTED, two_sided
+    from valuedetect.metrics import Comparison
+
+    rng = np.random.default_rng(1)
+    truth = (rng.random((300, 20)) < 0.2).astype(np.int8)
+    ctx = _context([f"A{i}" for i in range(300)])
+    good, fair = _config("good", truth, flipped(truth, 0.05, seed=3)), _config("fair", truth, flipped(truth, 0.1, 4))
+    pair = ctx.pair(good, fair)
+    assert pair is not None
+    pair.result = Comparison(f1_a=0.8, f1_b=0.75, difference=0.05, p_value=0.02, ci95=(0.01, 0.09))  # nominal
+    assert pair.significant and two_sided(ctx, pair)[0] == SUPPORTED
+    for k in range(4):  # four more comparisons in the report, none significant
+        other = ctx.pair(_config(f"x{k}", truth, flipped(truth, 0.3, seed=10 + k)),
+                         _config(f"y{k}", truth, flipped(truth, 0.3, seed=20 + k)))
+        assert other is not None
+        other.result = Comparison(f1_a=0.5, f1_b=0.5, difference=0.0, p_value=0.6, ci95=(-0.1, 0.1))
+    ctx.apply_holm()
+    assert pair.p_holm is not None and pair.p_holm > 0.05 and not pair.significant
+    assert two_sided(ctx, pair)[0] == INCONCLUSIVE
+
+
+def test_an_under_trained_side_makes_a_significant_comparison_inconclusive() -> None:
+    from valuedetect.experiments.report.verdicts import INCONCLUSIVE, SUPPORTED, two_sided
+
+    rng = np.random.default_rng(2)
+    truth = (rng.random((300, 20)) < 0.2).astype(np.int8)
+    ctx = _context([f"A{i}" for i in range(300)])
+    good = _config("good", truth, flipped(truth, 0.05, seed=5))
+    full = {"epochs_completed": 2.0, "final_loss": 0.3, "constant_loss": 0.4, "stopped_by": "epochs"}
+    cut = {"epochs_completed": 0.1, "final_loss": 0.45, "constant_loss": 0.4, "stopped_by": "budget"}
+    trained = _config("bad", truth, flipped(truth, 0.4, seed=6), training=full)
+    short = _config("short", truth, flipped(truth, 0.4, seed=6), training=cut)
+    assert two_sided(ctx, ctx.pair(good, trained))[0] == SUPPORTED
+    outcome, notes = two_sided(ctx, ctx.pair(good, short))
+    assert outcome == INCONCLUSIVE and notes[0].startswith("inconclusive (under-trained: short-s0")

@@ -144,7 +144,7 @@ def test_model_info(client, model):
     info = response.json()
     assert info["name"] == "minilm-default"
     assert info["type"] == "encoder"
-    assert info["validation_f1"] == pytest.approx(0.4957, abs=5e-4)
+    assert info["validation_f1"] == pytest.approx(0.4860, abs=5e-4)
     assert info["threshold_mode"] == "per_category"
     assert info["taxonomy_version"]
     assert [c["name"] for c in info["categories"]] == list(CATEGORY_NAMES)
@@ -770,7 +770,8 @@ def test_runner_error_reaches_every_waiting_caller():
             await runner.stop()
 
     asyncio.run(main())
-    assert fake.calls == [["1", "2", "3"], ["9"]]
+    # The failed merged batch is run again request by request (so a bad request fails alone).
+    assert fake.calls == [["1", "2", "3"], ["1"], ["2"], ["3"], ["9"]]
 
 
 def test_runner_skips_callers_that_gave_up():

@@ -11,8 +11,8 @@ from valuedetect.metrics import official_f1
 from valuedetect.thresholds import Thresholds, best_global, tune
 
 REPORT_KEYS = {
-    "validation_f1_global", "validation_f1_per_category", "crossfit_f1_global",
-    "crossfit_f1_per_category", "validation_f1", "shrink",
+    "tuned_f1_global", "tuned_f1_per_category", "crossfit_f1_global",
+    "crossfit_f1_per_category", "tuned_f1", "shrink",
 }
 
 
@@ -39,7 +39,7 @@ def test_global_threshold_on_separable_scores():
     assert th.mode == "global"
     assert scores[labels == 0].max() < th.global_value <= scores[labels == 1].min()
     assert th.values == [th.global_value] * 20
-    assert th.report["validation_f1"] == pytest.approx(1.0)
+    assert th.report["tuned_f1"] == pytest.approx(1.0)
     np.testing.assert_array_equal(th.apply(scores), labels)
 
 
@@ -59,7 +59,7 @@ def test_global_threshold_matches_brute_force_on_discrete_scores():
     assert f1 == pytest.approx(cuts[0.35])
     th = tune(level, labels, mode="global")
     assert 0.2 < th.global_value <= 0.5
-    assert th.report["validation_f1"] == pytest.approx(cuts[0.35])
+    assert th.report["tuned_f1"] == pytest.approx(cuts[0.35])
 
 
 def test_global_threshold_is_at_least_as_good_as_any_grid_threshold():
@@ -77,7 +77,7 @@ def test_per_category_with_shrink_zero_equals_global():
     assert per_cat.mode == "per_category"
     assert per_cat.values == global_th.values
     assert per_cat.global_value == global_th.global_value
-    assert per_cat.report["validation_f1"] == pytest.approx(global_th.report["validation_f1"])
+    assert per_cat.report["tuned_f1"] == pytest.approx(global_th.report["tuned_f1"])
     np.testing.assert_array_equal(per_cat.apply(scores), global_th.apply(scores))
 
 
@@ -91,9 +91,9 @@ def test_per_category_thresholds_find_what_one_global_cannot():
     scores[:, 0] = np.where(labels[:, 0] == 1, rng.uniform(0.7, 0.9, n), rng.uniform(0.5, 0.65, n))
     scores[:, 1] = np.where(labels[:, 1] == 1, rng.uniform(0.3, 0.4, n), rng.uniform(0.0, 0.2, n))
     global_th = tune(scores, labels, mode="global")
-    assert global_th.report["validation_f1"] < 0.95
+    assert global_th.report["tuned_f1"] < 0.95
     per_cat = tune(scores, labels, mode="per_category", shrink=1.0)
-    assert per_cat.report["validation_f1"] == pytest.approx(1.0)
+    assert per_cat.report["tuned_f1"] == pytest.approx(1.0)
     for c in (0, 1):
         negatives, positives = scores[labels[:, c] == 0, c], scores[labels[:, c] == 1, c]
         assert negatives.max() < per_cat.values[c] <= positives.min()
@@ -105,7 +105,7 @@ def test_per_category_thresholds_find_what_one_global_cannot():
 def test_unshrunk_per_category_never_loses_to_global_in_sample():
     scores, labels = noisy(seed=4)
     th = tune(scores, labels, mode="per_category", shrink=1.0)
-    assert th.report["validation_f1_per_category"] >= th.report["validation_f1_global"] - 1e-12
+    assert th.report["tuned_f1_per_category"] >= th.report["tuned_f1_global"] - 1e-12
 
 
 @pytest.mark.parametrize("mode", ["global", "per_category", "auto"])
@@ -116,7 +116,7 @@ def test_report_keys(mode):
     assert th.report["shrink"] == 0.5
     for key in REPORT_KEYS - {"shrink"}:
         assert 0.0 <= th.report[key] <= 1.0
-    assert th.report["validation_f1"] == pytest.approx(official_f1(labels, th.apply(scores)))
+    assert th.report["tuned_f1"] == pytest.approx(official_f1(labels, th.apply(scores)))
     assert len(th.values) == 20
 
 
@@ -129,7 +129,7 @@ def test_auto_picks_global_or_per_category_by_the_cross_fit():
         r = th.report
         expected = "per_category" if r["crossfit_f1_per_category"] > r["crossfit_f1_global"] else "global"
         assert th.mode == expected
-        assert r["validation_f1"] == r[f"validation_f1_{th.mode}"]
+        assert r["tuned_f1"] == r[f"tuned_f1_{th.mode}"]
         chosen.add(th.mode)
     assert chosen == {"global", "per_category"}  # these seeds exercise both outcomes
 
@@ -140,21 +140,21 @@ def test_auto_prefers_global_on_a_tie():
     th = tune(scores, labels, mode="auto")
     assert th.report["crossfit_f1_global"] == th.report["crossfit_f1_per_category"] == pytest.approx(1.0)
     assert th.mode == "global"
-    assert th.report["validation_f1"] == pytest.approx(1.0)
+    assert th.report["tuned_f1"] == pytest.approx(1.0)
 
 
 def test_fixed_mode_and_unknown_mode():
     scores, labels = noisy(n=200)
     th = tune(scores, labels, mode="fixed", fixed=0.3)
     assert th.mode == "fixed" and th.values == [0.3] * 20
-    assert th.report["validation_f1"] == pytest.approx(official_f1(labels, scores >= 0.3))
+    assert th.report["tuned_f1"] == pytest.approx(official_f1(labels, scores >= 0.3))
     with pytest.raises(ValueError, match="unknown threshold mode"):
         tune(scores, labels, mode="best")
 
 
 def test_thresholds_round_trip_and_apply():
     th = Thresholds(values=[0.1 * (i % 10) for i in range(20)], mode="per_category", global_value=0.4,
-                    report={"validation_f1": 0.5})
+                    report={"tuned_f1": 0.5})
     again = Thresholds.from_dict(th.to_dict())
     assert again == th
     scores = np.full((3, 20), 0.45)
@@ -178,4 +178,4 @@ def test_a_category_without_positives_does_not_break_tuning():
     for mode, shrink in itertools.product(("global", "per_category", "auto"), (0.0, 1.0)):
         th = tune(scores, labels, mode=mode, shrink=shrink)
         assert np.all(np.isfinite(th.values))
-        assert 0.0 <= th.report["validation_f1"] <= 1.0
+        assert 0.0 <= th.report["tuned_f1"] <= 1.0

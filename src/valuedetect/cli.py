@@ -47,11 +47,19 @@ def user_errors(func: F) -> F:
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: outputs written so far are intact; "
-                              "`valuedetect train ... --resume` continues a training run")
+            hint = INTERRUPTED.get(func.__name__, "outputs written so far are intact")
+            err_console.print(f"[yellow]interrupted[/]: {hint}")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# What an interrupted command leaves behind, and how to go on.
+INTERRUPTED = {
+    "train": "outputs written so far are intact; `valuedetect train ... --resume` continues a training run",
+    "predict": "nothing was written (the output is written whole, once every text is labelled; an existing "
+               "file is left as it was); run the command again to label the texts",
+}
 
 
 @contextmanager
@@ -117,10 +125,14 @@ def train(
     train_fraction: Annotated[float | None, typer.Option(help="Train on a seeded fraction of training.")] = None,
     predict_test: Annotated[bool | None, typer.Option(
         help="Also label the test split (default: yes, except for --method llm).")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help="heldout (default): choose on a dev slice of training, score validation once; paper: choose and "
+             "score on validation (optimistic).")] = None,
+    dev_seed: Annotated[int | None, typer.Option(help="Seed of the stratified dev slice (default 0).")] = None,
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A detector setting, KEY=VALUE (VALUE read as TOML, else as text); repeatable.")] = None,
 ) -> None:
-    """Train on the training split, tune thresholds on validation, save, print the validation table."""
+    """Train under the held-out protocol (choose on a dev slice of training), score validation once, save."""
     from valuedetect.config import TrainConfig, from_dict, load_train_config, to_dict
     from valuedetect.training import run_training
 
@@ -143,7 +155,8 @@ def train(
     run_settings = {k: v for k, v in (("validation_limit", limit), ("validation_sample", sample),
                                        ("subset_seed", subset_seed), ("predict_test", predict_test),
                                        ("training_per_category", train_per_category),
-                                       ("training_fraction", train_fraction),
+                                       ("training_fraction", train_fraction), ("protocol", protocol),
+                                       ("dev_seed", dev_seed),
                                        ("data_dir", str(data_dir) if data_dir else None),
                                        ("output", str(output) if output else None)) if v is not None}
     if overrides or run_settings:
@@ -158,14 +171,24 @@ def train(
     with progress_bar() as update:
         result = run_training(train_config, source=str(config or f"--method {method}"), resume=resume,
                               progress=update, log=lambda m: err_console.print(m, highlight=False))
+    protocol = result.protocol
+    held_out = not protocol.get("optimistic", False)
+    kind = "held-out" if held_out else "optimistic: validation also chose epochs and thresholds"
     console.print(scores_table(result.validation_scores,
-                               f"validation ({len(result.validation_ids)} arguments), {result.description}"))
+                               f"validation ({len(result.validation_ids)} arguments, {kind}), {result.description}"))
+    if held_out and result.dev_scores is not None:
+        console.print(f"protocol: held-out. Chosen on dev ({protocol['dev_arguments']} training arguments, "
+                      f"stratified, seed {protocol['dev_seed']}): epochs and thresholds. Dev F1 (in-sample for "
+                      f"those choices) {result.dev_scores.f1:.3f}; held-out validation F1 "
+                      f"{result.validation_scores.f1:.3f}.")
+    else:
+        console.print("protocol: paper (tuned and scored on validation): the validation F1 above is optimistic.")
     th = result.detector.thresholds
     if th is not None and th.mode != "fixed":
         r = th.report
-        console.print(f"thresholds: {th.mode} (global {th.global_value:.3f}); validation F1 is in-sample for "
-                      f"thresholds; two-fold cross-fitted F1: global {r['crossfit_f1_global']:.3f}, "
-                      f"per-category {r['crossfit_f1_per_category']:.3f}")
+        console.print(f"thresholds: {th.mode} (global {th.global_value:.3f}), tuned on "
+                      f"{'dev' if held_out else 'validation'}; two-fold cross-fitted F1 there: global "
+                      f"{r['crossfit_f1_global']:.3f}, per-category {r['crossfit_f1_per_category']:.3f}")
     for line in result.written:
         console.print(f"wrote {line}")
 
@@ -200,15 +223,15 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, help="Arguments per progress step.")] = 256,
 ) -> None:
     """Label arguments or free text with a saved detector."""
-    from valuedetect.data import Argument, ensure_writable, read_inputs
-    from valuedetect.predicting import default_model_dir, predict_batched, write_predictions
+    from valuedetect.data import Argument, check_output, check_text, read_inputs
+    from valuedetect.predicting import default_model_dir, predict_batched, write_predictions_safely
 
     if (texts and input) or (not texts and input is None):
         raise InputError("give texts to label or --input FILE, not both")
     if output is not None:
-        ensure_writable(output)  # fail now, not after an hour of predicting
-    model_dir = model or default_model_dir()
-    detector = _load(model_dir)
+        # Fail now, not after an hour of predicting: an output that is the input, or that no
+        # file can be created in.
+        check_output(output, [input] if input is not None else [])
     if input is not None:
         arguments = read_inputs(input, text_column=text_column)
     else:
@@ -216,11 +239,14 @@ def predict(
         for a in arguments:
             if not a.premise.strip():
                 raise InputError(f"{a.id} is empty")
+            check_text(a.premise, a.id)
+    model_dir = model or default_model_dir()
+    detector = _load(model_dir)
     with progress_bar() as update:
         scores = predict_batched(detector, arguments, batch_size=batch_size, progress=update)
     decisions = detector.decide(scores)
     if output is not None:
-        kind = write_predictions(output, arguments, scores, decisions)
+        kind = write_predictions_safely(output, arguments, scores, decisions)
         console.print(f"wrote {kind} for {len(arguments)} arguments to {output}")
         return
     from valuedetect.taxonomy import CATEGORY_NAMES
@@ -301,10 +327,19 @@ def serve(
     model: Annotated[Path | None, typer.Option(help="Saved detector folder (default: the shipped one).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
-    max_arguments: Annotated[int, typer.Option(min=1, help="Arguments per /v1/predict request.")] = 256,
+    max_arguments: Annotated[int | None, typer.Option(
+        min=1, help="Arguments per /v1/predict request (default: 256; 8 for a language-model detector).")] = None,
     max_chars: Annotated[int, typer.Option(min=1, help="Characters per argument.")] = 5_000,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Bytes per JSON request body.")] = 1_000_000,
     max_upload_bytes: Annotated[int, typer.Option(min=1, help="Bytes per uploaded file.")] = 20_000_000,
+    max_jobs_running: Annotated[int, typer.Option(min=1, help="File jobs labelling at once.")] = 1,
+    max_jobs_queued: Annotated[int, typer.Option(
+        min=0, help="File jobs waiting their turn; beyond, uploads get 429 with Retry-After.")] = 4,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        help="A host name the server answers to (repeatable; default: the loopback names and --host; "
+             "'*' for any).")] = None,
+    allowed_origin: Annotated[list[str] | None, typer.Option(
+        help="Another site whose pages may POST here, e.g. https://tools.example.org (repeatable).")] = None,
     batching: Annotated[bool, typer.Option(help="Merge concurrent requests into shared forward passes.")] = True,
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a request waits for others to join.")] = 5.0,
 ) -> None:
@@ -312,7 +347,7 @@ def serve(
 
     Set VALUEDETECT_API_KEY in the environment to require 'Authorization: Bearer <key>'.
     """
-    from valuedetect.serve import ServeSettings
+    from valuedetect.serve import ServeSettings, default_allowed_hosts
     from valuedetect.serve import serve as run_server
 
     model_dir = model
@@ -321,6 +356,9 @@ def serve(
     settings = ServeSettings(
         model_dir=model_dir, max_arguments=max_arguments, max_chars=max_chars, max_body_bytes=max_body_bytes,
         max_upload_bytes=max_upload_bytes, batching=batching, batch_wait_ms=batch_wait_ms,
+        max_jobs_running=max_jobs_running, max_jobs_queued=max_jobs_queued,
+        allowed_hosts=tuple(allowed_host) if allowed_host else default_allowed_hosts(host),
+        allowed_origins=tuple(allowed_origin or ()),
     )
     key_note = "an API key is required" if settings.api_key else "no API key (set VALUEDETECT_API_KEY to require one)"
     err_console.print(f"serving on http://{host}:{port}/ (API docs at /docs); {key_note}")

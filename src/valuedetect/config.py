@@ -129,8 +129,24 @@ class TrainConfig:
     # (seeded; an argument counts for every category it has), or a seeded fraction.
     training_per_category: int | None = None
     training_fraction: float | None = None
+    # The evaluation protocol (valuedetect.protocol): "heldout" chooses on a dev slice of
+    # training and scores validation once; "paper" chooses and scores on validation (optimistic).
+    protocol: str = "heldout"
+    dev_fraction: float = 0.15
+    dev_seed: int = 0
+    # A seeded subset of the dev slice to choose on, for methods whose every scored argument is
+    # costly (LLM prompting); training still leaves out the whole slice.
+    dev_limit: int | None = None
 
     def __post_init__(self) -> None:
+        from valuedetect.protocol import PROTOCOLS
+
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
+        if not 0 < self.dev_fraction < 1:
+            raise ValueError("dev_fraction must be in (0, 1)")
+        if self.dev_limit is not None and self.dev_limit < 1:
+            raise ValueError("dev_limit must be at least 1")
         if self.training_per_category is not None and self.training_per_category < 1:
             raise ValueError("training_per_category must be at least 1")
         if self.training_fraction is not None and not 0 < self.training_fraction <= 1:

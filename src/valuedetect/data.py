@@ -12,8 +12,10 @@ import csv
 import difflib
 import json
 import os
+import re
 import secrets
 import stat
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +31,13 @@ ARGUMENT_COLUMNS = (ID_COLUMN, "Conclusion", "Stance", "Premise")
 STANCES = ("in favor of", "against")
 _STANCE_ALIASES = {"in favor of": "in favor of", "in favour of": "in favor of", "against": "against"}
 SPLITS = ("training", "validation", "test")
+# The one limit on a text (a premise, a conclusion, a text field or line) in every input format.
+# Encoders read 128-512 tokens; 100,000 characters is some 20,000 words, so nothing a detector
+# reads is lost, while a runaway line (a whole file without line breaks) is refused at once
+# instead of being tokenised into gigabytes.
+MAX_TEXT_CHARS = 100_000
+EXCERPT_CHARS = 40
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,37 @@ class Split:
 # ----------------------------------------------------------------------------- low level
 
 
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``repr`` of at most ``limit`` characters of ``text``: error messages quote user input,
+    and a 50 MB header must not become a 50 MB message."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def text_problem(text: str, max_chars: int | None = MAX_TEXT_CHARS) -> str | None:
+    """Why ``text`` cannot be labelled (None if it can): too long, or not encodable as UTF-8.
+
+    A lone surrogate (``"\\ud800"`` in JSON, undecodable bytes in a command-line argument) is
+    valid in a Python string but not in UTF-8, so the tokenizer or the output file would fail
+    on it later, after the work; it is refused here, where the file and line are known."""
+    if max_chars is not None and len(text) > max_chars:
+        return f"is {len(text):,} characters long; at most {max_chars:,} per text"
+    bad = _SURROGATE.search(text)
+    if bad is not None:
+        return (f"holds a lone surrogate U+{ord(bad.group()):04X} at character {bad.start()}, "
+                "which is not valid Unicode text (send it as UTF-8)")
+    return None
+
+
+def check_text(text: str, what: str, path: str | Path | None = None, line: int | None = None) -> str:
+    """``text`` itself, or an InputError naming ``what``, the file and the line."""
+    problem = text_problem(text)
+    if problem is not None:
+        raise InputError(f"{what} {problem}", path, line)
+    return text
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise InputError("no such file", path)
@@ -101,7 +141,7 @@ def _read_lines(path: str | Path) -> list[str]:
 
 
 def _suggest(name: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name[:200], [o for o in options if len(o) <= 200], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -113,16 +153,13 @@ def _read_tsv(path: str | Path, required: Sequence[str]) -> tuple[list[str], lis
         if column not in header:
             close = difflib.get_close_matches(column, header, n=1, cutoff=0.6)
             hint = f" (is {close[0]!r} a misspelling of it?)" if close else ""
-            raise InputError(
-                f"missing column {column!r}{hint}; the header has: "
-                + ", ".join(repr(h) for h in header),
-                path,
-                1,
-            )
+            shown = ", ".join(excerpt(h) for h in header[:12])
+            more = f" and {len(header) - 12} more" if len(header) > 12 else ""
+            raise InputError(f"missing column {column!r}{hint}; the header has: {shown}{more}", path, 1)
     seen: set[str] = set()
     for column in header:
         if column in seen:
-            raise InputError(f"column {column!r} appears twice in the header", path, 1)
+            raise InputError(f"column {excerpt(column)} appears twice in the header", path, 1)
         seen.add(column)
     rows = []
     for number, line in enumerate(lines[1:], start=2):
@@ -141,17 +178,99 @@ def _read_tsv(path: str | Path, required: Sequence[str]) -> tuple[list[str], lis
     return header, rows
 
 
+STALE_TEMP_SECONDS = 60  # a temporary file of ours this old, and unlocked, lost its writer
+
+
 def _create_temp(path: Path) -> tuple[int, Path]:
     """A new, empty file beside ``path``. Unlike ``tempfile.mkstemp`` (mode 0600) it is created
-    with mode 0666 less the umask, so the renamed result gets the permissions of any new file."""
+    with mode 0666 less the umask, so the renamed result gets the permissions of any new file.
+    It is locked while its writer lives, so a later run can tell an abandoned one."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            return os.open(tmp, flags, 0o666), tmp
+            fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
             continue
+        _lock(fd, blocking=True)
+        return fd, tmp
     raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def _lock(fd: int, blocking: bool) -> bool:
+    """An exclusive advisory lock on ``fd`` (released when it is closed); False if another
+    process holds one. Where there are no such locks (Windows), always True."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks: age alone decides
+        return True
+    return True
+
+
+def clean_stale_temps(path: str | Path) -> list[Path]:
+    """Delete our own ``.NAME.HEX.tmp`` files beside ``path`` that a killed writer left behind:
+    older than a minute and locked by no one. Other files are never touched."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[0-9a-f]{12}\.tmp")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or now - entry.stat().st_mtime < STALE_TEMP_SECONDS:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if not _lock(fd, blocking=False):
+                continue  # its writer is still at work
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Do ``a`` and ``b`` name one file (through symlinks, hard links, ``..`` or case)?"""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.normcase(a.resolve()) == os.path.normcase(b.resolve())
+
+
+def check_output(output: str | Path, inputs: Iterable[str | Path] = ()) -> None:
+    """Before any work: refuse an output that would overwrite an input, and make sure a file can
+    really be created beside the output (a permission check alone passes for root, or in /proc)."""
+    output = Path(output)
+    for source in inputs:
+        if same_file(output, source):
+            raise InputError(f"is also the input {source}; writing the results there would destroy it "
+                             "(choose another --output)", output)
+    ensure_writable(output)
+    try:
+        fd, tmp = _create_temp(output)
+    except OSError as error:
+        raise InputError(f"cannot write a file here ({error.strerror or error})", output) from None
+    os.close(fd)
+    tmp.unlink(missing_ok=True)
 
 
 def ensure_folder(path: str | Path, what: str = "output folder") -> Path:
@@ -187,6 +306,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     An existing file keeps its permissions; a new one gets those the umask gives new files."""
     path = Path(path)
     ensure_writable(path)
+    clean_stale_temps(path)
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
@@ -209,8 +329,10 @@ def _new_id(raw: str, first_line: dict[str, int], path: str | Path, number: int)
     arg_id = raw.strip()
     if not arg_id:
         raise InputError("empty Argument ID", path, number)
+    check_text(arg_id, "the Argument ID", path, number)
     if arg_id in first_line:
-        raise InputError(f"duplicate Argument ID {arg_id!r} (first seen on line {first_line[arg_id]})", path, number)
+        raise InputError(f"duplicate Argument ID {excerpt(arg_id)} (first seen on line {first_line[arg_id]})",
+                         path, number)
     first_line[arg_id] = number
     return arg_id
 
@@ -230,10 +352,10 @@ def read_arguments(path: str | Path) -> list[Argument]:
         stance = _STANCE_ALIASES.get(stance_raw.strip().lower())
         if stance is None:
             raise InputError(
-                f"unknown stance {stance_raw!r}; expected 'in favor of' or 'against'", path, number
+                f"unknown stance {excerpt(stance_raw)}; expected 'in favor of' or 'against'", path, number
             )
-        premise = fields[col["Premise"]]
-        conclusion = fields[col["Conclusion"]]
+        premise = check_text(fields[col["Premise"]], "the Premise", path, number)
+        conclusion = check_text(fields[col["Conclusion"]], "the Conclusion", path, number)
         if not premise.strip():
             raise InputError(f"empty Premise for argument {arg_id!r}", path, number)
         if not conclusion.strip():
@@ -276,7 +398,7 @@ def read_labels(path: str | Path, level: int | None = None) -> tuple[list[str], 
     kind = "value category" if level == 2 else "level-1 value"
     for column in value_columns:
         if column not in names:
-            raise InputError(f"unknown {kind} column {column!r}{_suggest(column, names)}", path, 1)
+            raise InputError(f"unknown {kind} column {excerpt(column)}{_suggest(column[:200], names)}", path, 1)
     for name in names:
         if name not in value_columns:
             raise InputError(f"missing {kind} column {name!r}", path, 1)
@@ -294,7 +416,7 @@ def read_labels(path: str | Path, level: int | None = None) -> tuple[list[str], 
                 matrix[r, c] = 1
             elif value != "0":
                 raise InputError(
-                    f"value {fields[col]!r} in column {header[col]!r} is not 0 or 1", path, number
+                    f"value {excerpt(fields[col])} in column {header[col]!r} is not 0 or 1", path, number
                 )
     return ids, matrix
 
@@ -354,7 +476,7 @@ def _as_text(value: object, name: str | None, path: Path, line: int) -> str:
         return ""
     if isinstance(value, dict | list):
         raise InputError(f"field {name!r} holds a JSON {type(value).__name__}, expected text", path, line)
-    return str(value)
+    return check_text(str(value), f"field {name!r}", path, line)
 
 
 def _text_argument(arg_id: str, record: dict[str, object], text_column: str, path: Path, line: int) -> Argument:
@@ -365,13 +487,13 @@ def _text_argument(arg_id: str, record: dict[str, object], text_column: str, pat
         if stance_raw:
             stance = _STANCE_ALIASES.get(str(stance_raw).strip().lower())
             if stance is None:
-                raise InputError(f"unknown stance {stance_raw!r}", path, line)
+                raise InputError(f"unknown stance {excerpt(str(stance_raw))}", path, line)
         conclusion = _as_text(_field(record, "Conclusion", "conclusion")[1], "Conclusion", path, line)
         text = _as_text(premise, key, path, line)
     else:
         if text_column not in record:
             raise InputError(
-                f"no {text_column!r} field{_suggest(text_column, record)} (and no 'premise'); "
+                f"no {excerpt(text_column)} field{_suggest(text_column, record)} (and no 'premise'); "
                 "name the text column with --text-column",
                 path,
                 line,
@@ -382,7 +504,10 @@ def _text_argument(arg_id: str, record: dict[str, object], text_column: str, pat
         raise InputError(f"empty text (field {key!r})", path, line)
     given_id = record.get(ID_COLUMN) or record.get("id")
     if given_id and any(c in str(given_id) for c in "\t\r\n"):
-        raise InputError(f"id {str(given_id)[:40]!r} holds a tab or line break, which no run file can hold", path, line)
+        raise InputError(f"id {excerpt(str(given_id))} holds a tab or line break, which no run file can hold",
+                         path, line)
+    if given_id:
+        check_text(str(given_id), "the id", path, line)
     return Argument(id=str(given_id) if given_id else arg_id, premise=text, conclusion=conclusion, stance=stance)
 
 
@@ -415,6 +540,10 @@ def read_inputs(path: str | Path, text_column: str = "text") -> list[Argument]:
         # CSV quotes as spreadsheets do (a quoted field may hold commas and line breaks); TSV,
         # like the official data, has no quoting at all. Lines get their break back, so a
         # quoted line break survives, and records are numbered by the line they start on.
+        # The csv module's own cell limit (128 KiB) would refuse long cells with a message of its
+        # own; texts are instead checked against MAX_TEXT_CHARS, like every other format's texts
+        # (the lines are in memory already, so a long cell costs nothing more).
+        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
         if suffix == ".csv":
             reader = csv.reader((line + "\n" for line in lines), dialect="excel", strict=True)
         else:
@@ -441,15 +570,16 @@ def read_inputs(path: str | Path, text_column: str = "text") -> list[Argument]:
             record = dict(zip(header, fields, strict=True))
             arguments.append(_text_argument(f"text-{len(arguments) + 1}", record, text_column, path, number))
     else:
-        for line in lines:
+        for number, line in enumerate(lines, start=1):
             if line.strip():
-                arguments.append(Argument(id=f"text-{len(arguments) + 1}", premise=line.strip()))
+                text = check_text(line.strip(), "the text", path, number)
+                arguments.append(Argument(id=f"text-{len(arguments) + 1}", premise=text))
     if not arguments:
         raise InputError("no texts found", path)
     seen: set[str] = set()
     for a in arguments:
         if a.id in seen:
-            raise InputError(f"duplicate id {a.id!r}", path)
+            raise InputError(f"duplicate id {excerpt(a.id)}", path)
         seen.add(a.id)
     return arguments
 

@@ -193,3 +193,118 @@ def compare(
         f1_a=float(f_a), f1_b=float(f_b), difference=observed, p_value=float(p_value),
         ci95=(float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))),
     )
+
+
+SEED_TEST_METHOD = ("seed-aware test: variance of the seed-averaged F1 difference = paired bootstrap over "
+                    "arguments + between-seed variance of each side / its number of seeds; p and interval from a "
+                    "t distribution with Welch-Satterthwaite degrees of freedom (two-sided)")
+
+
+def _weighted_f1(weights: np.ndarray, t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Official F1 of one prediction matrix under each row of argument weights: [resamples]."""
+    return _from_counts(weights @ (t * p), weights @ p, weights @ t)[0]
+
+
+@dataclass
+class SeedSide:
+    """One configuration's runs on shared arguments: each seed's F1 and their mean."""
+
+    f1: np.ndarray  # [seeds]
+
+    @property
+    def mean(self) -> float:
+        return float(self.f1.mean())
+
+    @property
+    def seed_variance_of_mean(self) -> float:
+        """Between-seed variance of the mean over seeds (0 with one seed: not estimable)."""
+        k = len(self.f1)
+        return float(self.f1.var(ddof=1) / k) if k > 1 else 0.0
+
+
+def _seed_test(observed: float, argument_variance: float, sides: Sequence[SeedSide], n: int) -> tuple[float, float,
+                                                                                                       float]:
+    """p-value, half-width of the 95% interval and degrees of freedom of the seed-aware t test."""
+    from scipy import stats
+
+    seed_terms = [side.seed_variance_of_mean for side in sides]
+    variance = argument_variance + sum(seed_terms)
+    if variance <= 0:
+        return (1.0 if observed == 0 else 0.0), 0.0, float("inf")
+    # Welch-Satterthwaite: each seed term has k-1 degrees of freedom, the argument term n-1.
+    denominator = argument_variance ** 2 / max(n - 1, 1) + sum(
+        term ** 2 / (len(side.f1) - 1) for term, side in zip(seed_terms, sides, strict=True) if len(side.f1) > 1)
+    df = variance ** 2 / denominator if denominator > 0 else float("inf")
+    scale = float(np.sqrt(variance))
+    p_value = float(2 * stats.t.sf(abs(observed) / scale, df))
+    return p_value, float(stats.t.ppf(0.975, df) * scale), float(df)
+
+
+def compare_seeds(
+    y_true: np.ndarray, preds_a: Sequence[np.ndarray], preds_b: Sequence[np.ndarray],
+    resamples: int = 2000, seed: int = 0,
+) -> Comparison:
+    """Is the seed-averaged official F1 of configuration A different from B's on the same arguments?
+
+    Both sources of variance enter: the arguments (a paired bootstrap of the difference of the
+    seed-averaged F1, the same draw for both sides) and training (the spread of each side's
+    per-seed F1 over its seeds). With few seeds the seed terms have few degrees of freedom, so the
+    t distribution's heavier tails keep the test honest where a bootstrap over three seeds is not.
+    A difference that one lucky seed explains is then not significant, which a test over arguments
+    alone calls significant. One seed per side leaves training variance out (not estimable).
+    """
+    if not preds_a or not preds_b:
+        raise ValueError("each side needs at least one run")
+    t = (np.asarray(y_true) > 0).astype(np.float64)
+    a = [_check(y_true, p)[1] for p in preds_a]
+    b = [_check(y_true, p)[1] for p in preds_b]
+    ones = np.ones((1, len(t)))
+    side_a = SeedSide(np.array([_weighted_f1(ones, t, p)[0] for p in a]))
+    side_b = SeedSide(np.array([_weighted_f1(ones, t, p)[0] for p in b]))
+    observed = side_a.mean - side_b.mean
+    rng = np.random.default_rng(seed)
+    diffs = []
+    done = 0
+    while done < resamples:
+        m = min(250, resamples - done)
+        w = _resample_weights(len(t), m, rng)
+        mean_a = np.mean([_weighted_f1(w, t, p) for p in a], axis=0)
+        mean_b = np.mean([_weighted_f1(w, t, p) for p in b], axis=0)
+        diffs.append(mean_a - mean_b)
+        done += m
+    argument_variance = float(np.concatenate(diffs).var(ddof=1))
+    p_value, half, _ = _seed_test(observed, argument_variance, (side_a, side_b), len(t))
+    return Comparison(f1_a=side_a.mean, f1_b=side_b.mean, difference=observed, p_value=p_value,
+                      ci95=(observed - half, observed + half), method=SEED_TEST_METHOD)
+
+
+def seed_interval(
+    y_true: np.ndarray, preds: Sequence[np.ndarray], resamples: int = 1000, seed: int = 0,
+) -> tuple[float, float]:
+    """95% interval of a configuration's seed-averaged official F1, by the same variance model."""
+    t = (np.asarray(y_true) > 0).astype(np.float64)
+    ps = [_check(y_true, p)[1] for p in preds]
+    side = SeedSide(np.array([_weighted_f1(np.ones((1, len(t))), t, p)[0] for p in ps]))
+    rng = np.random.default_rng(seed)
+    means = []
+    done = 0
+    while done < resamples:
+        m = min(250, resamples - done)
+        w = _resample_weights(len(t), m, rng)
+        means.append(np.mean([_weighted_f1(w, t, p) for p in ps], axis=0))
+        done += m
+    _, half, _ = _seed_test(1.0, float(np.concatenate(means).var(ddof=1)), (side,), len(t))
+    return side.mean - half, side.mean + half
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control across a report's comparisons)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

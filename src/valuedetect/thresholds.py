@@ -1,8 +1,8 @@
-"""Decision thresholds chosen on validation to maximise the official F1.
+"""Decision thresholds chosen on the dev split to maximise the official F1.
 
 The official F1 is not a sum over categories, so thresholds are searched against the whole
 measure: one global threshold by grid search, per-category thresholds by coordinate ascent
-from the global one. Per-category thresholds overfit a 1896-argument validation set easily
+from the global one. Per-category thresholds overfit an ~800-argument dev slice easily
 (some categories have a few dozen positives), so they are shrunk towards the global value,
 and a two-fold cross-fit estimates how each choice does on arguments it was not tuned on.
 ``mode="auto"`` keeps per-category thresholds only when the cross-fit says they help.
@@ -115,10 +115,10 @@ def tune(
     seed: int = 0,
     fixed: float = 0.5,
 ) -> Thresholds:
-    """Choose thresholds on validation scores for the official F1.
+    """Choose thresholds on the scores of the split they are tuned on (dev) for the official F1.
 
     ``shrink`` in [0, 1] scales each per-category deviation from the global threshold (0: all
-    global, 1: raw coordinate-ascent values). The report holds the in-sample validation F1 of
+    global, 1: raw coordinate-ascent values). The report holds the in-sample F1 (``tuned_f1*``) of
     both choices and their two-fold cross-fitted F1 (an honest estimate: each half is scored
     with thresholds tuned on the other half).
     """
@@ -129,12 +129,12 @@ def tune(
     n_cat = probabilities.shape[1]
     if mode == "fixed":
         th = Thresholds.constant(fixed, n_cat)
-        th.report = {"validation_f1": _f1(probabilities, labels, np.full(n_cat, fixed))}
+        th.report = {"tuned_f1": _f1(probabilities, labels, np.full(n_cat, fixed))}
         return th
     g, per_cat = _fit(probabilities, labels, shrink)
     report = {
-        "validation_f1_global": _f1(probabilities, labels, np.full(n_cat, g)),
-        "validation_f1_per_category": _f1(probabilities, labels, per_cat),
+        "tuned_f1_global": _f1(probabilities, labels, np.full(n_cat, g)),
+        "tuned_f1_per_category": _f1(probabilities, labels, per_cat),
     }
     # Two-fold cross-fit: out-of-fold decisions for both strategies, scored together.
     rng = np.random.default_rng(seed)
@@ -153,6 +153,6 @@ def tune(
     if mode == "auto":
         mode = "per_category" if report["crossfit_f1_per_category"] > report["crossfit_f1_global"] else "global"
     values = per_cat if mode == "per_category" else np.full(n_cat, g)
-    report["validation_f1"] = report[f"validation_f1_{mode}"]
+    report["tuned_f1"] = report[f"tuned_f1_{mode}"]
     report["shrink"] = shrink
     return Thresholds(values=[float(v) for v in values], mode=mode, global_value=float(g), report=report)

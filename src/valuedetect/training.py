@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,8 @@ class TrainingResult:
     validation_ids: list[str]
     description: str
     written: list[str] = field(default_factory=list)
+    dev_scores: Scores | None = None
+    protocol: dict[str, Any] = field(default_factory=dict)
 
 
 def _versions() -> dict[str, str]:
@@ -100,6 +103,42 @@ def training_subset(train: Split, config: TrainConfig) -> tuple[Split, str | Non
     return train.subset(indices, name=f"{train.name} ({note})"), note
 
 
+FINISHED_FILE = "results.json"  # written last: a folder holding it is a finished run
+
+
+def dev_subset(dev: Split, config: TrainConfig) -> tuple[Split, str | None]:
+    """The seeded part of the dev slice a config chooses on (``dev_limit``), and a sentence saying so."""
+    if config.dev_limit is None or config.dev_limit >= len(dev):
+        return dev, None
+    rng = np.random.default_rng(config.subset_seed)
+    indices = sorted(rng.choice(len(dev), size=config.dev_limit, replace=False).tolist())
+    note = f"seeded sample of {config.dev_limit} of {len(dev)} dev arguments (seed {config.subset_seed})"
+    return dev.subset(indices, name=f"dev ({note})"), note
+
+
+def _folder_state(output: Path) -> str:
+    """empty | unfinished | finished: what a training folder holds."""
+    if (output / FINISHED_FILE).exists():
+        return "finished"
+    if output.is_dir() and any(output.iterdir()):
+        return "unfinished"
+    return "empty"
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process, all threads (torch's and llama.cpp's) together."""
+    return time.process_time()
+
+
+def _cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def run_training(
     config: TrainConfig,
     source: str = "config",
@@ -107,15 +146,25 @@ def run_training(
     progress: Callable[[str, int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainingResult:
+    """Train under the evaluation protocol, then score validation once and write every output.
+
+    Held-out protocol: the detector learns from training minus a dev slice and chooses (epochs,
+    thresholds) on dev; validation is scored once. The outputs are written detector first and
+    ``results.json`` last, so a folder without ``results.json`` is an unfinished run that
+    ``--resume`` completes.
+    """
+    from valuedetect import fingerprint
+    from valuedetect.protocol import make_splits
+
     output = Path(config.output or f"runs/{config.method}")
     if output.exists() and not output.is_dir():
         raise InputError("exists and is not a folder", output)
-    finished = (output / "detector.json").exists()
-    if finished and not resume:
-        raise InputError("already holds a trained detector; pass another --output, or --resume to "
-                         "continue an interrupted run there", output)
-    if finished and resume and not (output / "checkpoint").exists():
-        raise InputError("holds a finished run: there is nothing to resume", output)
+    state = _folder_state(output)
+    if state == "finished":
+        raise InputError("holds a finished run: there is nothing to resume" if resume else
+                         "already holds a trained detector; pass another --output", output)
+    if state == "unfinished" and not resume:
+        raise InputError("holds an unfinished run; pass --resume to continue it, or another --output", output)
     detector = make_detector(config.method, config.detector, source)  # a bad config fails before any write
     ensure_folder(output)
     detector.progress = progress
@@ -123,40 +172,68 @@ def run_training(
     detector.resume = resume
     detector.log = log
 
+    say = log or (lambda _message: None)
     train = load_split("training", config.data_dir)
     validation = load_split("validation", config.data_dir)
     if validation.labels is None:
         raise InputError("the validation split has no labels-validation.tsv", config.data_dir)
     validation, subset_note = validation_subset(validation, config)
-    if subset_note and log:
-        log(f"validation: {subset_note}")
-    train, training_note = training_subset(train, config)
-    if training_note and log:
-        log(f"training: {training_note}")
-    started = time.time()
-    detector.fit(train, validation)
-    fit_seconds = time.time() - started
+    splits = make_splits(train, validation, config.protocol, config.dev_fraction, config.dev_seed)
+    fit, training_note = training_subset(splits.fit, config)
+    dev, dev_note = dev_subset(splits.dev, config)
+    if splits.optimistic:
+        say("protocol: paper (choosing and scoring on validation: its F1 is optimistic, not a held-out figure)")
+    else:
+        say(f"protocol: held-out; dev = {len(splits.dev)} of {len(train)} training arguments (stratified, seed "
+            f"{config.dev_seed}) chooses epochs and thresholds; validation ({len(validation)}) is scored once")
+    for what, note in (("validation", subset_note), ("training", training_note), ("dev", dev_note)):
+        if note:
+            say(f"{what}: {note}")
+    run_settings = {k: v for k, v in to_dict(config).items() if k not in ("detector", "output")}
+    fingerprint.check_or_write(output, fingerprint.run_fingerprint(
+        run_settings, to_dict(detector.config), getattr(detector.config, "model", None), fit, dev), resume)
+
+    cpu_started, started = _cpu_seconds(), time.time()
+    trained_before = resume and (output / "detector.json").exists() and not (output / "checkpoint").exists()
+    if trained_before:  # killed after saving the detector, before its scores: only score and write
+        from valuedetect.detectors import load_detector
+
+        say("the detector was saved before the interruption; scoring it and writing the remaining outputs")
+        detector = load_detector(output)
+        fit_seconds = float(detector.info.get("train_seconds") or 0.0)
+        fit_cpu = float(detector.info.get("train_cpu_seconds") or 0.0)
+    else:
+        detector.fit(fit, dev)
+        fit_seconds, fit_cpu = time.time() - started, _cpu_seconds() - cpu_started
     if not _is_main_process():
         # Under `accelerate launch`, every process trains; one writes the outputs.
-        assert detector.validation_scores is not None
-        return TrainingResult(detector, score(validation.labels, detector.decide(detector.validation_scores)),
-                              validation.ids, "worker process", [])
+        assert detector.dev_scores is not None and dev.labels is not None
+        return TrainingResult(detector, score(dev.labels, detector.decide(detector.dev_scores)), dev.ids,
+                              "worker process", [])
 
-    val_scores_raw = detector.validation_scores
-    if val_scores_raw is None:
-        val_scores_raw = detector.predict_proba(validation.arguments)
-    val_pred = detector.decide(val_scores_raw)
-    assert validation.labels is not None
+    assert dev.labels is not None and validation.labels is not None
+    dev_raw = detector.dev_scores if detector.dev_scores is not None else detector.predict_proba(dev.arguments)
+    dev_pred = detector.decide(dev_raw)
+    dev_scores = score(dev.labels, dev_pred)
+    cpu_started, scoring_started = _cpu_seconds(), time.time()
+    # Under the paper protocol dev is validation itself: it is not scored a second time.
+    val_raw = dev_raw if splits.optimistic else detector.predict_proba(validation.arguments)
+    val_seconds, val_cpu = time.time() - scoring_started, _cpu_seconds() - cpu_started
+    val_pred = detector.decide(val_raw)
     val_scores = score(validation.labels, val_pred, bootstrap=1000, seed=detector.config.seed)
+    protocol = splits.describe()
     detector.info.update(
-        validation_f1=val_scores.f1, validation_precision=val_scores.precision,
-        validation_recall=val_scores.recall, train_seconds=round(fit_seconds, 1),
+        protocol=protocol, dev_f1=dev_scores.f1, validation_f1=val_scores.f1,
+        validation_precision=val_scores.precision, validation_recall=val_scores.recall,
+        validation_held_out=not splits.optimistic, train_seconds=round(fit_seconds, 1),
+        train_cpu_seconds=round(fit_cpu, 1),
     )
     detector.save(output)
     written = [f"{output}/ (detector)"]
+    write_run(output / "dev-run.tsv", dev.ids, dev_pred)
     write_run(output / "validation-run.tsv", validation.ids, val_pred)
-    np.save(output / "validation-scores.npy", val_scores_raw.astype(np.float32))
-    written.append(f"{output / 'validation-run.tsv'}")
+    np.save(output / "validation-scores.npy", val_raw.astype(np.float32))
+    written += [str(output / "dev-run.tsv"), str(output / "validation-run.tsv")]
 
     test_written = None
     if config.predict_test:
@@ -174,26 +251,38 @@ def run_training(
     model = getattr(detector.config, "model", None)
     description = f"method {config.method}" + (f", model {model}" if model else "") + \
         f", seed {detector.config.seed}, thresholds {detector.thresholds.mode if detector.thresholds else '-'}" + \
-        (f", {subset_note}" if subset_note else "") + (f", training {training_note}" if training_note else "")
-    atomic_write_json(output / "results.json", {
+        f", protocol {config.protocol}" + (f", {subset_note}" if subset_note else "") + \
+        (f", training {training_note}" if training_note else "")
+    atomic_write_json(output / FINISHED_FILE, {
         "method": config.method,
         "config": to_dict(config),
         "detector_config": to_dict(detector.config),
+        "protocol": protocol,
         "split": "validation",
+        "validation_held_out": not splits.optimistic,
         "validation_subset": subset_note,
         "training_subset": training_note,
-        "training_arguments": len(train),
+        "dev_subset": dev_note,
+        "training_arguments": len(fit),
+        "dev": dev_scores.to_dict(),
+        "dev_note": "F1 on the dev arguments that chose epochs and thresholds: in-sample for those choices",
         "validation": val_scores.to_dict(),
         "thresholds": detector.thresholds.to_dict() if detector.thresholds else None,
         "train_seconds": round(fit_seconds, 1),
+        "compute": {"train_cpu_seconds": round(fit_cpu, 1), "validation_cpu_seconds": round(val_cpu, 1),
+                    "validation_seconds": round(val_seconds, 1), "cores": _cores(),
+                    "note": "CPU-seconds of this process (all its threads); work done by a remote server "
+                            "(an OpenAI-compatible backend) is not counted"},
+        "training": detector.info.get("training"),
         "info": detector.info,
         "test_run": test_written,
         "versions": _versions(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cores": _cores()},
     })
-    written.append(str(output / "results.json"))
+    written.append(str(output / FINISHED_FILE))
     # A finished run needs no checkpoint (optimizer state is several times the weights).
     checkpoint = getattr(detector, "checkpoint_dir", None)
     if checkpoint is not None and Path(checkpoint).is_dir():
         shutil.rmtree(checkpoint)
-    return TrainingResult(detector, val_scores, validation.ids, description, written)
+    return TrainingResult(detector, val_scores, validation.ids, description, written, dev_scores=dev_scores,
+                          protocol=protocol)

@@ -42,7 +42,12 @@ class DetectorConfig:
 
 
 class Detector(ABC):
-    """fit(train, validation) -> self; predict_proba(arguments) -> [n, 20]; save/load."""
+    """fit(train, dev) -> self; predict_proba(arguments) -> [n, 20]; save/load.
+
+    ``dev`` is the split everything is chosen on (early stopping, thresholds): under the
+    held-out protocol a slice of training (see ``valuedetect.protocol``), never the split that
+    is then scored.
+    """
 
     type_name: ClassVar[str]
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
@@ -57,12 +62,12 @@ class Detector(ABC):
         self.checkpoint_dir: Path | None = None
         self.resume: bool = False
         self.log: Callable[[str], None] | None = None
-        self.validation_scores: np.ndarray | None = None
+        self.dev_scores: np.ndarray | None = None
 
     # -- to implement --------------------------------------------------------------------
     @abstractmethod
-    def _fit(self, train: Split, validation: Split | None) -> None:
-        """Learn from training (and, e.g. for early stopping, validation) data."""
+    def _fit(self, train: Split, dev: Split | None) -> None:
+        """Learn from training data, choosing on ``dev`` (e.g. early stopping)."""
 
     @abstractmethod
     def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
@@ -75,12 +80,13 @@ class Detector(ABC):
         """Read back what ``_save_weights`` wrote."""
 
     # -- the public interface --------------------------------------------------------------
-    def fit(self, train: Split, validation: Split | None = None) -> Self:
+    def fit(self, train: Split, dev: Split | None = None) -> Self:
+        """Train on ``train``; choose epochs and thresholds on ``dev`` when it has labels."""
         if train.labels is None:
             raise InputError(f"the {train.name} split has no labels to train on")
-        self._fit(train, validation)
-        if validation is not None and validation.labels is not None:
-            self.tune_thresholds(validation)
+        self._fit(train, dev)
+        if dev is not None and dev.labels is not None:
+            self.tune_thresholds(dev)
         return self
 
     def predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
@@ -103,15 +109,15 @@ class Detector(ABC):
             thresholds = Thresholds.constant(float(thresholds), NUM_CATEGORIES)
         return thresholds.apply(scores)
 
-    def tune_thresholds(self, validation: Split, scores: np.ndarray | None = None) -> Thresholds:
-        """Choose and keep thresholds maximising the official F1 on ``validation``."""
-        if validation.labels is None:
-            raise InputError(f"the {validation.name} split has no labels to tune thresholds on")
+    def tune_thresholds(self, dev: Split, scores: np.ndarray | None = None) -> Thresholds:
+        """Choose and keep thresholds maximising the official F1 on ``dev``."""
+        if dev.labels is None:
+            raise InputError(f"the {dev.name} split has no labels to tune thresholds on")
         if scores is None:
-            scores = self.predict_proba(validation.arguments)
-        self.validation_scores = scores  # kept so callers need not score validation again
+            scores = self.predict_proba(dev.arguments)
+        self.dev_scores = scores  # kept so callers need not score dev again
         self.thresholds = tune(
-            scores, validation.labels, mode=self.config.thresholds,
+            scores, dev.labels, mode=self.config.thresholds,
             shrink=self.config.threshold_shrink, seed=self.config.seed,
             fixed=self.config.fixed_threshold,
         )

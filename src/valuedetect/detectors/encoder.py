@@ -144,7 +144,7 @@ class EncoderDetector(Detector):
         return hidden
 
     # -- the Detector interface ----------------------------------------------------------------
-    def _fit(self, train: Split, validation: Split | None) -> None:
+    def _fit(self, train: Split, dev: Split | None) -> None:
         import torch
 
         from valuedetect.encoder.batching import EncodedArguments
@@ -155,17 +155,17 @@ class EncoderDetector(Detector):
         c = self.config
         self._build()
         train_ids = self._encode(train.arguments)
-        val_ids = self._encode(validation.arguments) if validation is not None else None
+        dev_ids = self._encode(dev.arguments) if dev is not None else None
         cache = self.model.frozen_layers > 0
         train_data = EncodedArguments(train_ids, train.labels,
                                       self._cache_bottom(train_ids, "training") if cache else None)
-        val_data = None
-        if validation is not None and validation.labels is not None and val_ids is not None:
-            val_data = EncodedArguments(val_ids, None, self._cache_bottom(val_ids, "validation") if cache else None)
+        dev_data = None
+        if dev is not None and dev.labels is not None and dev_ids is not None:
+            dev_data = EncodedArguments(dev_ids, None, self._cache_bottom(dev_ids, "dev") if cache else None)
         settings = TrainSettings(**{k: getattr(c, k) for k in TrainSettings.__dataclass_fields__})
         pos_weight = positive_weights(torch.as_tensor(train.labels, dtype=torch.float32), c.pos_weight)
         state = run_loop(
-            self.model, train_data, val_data, None if validation is None else validation.labels, settings,
+            self.model, train_data, dev_data, None if dev is None else dev.labels, settings,
             self.pad_id, pos_weight=pos_weight, checkpoint_dir=self.checkpoint_dir, resume=self.resume,
             progress=self.progress, log=self.log, on_step=getattr(self, "on_step", None),
         )
@@ -177,6 +177,22 @@ class EncoderDetector(Detector):
             history=state.history, best_epoch=state.best_epoch, parameters_total=total,
             parameters_trainable=trainable, frozen_layers=self.model.frozen_layers,
             base_model=c.model, processes=state.processes,
+            training=self._training_standard(state, train.labels, pos_weight).to_dict(),
+        )
+
+    @staticmethod
+    def _training_standard(state: Any, labels: np.ndarray, pos_weight: Any) -> Any:
+        """How far the classifier trained, for the protocol's "same standard" rule: its training
+        loss in the epoch whose weights are kept, against the best constant answer's."""
+        from valuedetect.protocol import TrainingStandard, constant_answer_loss
+
+        classify = [h for h in state.history if h.get("stage") == "classify"]
+        kept = next((h for h in classify if h["epoch"] == state.best_epoch), classify[-1] if classify else None)
+        weights = None if pos_weight is None else pos_weight.detach().cpu().numpy()
+        return TrainingStandard(
+            epochs_completed=float(len(classify)), final_loss=None if kept is None else float(kept["loss"]),
+            constant_loss=constant_answer_loss(labels, weights),
+            stopped_by="early stopping" if state.stopped_early else "epochs",
         )
 
     def _round_trip_saved_dtype(self) -> None:

@@ -45,6 +45,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     processes: int = 1
+    stopped_early: bool = False
 
 
 def param_groups(model: EncoderClassifier, s: TrainSettings, lr: float) -> list[dict[str, Any]]:
@@ -77,7 +78,12 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total: int, warmup: flo
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Random states as tensors and plain values, so checkpoints load with ``weights_only=True``
+    (a checkpoint is a file a user may have been handed: it must not be able to run code)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -85,14 +91,18 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _fingerprint(model: EncoderClassifier, s: TrainSettings, processes: int) -> str:
-    """What a checkpoint must agree with to be resumed: settings, trained weights, processes."""
+    """What a checkpoint must agree with to be resumed: settings, trained weights, processes (the run
+    as a whole is fingerprinted by ``valuedetect.fingerprint``: config, model file, data)."""
     import hashlib
     import json
 
@@ -107,6 +117,15 @@ def make_loader(data: EncodedArguments, sampler: BucketBatchSampler, pad_id: int
     torch RNG each time it is iterated, which would shift dropout masks after a resume."""
     return DataLoader(data, batch_sampler=sampler, collate_fn=lambda b: collate(b, pad_id),
                       generator=torch.Generator().manual_seed(0))
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """Tensors and plain values only: a checkpoint that holds anything else is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle.UnpicklingError, RuntimeError, EOFError for damaged files
+        raise ValueDetectError(f"{path}: not a checkpoint this version can read safely ({error}); "
+                               "train into a new --output") from None
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -165,8 +184,8 @@ class Interrupted(Exception):
 def train(
     model: EncoderClassifier,
     train_data: EncodedArguments,
-    val_data: EncodedArguments | None,
-    val_labels: np.ndarray | None,
+    dev_data: EncodedArguments | None,
+    dev_labels: np.ndarray | None,
     s: TrainSettings,
     pad_id: int,
     pos_weight: torch.Tensor | None = None,
@@ -177,7 +196,7 @@ def train(
     on_step: Callable[[TrainState], None] | None = None,
 ) -> TrainState:
     """Contrastive pre-training (optional), then classifier training with early stopping on
-    the validation official F1. Leaves the best epoch's weights in ``model``."""
+    the dev split's official F1. Leaves the best epoch's weights in ``model``."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -194,14 +213,14 @@ def train(
         if ckpt is None or not ckpt.exists():
             say(f"no checkpoint at {ckpt}; starting from the beginning")
         else:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+            saved = _load_checkpoint(ckpt)
             if saved.get("fingerprint") != fingerprint:
                 raise ValueDetectError(
                     f"{ckpt} was written by a run with other settings, model or process count; "
                     "resume with the same config, or train into a new --output")
             if not accelerator.is_main_process:
                 rng_file = ckpt.with_name(f"rng-{accelerator.process_index}.pt")
-                mine = torch.load(rng_file, weights_only=False) if rng_file.exists() else None
+                mine = _load_checkpoint(rng_file) if rng_file.exists() else None
                 step_matches = mine is not None and mine["step"] == saved["state"]["global_step"]
                 saved["rng"] = mine["rng"] if step_matches else None
             model.load_state_dict(saved["weights"], strict=False)
@@ -281,11 +300,11 @@ def train(
             state.step_in_epoch = 0
             state.epoch_loss = 0.0
             stop = False
-            if stage == "classify" and val_data is not None and val_labels is not None:
+            if stage == "classify" and dev_data is not None and dev_labels is not None:
                 unwrapped = accelerator.unwrap_model(wrapped)
-                scores = predict_scores(unwrapped, val_data, s.batch_size * 4, pad_id)
-                threshold, f1 = best_global(scores, val_labels)
-                record.update(validation_f1=f1, threshold=threshold)
+                scores = predict_scores(unwrapped, dev_data, s.batch_size * 4, pad_id)
+                threshold, f1 = best_global(scores, dev_labels)
+                record.update(dev_f1=f1, threshold=threshold)
                 if f1 > state.best_f1 + 1e-9:
                     state.best_f1, state.best_epoch, state.bad_epochs = f1, record["epoch"], 0
                     best_weights = {k: v.detach().clone() for k, v in unwrapped.trainable_state_dict().items()}
@@ -295,7 +314,8 @@ def train(
             state.history.append(record)
             say(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
             if stop:
-                say(f"early stop: no better validation F1 for {s.patience} epochs")
+                state.stopped_early = True
+                say(f"early stop: no better dev F1 for {s.patience} epochs")
                 break
             _save_checkpoint(ckpt, accelerator, accelerator.unwrap_model(wrapped), state, best_weights,
                              optimizer, scheduler, fingerprint)

@@ -19,6 +19,11 @@
     "detector.model" = ["minilm", "mpnet"]
     # a table value merges into the table: detector = [{model = "minilm"}, {model = "mpnet", epochs = 2}]
 
+``seeds = [13, 14, 15]`` (in a run or in ``[defaults]``) repeats each configuration once per
+seed, as runs ``<name>-s<seed>`` with ``detector.seed`` set; the report groups them back into one
+configuration (mean and spread over seeds). A configuration is what a run's name says before
+the seed suffix.
+
 Settings merge in this order, later winning: the base config file, ``[defaults]``, the run's
 own keys, its grid values. Detector tables merge key by key. A run with ``task = "nli"`` takes
 the NLI side task's settings (``valuedetect.nli.NLIConfig``) instead of a training config.
@@ -38,7 +43,7 @@ from valuedetect.config import TrainConfig, from_dict, read_toml, to_dict
 from valuedetect.errors import ConfigError
 from valuedetect.experiments.records import FAMILIES, TASKS, spec_hash
 
-_RUN_KEYS = {"name", "config", "family", "task", "grid"}
+_RUN_KEYS = {"name", "config", "family", "task", "grid", "seeds"}
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -50,6 +55,11 @@ class RunSpec:
     task: str
     family: str
     settings: dict[str, Any]  # TrainConfig fields (task values) or NLIConfig fields (task nli)
+    group: str = ""  # the configuration: the run's name without its seed suffix
+    seed: int | None = None  # set when the experiment repeats the configuration over seeds
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.name
 
     @property
     def hash(self) -> str:
@@ -178,6 +188,7 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
     defaults = raw.get("defaults", {})
     if not isinstance(defaults, dict):
         raise ConfigError(f"{path}: [defaults] must be a table")
+    default_seeds = _seeds(defaults.pop("seeds", None), f"{path}: [defaults]")
     name = str(raw.get("name") or path.stem)
     folder = Path(results) if results is not None else Path(raw.get("results") or f"runs/experiments/{name}")
     experiment = Experiment(name=name, path=path, results=folder, description=str(raw.get("description", "")))
@@ -198,17 +209,26 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
             config_path = _resolve_path(str(entry["config"]), path)
             base = read_toml(config_path)
         own = {k: v for k, v in entry.items() if k not in _RUN_KEYS}
+        seeds = _seeds(entry["seeds"], where) if "seeds" in entry else default_seeds
         shared = defaults if task == "values" else {k: v for k, v in defaults.items()
                                                     if k in ("subset_seed", "data_dir")}
         settings = _merge(_merge(base, shared), own)
-        for point in _grid_points(grid, where) if grid else [{}]:
+        points = [(point, seed) for point in (_grid_points(grid, where) if grid else [{}]) for seed in seeds or [None]]
+        for point, seed in points:
             resolved = copy.deepcopy(settings)
             for key, value in point.items():
                 _set_dotted(resolved, key, value)
             try:
-                run_name = _run_name(str(entry["name"]), point, resolved)
+                group = _run_name(str(entry["name"]), point, resolved)
             except ConfigError as error:
                 raise ConfigError(f"{where}: {error}") from None
+            run_name = group
+            if seed is not None:
+                run_name = f"{group}-s{seed}"
+                if task == "values":
+                    _set_dotted(resolved, "detector.seed", seed)
+                else:
+                    resolved["seed"] = seed
             run_where = f"{path}: run {run_name!r}"
             if not _NAME_OK.match(run_name):
                 raise ConfigError(f"{run_where}: a run name may hold letters, digits and . _ + - only")
@@ -230,8 +250,20 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
                                                   else "prompt-zero-shot")
             if family not in FAMILIES:
                 raise ConfigError(f"{run_where}: family must be one of {', '.join(FAMILIES)}, not {family!r}")
-            experiment.runs.append(RunSpec(run_name, task, family, resolved))
+            experiment.runs.append(RunSpec(run_name, task, family, resolved, group=group, seed=seed))
     return experiment
+
+
+def _seeds(value: Any, where: str) -> list[int] | None:
+    """A ``seeds`` setting: a non-empty list of distinct integers, or None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                            for v in value):
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, not {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: seeds {value!r} repeat a seed")
+    return list(value)
 
 
 __all__ = ["Experiment", "RunSpec", "family_of", "load_experiment"]

@@ -6,7 +6,7 @@ Layout of a results folder written by ``valuedetect experiment run``::
       experiment.json          name, the config file, the run names in grid order
       <run name>/
         record.json            a RunRecord (below)
-        run/                   the training output: detector, validation-run.tsv,
+        run/                   the training output: detector, dev-run.tsv, validation-run.tsv,
                                validation-scores.npy, test-run.tsv, results.json
                                (NLI runs: validation-predictions.tsv instead of the run files)
 
@@ -45,12 +45,13 @@ class RunRecord:
     ``validation`` (task "values") is ``metrics.Scores.to_dict()``: official f1, precision,
     recall, mean_f1 (labelled as not official), per_category, ci95, n. For task "nli" it is
     ``{"accuracy", "ci95", "macro_f1", "n"}``. ``outputs`` holds paths relative to the run's
-    folder: validation_run, validation_scores, test_run (values), validation_predictions (nli);
+    folder: dev_run, validation_run, validation_scores, test_run (values), validation_predictions (nli);
     a missing output is None.
     """
 
     name: str
     status: str  # done | failed
+    group: str = ""  # the configuration this run is a seed of (its name without the seed suffix)
     task: str = "values"
     family: str = "fine-tuning"
     method: str = ""
@@ -72,11 +73,20 @@ class RunRecord:
     training_subset: str | None = None
     validation_subset: str | None = None
     validation: dict[str, Any] = field(default_factory=dict)
+    # The protocol (valuedetect.protocol): what chose, what was scored; dev scores are in-sample
+    # for what was chosen on dev. compute: CPU-seconds of training and of scoring validation.
+    protocol: dict[str, Any] = field(default_factory=dict)
+    dev: dict[str, Any] = field(default_factory=dict)
+    compute: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] | None = None  # protocol.TrainingStandard; None for methods that train nothing
     detector_config: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str | None] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.name
 
     @property
     def done(self) -> bool:

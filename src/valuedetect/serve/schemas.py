@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from valuedetect.data import _STANCE_ALIASES, Argument
+from valuedetect.data import _STANCE_ALIASES, Argument, text_problem
 from valuedetect.taxonomy import CATEGORY_NAMES
 
 CategoryName = Literal[CATEGORY_NAMES]  # type: ignore[valid-type]
+
+
+def _encodable(value: str) -> str:
+    """Refuse text that is no valid Unicode (a lone surrogate, ``"\\ud800"`` in JSON): the
+    tokenizer would fail on it in a forward pass shared with other requests."""
+    problem = text_problem(value, max_chars=None)
+    if problem is not None:
+        raise ValueError(f"the text {problem}")
+    return value
+
+
+# Every string a client sends goes through this check; the error names the field.
+Text = Annotated[str, AfterValidator(_encodable)]
+MAX_UNKNOWN_FIELDS = 5  # more unknown keys in one object are one error, not one error each
+
+
+class _StrictObject(BaseModel):
+    """Unknown fields are errors (``extra="forbid"``), each named, but an object with many
+    of them (90,000 keys fit in a 1 MB body) is refused as a whole: one error per key would
+    cost the server a second of work on its event loop, and the client a long answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many_unknown_fields(cls, data: object) -> object:
+        if isinstance(data, dict) and len(data) > len(cls.model_fields) + MAX_UNKNOWN_FIELDS:
+            unknown = [str(k) for k in data if k not in cls.model_fields]
+            shown = ", ".join(repr(k[:40]) for k in unknown[:MAX_UNKNOWN_FIELDS])
+            raise ValueError(f"{len(unknown)} unknown fields, e.g. {shown}")
+        return data
 
 _EXAMPLE_ARGUMENT = {
     "id": "A01",
@@ -19,16 +50,16 @@ _EXAMPLE_ARGUMENT = {
 }
 
 
-class ArgumentIn(BaseModel):
+class ArgumentIn(_StrictObject):
     """An argument (premise, with conclusion and stance if known) or a plain text."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE_ARGUMENT]})
 
-    id: str | None = Field(None, max_length=200, description="Your identifier; echoed back. Default: its position.")
-    premise: str | None = Field(None, description="The argument's premise (its reasons).")
-    conclusion: str | None = Field(None, description="What the premise argues for or against.")
-    stance: str | None = Field(None, description="'in favor of' or 'against' the conclusion.")
-    text: str | None = Field(None, description="Plain text instead of premise/conclusion/stance.")
+    id: Text | None = Field(None, max_length=200, description="Your identifier; echoed back. Default: its position.")
+    premise: Text | None = Field(None, description="The argument's premise (its reasons).")
+    conclusion: Text | None = Field(None, description="What the premise argues for or against.")
+    stance: Text | None = Field(None, description="'in favor of' or 'against' the conclusion.")
+    text: Text | None = Field(None, description="Plain text instead of premise/conclusion/stance.")
 
     @field_validator("stance")
     @classmethod
@@ -69,7 +100,7 @@ class ArgumentIn(BaseModel):
         return len(self.premise or self.text or "") + len(self.conclusion or "")
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(_StrictObject):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"arguments": [_EXAMPLE_ARGUMENT]}]})
 
     arguments: list[ArgumentIn] = Field(..., min_length=1, description="One or more arguments to label.")
@@ -89,12 +120,12 @@ class PredictResponse(BaseModel):
     results: list[ArgumentResult]
 
 
-class ExplainRequest(BaseModel):
+class ExplainRequest(_StrictObject):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"argument": _EXAMPLE_ARGUMENT}]})
 
     argument: ArgumentIn
     categories: list[CategoryName] | None = Field(
-        None, description="Categories to explain; default: the detected ones."
+        None, max_length=len(CATEGORY_NAMES), description="Categories to explain; default: the detected ones."
     )
     top_k: int = Field(5, ge=1, le=50, description="Words to return per category.")
 
@@ -144,6 +175,12 @@ class ModelInfo(BaseModel):
     valuedetect_version: str
     categories: list[CategoryInfo]
     limits: dict[str, int]
+    limits_profile: Literal["encoder", "language-model"] = Field(
+        description="Which defaults the limits come from: a language-model detector asks 20 questions per "
+                    "argument (20 API calls for a remote LLM), so it takes far fewer arguments per request.")
+    explain_max_words: int = Field(description="Words /v1/explain leaves out one at a time, at most.")
+    jobs: dict[str, int] = Field(description="File jobs: at most max_running at once and max_queued waiting "
+                                             "(beyond: 429 with Retry-After); the last max_kept are kept.")
 
 
 class Health(BaseModel):
@@ -155,7 +192,10 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="Machine-readable reason, e.g. 'too_many_arguments'.")
     message: str
     limit: str | None = Field(None, description="Which limit was exceeded, when one was.")
-    fields: list[dict[str, str]] | None = Field(None, description="For invalid requests: field and problem.")
+    fields: list[dict[str, str]] | None = Field(
+        None, description="For invalid requests: field and problem (the first few; `fields_total` counts all)."
+    )
+    fields_total: int | None = Field(None, description="How many problems were found in all.")
 
 
 class ErrorResponse(BaseModel):
@@ -164,7 +204,8 @@ class ErrorResponse(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    status: Literal["running", "done", "failed"]
+    status: Literal["queued", "running", "done", "failed"]
+    queue_position: int | None = Field(None, description="Jobs ahead of this one while it is queued.")
     done: int
     total: int
     filename: str
@@ -180,10 +221,30 @@ class PyvaluesDocument(BaseModel):
         json_schema_extra={"examples": [{"id": "doc-1", "language": "en", "segments": [_EXAMPLE_ARGUMENT["premise"]]}]},
     )
 
-    id: str | None = None
-    language: str = "en"
-    segments: list[str] | None = None
+    id: Text | None = None
+    language: Text = "en"
+    segments: list[Text] | None = None
 
 
 class PyvaluesResponse(BaseModel):
     values: list[dict[str, float]] = Field(description="One value dictionary per segment, in order.")
+
+
+def limited_requests(max_arguments: int) -> tuple[type[PredictRequest], type[PyvaluesDocument]]:
+    """The request models with the server's argument limit in the schema itself.
+
+    Validation then stops at the first argument over the limit, so a huge list costs no more
+    than ``max_arguments`` items to check (and to report), and the schema documents the limit.
+    The error handler turns the schema's "too long" into the usual 413 ``too_many_arguments``.
+    """
+    predict = create_model(
+        "PredictRequest", __base__=PredictRequest,
+        arguments=(list[ArgumentIn], Field(..., min_length=1, max_length=max_arguments,
+                                           description=f"One to {max_arguments} arguments to label.")),
+    )
+    document = create_model(
+        "PyvaluesDocument", __base__=PyvaluesDocument,
+        segments=(list[Text] | None, Field(None, max_length=max_arguments,
+                                           description=f"At most {max_arguments} segments.")),
+    )
+    return predict, document

@@ -26,7 +26,7 @@ from valuedetect.experiments.report.sections import (
     significance_section,
     test_section,
 )
-from valuedetect.experiments.report.verdicts import verdict_section
+from valuedetect.experiments.report.verdicts import verdict_section, verdicts
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -40,7 +40,17 @@ def output_folder(results: Path, output: str | Path | None) -> Path:
     return ensure_folder(Path(output) if output is not None else results / "report", "report folder")
 
 
+def plan_comparisons(ctx: Context) -> None:
+    """Make every comparison the report will cite, then Holm-correct them as one family, so that
+    each verdict reads a corrected p. The verdict rules request the same comparisons whatever the
+    outcomes, so the second pass (the rendering) finds them all made."""
+    verdicts(ctx)
+    significance_section(ctx)
+    ctx.apply_holm()
+
+
 def build_blocks(ctx: Context) -> list[Block]:
+    plan_comparisons(ctx)
     sections: list[Callable[[Context], list[Block]]] = [
         header_section, main_section, per_category_section, parameters_section, data_size_section,
         significance_section, test_section, verdict_section, nli_section,

@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from valuedetect.experiments.report.scoring import ScoredRun
+from valuedetect.experiments.report.scoring import ScoredConfig
 from valuedetect.taxonomy import CATEGORY_NAMES
 
 HEATMAP_FILE = "per-category-f1.png"
 PARAMETERS_FILE = "f1-vs-parameters.png"
 DATA_SIZE_FILE = "f1-vs-training-size.png"
+COMPUTE_FILE = "f1-vs-compute.png"
 
 LINE_FAMILIES = ("fine-tuning", "prompt-tuning", "prompt-zero-shot", "llm-prompting")
 FAMILY_COLORS = {
@@ -42,7 +43,7 @@ def png_bytes(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def heatmap_png(runs: Sequence[ScoredRun]) -> bytes:
+def heatmap_png(runs: Sequence[ScoredConfig]) -> bytes:
     """Runs x categories, per-category F1; categories a run's arguments lack are grey."""
     matrix = np.array([[r.scores.per_category[c].get("f1", np.nan) for c in CATEGORY_NAMES] for r in runs])
     figure = new_figure(max(9.0, 0.55 * len(CATEGORY_NAMES) + 3), max(3.5, 0.45 * len(runs) + 2.8))
@@ -68,7 +69,7 @@ def _colormap(name: str) -> Any:
     return matplotlib.colormaps[name]
 
 
-def parameters_png(points: Sequence[tuple[ScoredRun, float]], baselines: Sequence[tuple[ScoredRun, float]],
+def parameters_png(points: Sequence[tuple[ScoredConfig, float]], baselines: Sequence[tuple[ScoredConfig, float]],
                    ylabel: str) -> bytes:
     """F1 against total parameters, log-x, a line per family, baselines as horizontal lines."""
     figure = new_figure(8.5, 5.5)
@@ -106,7 +107,7 @@ def parameters_png(points: Sequence[tuple[ScoredRun, float]], baselines: Sequenc
     return png_bytes(figure)
 
 
-def data_size_png(lines: Sequence[tuple[str, str, list[ScoredRun]]]) -> bytes:
+def data_size_png(lines: Sequence[tuple[str, str, list[ScoredConfig]]]) -> bytes:
     """F1 against training arguments, log-x, a line per (family, model, method, detector config)."""
     figure = new_figure(8.5, 5.5)
     ax = figure.subplots()
@@ -125,4 +126,36 @@ def data_size_png(lines: Sequence[tuple[str, str, list[ScoredRun]]]) -> bytes:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     ax.set_title("Official F1 against training data size: fine-tuning vs prompt tuning", fontsize=10)
+    return png_bytes(figure)
+
+
+def compute_png(points: Sequence[tuple[ScoredConfig, float]], ylabel: str) -> bytes:
+    """F1 against CPU-seconds (training + scoring validation, log-x), one line per family through the
+    configurations no cheaper one of the family beats: what each family buys at each cost."""
+    figure = new_figure(8.5, 5.5)
+    ax = figure.subplots()
+    for family in ("baseline", *LINE_FAMILIES):
+        members = sorted(((r.compute_seconds or 0.0, f1, r) for r, f1 in points if r.record.family == family),
+                         key=lambda item: item[0])
+        if not members:
+            continue
+        color = FAMILY_COLORS.get(family)
+        ax.scatter([max(x, 1e-1) for x, _, _ in members], [y for _, y, _ in members], color=color, s=22, alpha=0.6,
+                   zorder=3)
+        for x, y, run in members:
+            ax.annotate(run.name, (max(x, 1e-1), y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+        frontier, best = [], -1.0
+        for x, y, _ in members:
+            if y > best:
+                frontier.append((max(x, 1e-1), y))
+                best = y
+        ax.plot([x for x, _ in frontier], [y for _, y in frontier], marker="o", color=color,
+                label=f"{family} (line: best F1 at each cost)", zorder=4)
+    ax.set_xscale("log")
+    ax.margins(x=0.15)
+    ax.set_xlabel("CPU-seconds per seed: training + scoring validation (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("Official F1 against compute", fontsize=10)
     return png_bytes(figure)

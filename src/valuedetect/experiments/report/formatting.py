@@ -71,11 +71,14 @@ def size_setting(record: RunRecord) -> str:
 
 
 def pair_text(pair: Pair, label_a: str, label_b: str) -> str:
-    """The evidence of one paired test in a sentence."""
+    """The evidence of one paired test in a sentence (p corrected by Holm once the report applies it)."""
     r = pair.result
     verdict = "significant" if pair.significant else "not significant"
+    b_name = pair.b.name if pair.b is not None else "all-ones"
+    p_label = "corrected p" if pair.p_holm is not None else "p"
+    seeds = f"{len(pair.a.members)} vs {len(pair.b.members) if pair.b is not None else 1} seeds"
     return (
-        f"{pair.a.name} ({label_a}, F1 {f3(r.f1_a)}) vs {pair.b.name} ({label_b}, F1 {f3(r.f1_b)}) on their "
-        f"{pair.n} shared validation arguments: difference {r.difference:+.3f}, 95% CI "
-        f"{interval(r.ci95, signed=True)}, p = {pvalue(r.p_value)} ({verdict} at {ALPHA})"
+        f"{pair.a.name} ({label_a}, F1 {f3(r.f1_a)}) vs {b_name} ({label_b}, F1 {f3(r.f1_b)}) on their "
+        f"{pair.n} shared validation arguments ({seeds}): difference {r.difference:+.3f}, 95% CI "
+        f"{interval(r.ci95, signed=True)}, {p_label} = {pvalue(pair.p)} ({verdict} at {ALPHA})"
     )

@@ -19,7 +19,8 @@ import numpy as np
 from valuedetect.data import load_split, read_labels
 from valuedetect.errors import InputError
 from valuedetect.experiments.records import EXPERIMENT_FILE, FAMILIES, RECORD_FILE, RunRecord, read_records
-from valuedetect.metrics import Comparison, Scores, compare, official_f1, score
+from valuedetect.metrics import Comparison, Scores, compare_seeds, holm, official_f1, score, seed_interval
+from valuedetect.protocol import under_trained
 
 ALPHA = 0.05
 
@@ -35,6 +36,7 @@ class ScoredRun:
     scores: Scores
     ignored: int = 0  # argument IDs of the run file that have no labels
     index: dict[str, int] = field(default_factory=dict)
+    dev_f1: float | None = None  # official F1 on the dev arguments that chose its epochs and thresholds
 
     def __post_init__(self) -> None:
         self.index = {arg_id: i for i, arg_id in enumerate(self.ids)}
@@ -53,6 +55,108 @@ class ScoredRun:
         return official_f1(truth, pred)
 
 
+@dataclass(eq=False)
+class ScoredConfig:
+    """A configuration: the runs of one group (its seeds), on the arguments every one of them scored.
+
+    Its F1 is the mean over seeds; ``scores.ci95`` and every comparison carry both argument and
+    seed variance (``metrics.compare_seeds``). With one seed, training variance is not estimated.
+    """
+
+    members: list[ScoredRun]
+    resamples: int = 1000
+    seed: int = 0
+    ids: list[str] = field(default_factory=list)
+    truth: np.ndarray = field(default_factory=lambda: np.zeros((0, 20)))
+    scores: Scores = field(init=False)
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shared = set(self.members[0].ids)
+        for member in self.members[1:]:
+            shared &= set(member.ids)
+        self.ids = [i for i in self.members[0].ids if i in shared]
+        self.index = {arg_id: i for i, arg_id in enumerate(self.ids)}
+        self.truth, _ = self.members[0].rows(self.ids)
+        self.scores = self._mean_scores()
+
+    def _mean_scores(self) -> Scores:
+        member_scores = [score(*m.rows(self.ids)) for m in self.members]
+        per_category: dict[str, dict[str, float]] = {}
+        for name, first in member_scores[0].per_category.items():
+            entry = dict(first)
+            for key in ("precision", "recall", "f1"):
+                if key in first:
+                    entry[key] = float(np.mean([s.per_category[name][key] for s in member_scores]))
+            per_category[name] = entry
+        means = {key: float(np.mean([getattr(s, key) for s in member_scores]))
+                 for key in ("f1", "precision", "recall", "mean_f1")}
+        truth, preds = self.preds(self.ids)
+        interval = seed_interval(truth, preds, resamples=self.resamples, seed=self.seed) if len(self.ids) else None
+        return Scores(**means, per_category=per_category, ci95=interval, n=len(self.ids))
+
+    @property
+    def name(self) -> str:
+        return self.members[0].record.group or self.members[0].name
+
+    @property
+    def record(self) -> RunRecord:
+        """The first seed's record: what the runs of a configuration share (family, model, settings)."""
+        return self.members[0].record
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [m.record.seed for m in self.members]
+
+    @property
+    def seed_f1(self) -> list[float]:
+        return [m.f1_on(self.ids) for m in self.members]
+
+    @property
+    def f1_sd(self) -> float | None:
+        return float(np.std(self.seed_f1, ddof=1)) if len(self.members) > 1 else None
+
+    @property
+    def dev_f1(self) -> float | None:
+        values = [m.dev_f1 for m in self.members]
+        return None if any(v is None for v in values) else float(np.mean(values))
+
+    @property
+    def under_trained(self) -> list[str]:
+        """Why runs of this configuration did not train to the protocol's standard (empty: they did)."""
+        reasons = []
+        for m in self.members:
+            reason = under_trained(m.record.training)
+            if reason:
+                reasons.append(f"{m.name}: {reason}")
+        return reasons
+
+    @property
+    def optimistic(self) -> bool:
+        """A run chose on validation as well as scored it (the paper protocol, or a record from before
+        the held-out protocol)."""
+        return any(m.record.protocol.get("optimistic", True) for m in self.members)
+
+    @property
+    def compute_seconds(self) -> float | None:
+        """Mean CPU-seconds per seed for training and scoring validation, or None when not recorded."""
+        totals = []
+        for m in self.members:
+            c = m.record.compute
+            if not c or c.get("train_cpu_seconds") is None:
+                return None
+            totals.append(float(c["train_cpu_seconds"]) + float(c.get("validation_cpu_seconds") or 0.0))
+        return float(np.mean(totals))
+
+    def preds(self, ids: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Labels and every seed's predictions of the given arguments, in that order."""
+        preds = [m.rows(ids)[1] for m in self.members]
+        return self.members[0].rows(ids)[0], preds
+
+    def f1_on(self, ids: Sequence[str]) -> float:
+        return float(np.mean([m.f1_on(ids) for m in self.members]))
+
+
 @dataclass
 class Unscored:
     record: RunRecord
@@ -61,12 +165,18 @@ class Unscored:
 
 @dataclass
 class Pair:
-    """A paired test of run a against run b on the arguments both scored."""
+    """A paired test of configuration a against b on the arguments both scored.
 
-    a: ScoredRun
-    b: ScoredRun
+    ``p_holm`` is the p-value after Holm's correction across every comparison of the report;
+    once set, significance reads it.
+    """
+
+    a: ScoredConfig
+    b: ScoredConfig | None  # None: against predicting every category (all-ones)
     n: int
     result: Comparison
+    ids: list[str] = field(default_factory=list)
+    p_holm: float | None = None
 
     @property
     def difference(self) -> float:
@@ -74,11 +184,15 @@ class Pair:
 
     @property
     def shared_ids(self) -> list[str]:
-        return shared_ids(self.a, self.b)
+        return self.ids
+
+    @property
+    def p(self) -> float:
+        return self.result.p_value if self.p_holm is None else self.p_holm
 
     @property
     def significant(self) -> bool:
-        return self.result.p_value < ALPHA
+        return self.p < ALPHA
 
 
 @dataclass
@@ -88,39 +202,70 @@ class Context:
     name: str
     records: list[RunRecord]
     pending: list[str]
-    runs: list[ScoredRun]
+    runs: list[ScoredConfig]  # one per configuration (its seeds together)
     unscored: list[Unscored]
     common: list[str]
     resamples: int
     seed: int
-    test: dict[str, ScoredRun | str] | None = None
-    _pairs: dict[tuple[str, str], Pair | None] = field(default_factory=dict)
+    test: dict[str, ScoredConfig | str] | None = None
+    seed_runs: list[ScoredRun] = field(default_factory=list)
+    _pairs: dict[tuple[str, str, int], Pair | None] = field(default_factory=dict)
+    holm_applied: bool = False
 
-    def pair(self, a: ScoredRun, b: ScoredRun) -> Pair | None:
-        """Paired test of a against b on their shared IDs (None when they share none)."""
-        key = (a.name, b.name)
+    def pair(self, a: ScoredConfig, b: ScoredConfig) -> Pair | None:
+        """Seed-aware paired test of a against b on their shared IDs (None when they share none)."""
+        key = (a.name, b.name, 0)
         if key not in self._pairs:
             self._pairs[key] = paired_test(a, b, self.resamples, self.seed)
+            self._adjust_if_final()
         return self._pairs[key]
+
+    def against_all_ones(self, a: ScoredConfig, ids: Sequence[str]) -> Pair:
+        """a against predicting every category on the given arguments (same test as every pair)."""
+        key = (a.name, "(all-ones)", hash(tuple(ids)))
+        if key not in self._pairs:
+            truth, preds = a.preds(ids)
+            result = compare_seeds(truth, preds, [np.ones_like(preds[0])], resamples=self.resamples, seed=self.seed)
+            self._pairs[key] = Pair(a, None, len(ids), result, list(ids))
+            self._adjust_if_final()
+        pair = self._pairs[key]
+        assert pair is not None
+        return pair
+
+    @property
+    def pairs(self) -> list[Pair]:
+        return [p for p in self._pairs.values() if p is not None]
+
+    def apply_holm(self) -> None:
+        """Holm-correct every comparison made so far, as one family; later ones join it."""
+        self.holm_applied = True
+        self._adjust_if_final()
+
+    def _adjust_if_final(self) -> None:
+        if not self.holm_applied:
+            return
+        pairs = self.pairs
+        for pair, adjusted in zip(pairs, holm([p.result.p_value for p in pairs]), strict=True):
+            pair.p_holm = adjusted
 
     @property
     def same_validation(self) -> bool:
         return all(len(r.ids) == len(self.common) for r in self.runs)
 
 
-def shared_ids(a: ScoredRun, b: ScoredRun) -> list[str]:
-    """The argument IDs both runs scored, in a's order."""
+def shared_ids(a: ScoredRun | ScoredConfig, b: ScoredRun | ScoredConfig) -> list[str]:
+    """The argument IDs both scored, in a's order."""
     return [i for i in a.ids if i in b.index]
 
 
-def paired_test(a: ScoredRun, b: ScoredRun, resamples: int, seed: int) -> Pair | None:
-    """metrics.compare on the intersection of two runs' argument IDs."""
+def paired_test(a: ScoredConfig, b: ScoredConfig, resamples: int, seed: int) -> Pair | None:
+    """metrics.compare_seeds on the intersection of two configurations' argument IDs."""
     shared = shared_ids(a, b)
     if not shared:
         return None
-    truth, pred_a = a.rows(shared)
-    _, pred_b = b.rows(shared)
-    return Pair(a, b, len(shared), compare(truth, pred_a, pred_b, resamples=resamples, seed=seed))
+    truth, preds_a = a.preds(shared)
+    _, preds_b = b.preds(shared)
+    return Pair(a, b, len(shared), compare_seeds(truth, preds_a, preds_b, resamples=resamples, seed=seed), shared)
 
 
 def score_run_file(
@@ -167,7 +312,7 @@ def score_records(
     return out
 
 
-def common_ids(runs: Sequence[ScoredRun]) -> list[str]:
+def common_ids(runs: Sequence[ScoredRun | ScoredConfig]) -> list[str]:
     """The argument IDs every run scored, in the first run's order."""
     if not runs:
         return []
@@ -177,14 +322,24 @@ def common_ids(runs: Sequence[ScoredRun]) -> list[str]:
     return [i for i in runs[0].ids if i in shared]
 
 
-def best_run(runs: Sequence[ScoredRun]) -> ScoredRun | None:
-    """The run with the highest F1 on the arguments all of them scored (own F1 if they share none)."""
+def best_run(runs: Sequence[ScoredConfig]) -> ScoredConfig | None:
+    """The configuration chosen as the best of ``runs``: the highest mean dev F1 (the protocol chooses
+    on dev). Only when a candidate has no dev score (a record from the paper protocol) is it the
+    highest validation F1 on the arguments all candidates scored, which is an optimistic choice."""
     if not runs:
         return None
+    if all(r.dev_f1 is not None for r in runs):
+        return max(runs, key=lambda r: r.dev_f1 or 0.0)
     shared = common_ids(runs)
     if shared:
         return max(runs, key=lambda r: r.f1_on(shared))
     return max(runs, key=lambda r: r.scores.f1)
+
+
+def chosen_on(runs: Sequence[ScoredConfig]) -> str:
+    """How ``best_run`` chose among these runs, in words."""
+    return "dev F1" if runs and all(r.dev_f1 is not None for r in runs) else \
+        "validation F1 (optimistic: no dev score recorded)"
 
 
 def family_rank(family: str) -> int:
@@ -243,12 +398,48 @@ def build_context(
         ids, labels = validation_labels(data_dir)
         for item in score_records(results, values, "validation_run", ids, labels, resamples, seed):
             (runs if isinstance(item, ScoredRun) else unscored).append(item)
+        add_dev_scores(results, runs, data_dir)
+    configs = group_configs(runs, resamples, seed)
     context = Context(
-        name=str(meta.get("name") or results.resolve().name), records=records, pending=pending, runs=runs,
-        unscored=unscored, common=common_ids(runs), resamples=resamples, seed=seed,
+        name=str(meta.get("name") or results.resolve().name), records=records, pending=pending, runs=configs,
+        unscored=unscored, common=common_ids(configs), resamples=resamples, seed=seed, seed_runs=runs,
     )
     if test_labels is not None:
         test_ids, test_matrix = read_labels(test_labels, level=2)
         scored = score_records(results, [r.record for r in runs], "test_run", test_ids, test_matrix, resamples, seed)
-        context.test = {item.record.name: item if isinstance(item, ScoredRun) else item.reason for item in scored}
+        by_group: dict[str, list[ScoredRun]] = {}
+        failed: dict[str, str] = {}
+        for item in scored:
+            if isinstance(item, ScoredRun):
+                by_group.setdefault(item.record.group, []).append(item)
+            else:
+                failed[item.record.group] = item.reason
+        context.test = {name: ScoredConfig(members, resamples, seed) for name, members in by_group.items()
+                        if name not in failed}
+        context.test.update(failed)
     return context
+
+
+def add_dev_scores(results: Path, runs: Sequence[ScoredRun], data_dir: str | Path | None) -> None:
+    """Each run's official F1 on its dev-run.tsv (dev is a slice of training: scored with its labels)."""
+    if not any(r.record.outputs.get("dev_run") for r in runs):
+        return
+    training = load_split("training", data_dir)
+    if training.labels is None:
+        return
+    index = {arg_id: i for i, arg_id in enumerate(training.ids)}
+    for run in runs:
+        path = run_file(results, run.record, "dev_run")
+        if path is None:
+            continue
+        item = score_run_file(run.record, path, index, training.labels, 0, 0)
+        if isinstance(item, ScoredRun):
+            run.dev_f1 = item.scores.f1
+
+
+def group_configs(runs: Sequence[ScoredRun], resamples: int, seed: int) -> list[ScoredConfig]:
+    """Runs grouped into configurations (by their record's group), in the order first seen."""
+    groups: dict[str, list[ScoredRun]] = {}
+    for run in runs:
+        groups.setdefault(run.record.group or run.name, []).append(run)
+    return [ScoredConfig(members, resamples, seed) for members in groups.values()]

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from valuedetect.experiments.records import RunRecord
 from valuedetect.experiments.report.figures import (
+    COMPUTE_FILE,
     DATA_SIZE_FILE,
     HEATMAP_FILE,
     LINE_FAMILIES,
     PARAMETERS_FILE,
+    compute_png,
     data_size_png,
     heatmap_png,
     parameters_png,
@@ -29,14 +32,14 @@ from valuedetect.experiments.report.formatting import (
     with_ci,
 )
 from valuedetect.experiments.report.render import Block, Bullets, Heading, Image, Paragraph, Table
-from valuedetect.experiments.report.scoring import ALPHA, Context, ScoredRun, best_run
+from valuedetect.experiments.report.scoring import ALPHA, Context, ScoredConfig, best_run, chosen_on
 from valuedetect.taxonomy import CATEGORY_NAMES
 
 SECTION_TITLES: tuple[str, ...] = (
     "1. Experiment",
     "2. Main results (validation)",
     "3. Per-category F1",
-    "4. F1 against model size",
+    "4. F1 against model size and compute",
     "5. F1 against training data size",
     "6. Significance against the best run",
     "7. Test split",
@@ -68,11 +71,29 @@ def header_section(ctx: Context) -> list[Block]:
         Paragraph(METRIC_SENTENCE),
         Paragraph("Split: validation (the official validation split, or the subset of it a run scored, as noted); "
                   "for the test split see section 7."),
+        Paragraph(protocol_sentence(ctx)),
     ]
     for title, key in (("Machines", "machine"), ("Package versions", "versions")):
         blocks.append(Paragraph(f"{title} (from the records):"))
         blocks.append(Bullets(distinct_settings(ctx.records, key) or ["not recorded"]))
     return blocks
+
+
+def protocol_sentence(ctx: Context) -> str:
+    """What chose and what was scored, from the records: the held-out protocol or the paper's."""
+    protocols = {json.dumps({k: v for k, v in r.protocol.items() if k in ("name", "dev_seed", "dev_fraction",
+                                                                          "dev_ids_sha256")}, sort_keys=True)
+                 for r in ctx.records if r.done and r.task == "values"}
+    optimistic = [c.name for c in ctx.runs if c.optimistic]
+    text = ("Protocol: held-out. Each run trains on training minus a dev slice (stratified by category, no "
+            "conclusion shared with the rest), chooses its epochs and thresholds on dev, and is scored once on "
+            "validation; the best configuration of a kind is chosen by its dev F1. Validation chooses nothing.")
+    if len(protocols) > 1:
+        text += f" The records hold {len(protocols)} different protocol settings (dev slices): see each record."
+    if optimistic:
+        text += (" Optimistic (chosen and scored on validation, the paper's protocol or a record from before the "
+                 f"held-out protocol): {', '.join(optimistic)}; their validation F1 is not a held-out figure.")
+    return text
 
 
 def distinct_settings(records: Sequence[RunRecord], key: str) -> list[str]:
@@ -93,44 +114,60 @@ def distinct_settings(records: Sequence[RunRecord], key: str) -> list[str]:
 
 
 def main_section(ctx: Context) -> list[Block]:
-    """The main table (Sun et al. 2024, Tables 3-4), then failed and unscored runs."""
+    """The main table (Sun et al. 2024, Tables 3-4), one row per configuration, then failed and unscored runs."""
     blocks: list[Block] = [Heading(SECTION_TITLES[1])]
     if not ctx.runs:
         blocks.append(Paragraph("No values-task run is done and scored in this experiment."))
     else:
         n_common = len(ctx.common)
-        header = ["Family", "Run", "Model", "F1 [95% CI]", "P", "R",
+        header = ["Family", "Run", "Model", "F1 [95% CI]", "SD over seeds", "F1 per seed", "Dev F1", "P", "R",
                   "Mean of per-category F1 (not the official measure)", "n (validation)",
                   f"F1 on common subset (n={n_common})", "Trainable / total parameters",
-                  "Train time (s)", "Inference time", "Wall time (s)", "Budget"]
+                  "Train CPU-s", "Validation CPU-s", "Inference time", "Wall time (s)", "Budget"]
         blocks.append(Table(header, [main_row(ctx, run) for run in ctx.runs]))
         common = (f"The common subset is the {n_common} validation arguments scored by every run in this table."
                   if n_common else "The runs share no validation argument, so there is no common subset.")
         blocks.append(Paragraph(
-            f"F1, P, R and the interval (percentile bootstrap, {ctx.resamples} resamples of the arguments, seed "
-            f"{ctx.seed}) are recomputed from each run's validation-run.tsv. {common}"))
+            "One row per configuration: F1, P and R are means over its seeds (each seed's F1 beside them), "
+            "recomputed from each run's validation-run.tsv; the interval carries argument and seed variance "
+            f"({ctx.resamples} bootstrap resamples of the arguments, seed {ctx.seed}). Dev F1: the mean F1 on the "
+            "dev arguments that chose epochs and thresholds (in-sample for those choices; it chooses the best "
+            f"configuration of a kind). CPU-seconds are per seed, as recorded by the run. {common}"))
         notes = [f"{run.name}: {run.record.validation_subset}" for run in ctx.runs if run.record.validation_subset]
-        notes += [f"{run.name}: {run.ignored} argument IDs of the run file have no validation label and were ignored"
-                  for run in ctx.runs if run.ignored]
-        notes += [note for note in map(stale_note, ctx.runs) if note]
+        notes += [f"{m.name}: {m.ignored} argument IDs of the run file have no validation label and were ignored"
+                  for m in ctx.seed_runs if m.ignored]
+        notes += [note for note in map(stale_note, ctx.seed_runs) if note]
+        notes += [f"{run.name}: under-trained ({'; '.join(run.under_trained)})" for run in ctx.runs
+                  if run.under_trained]
+        notes += [f"{run.name}: one seed, so its interval and tests leave training variance out"
+                  for run in ctx.runs if len(run.members) == 1 and run.record.training]
         if notes:
-            blocks += [Paragraph("Notes on the validation arguments:"), Bullets(notes)]
+            blocks += [Paragraph("Notes on the runs:"), Bullets(notes)]
     blocks += failed_blocks(ctx)
     return blocks
 
 
-def main_row(ctx: Context, run: ScoredRun) -> list[str]:
+def mean_compute(run: ScoredConfig, key: str) -> float | None:
+    values = [m.record.compute.get(key) for m in run.members]
+    return None if any(v is None for v in values) else float(sum(values) / len(values))
+
+
+def main_row(ctx: Context, run: ScoredConfig) -> list[str]:
     r, s = run.record, run.scores
     n = f"{s.n}" + (" (subset, see below)" if r.validation_subset else "")
+    sd = DASH if run.f1_sd is None else f"{run.f1_sd:.3f}"
+    per_seed = ", ".join(f"{f1:.3f} (s{seed})" if seed is not None else f"{f1:.3f}"
+                         for f1, seed in zip(run.seed_f1, run.seeds, strict=True))
     return [
-        r.family, r.name, r.model or DASH, with_ci(s.f1, s.ci95), f3(s.precision), f3(s.recall), f3(s.mean_f1), n,
-        f3(run.f1_on(ctx.common)) if ctx.common else DASH,
+        r.family, run.name, r.model or DASH, with_ci(s.f1, s.ci95), sd, per_seed, f3(run.dev_f1), f3(s.precision),
+        f3(s.recall), f3(s.mean_f1), n, f3(run.f1_on(ctx.common)) if ctx.common else DASH,
         f"{count(r.parameters_trainable)} / {count(r.parameters_total)}",
-        seconds(r.train_seconds), inference_time(r), seconds(r.wall_seconds), compact(r.budget),
+        seconds(mean_compute(run, "train_cpu_seconds")), seconds(mean_compute(run, "validation_cpu_seconds")),
+        inference_time(r), seconds(r.wall_seconds), compact(r.budget),
     ]
 
 
-def stale_note(run: ScoredRun) -> str | None:
+def stale_note(run: Any) -> str | None:
     """Flag a run file that no longer gives the F1 its record states (on as many arguments)."""
     recorded, n = run.record.validation.get("f1"), run.record.validation.get("n")
     if recorded is None or n != run.scores.n or abs(recorded - run.scores.f1) < 5e-4:
@@ -181,9 +218,9 @@ def parameters_section(ctx: Context) -> list[Block]:
     if not ctx.runs:
         return [*blocks, Paragraph("No values-task run to plot in this experiment.")]
     use_common = not ctx.same_validation and bool(ctx.common)
-    def f1_of(run: ScoredRun) -> float:
+    def f1_of(run: ScoredConfig) -> float:
         return run.f1_on(ctx.common) if use_common else run.scores.f1
-    def n_of(run: ScoredRun) -> int:
+    def n_of(run: ScoredConfig) -> int:
         return len(ctx.common) if use_common else run.scores.n
     known = [r for r in ctx.runs if (r.record.parameters_total or 0) > 0]
     # Full training data only: runs on less data belong to the data-size curve (section 5).
@@ -212,18 +249,29 @@ def parameters_section(ctx: Context) -> list[Block]:
         blocks.append(Paragraph(f"Not plotted (no parameter count recorded): {', '.join(missing)}."))
     blocks.append(Paragraph(f"The points; F1 is {which}:"))
     blocks.append(Table(["Run", "Family", "Model", "Training data", "Total parameters", "F1", "n"], rows))
+    costed = [(r, f1_of(r)) for r in ctx.runs if r.compute_seconds is not None and size_setting(r.record) == "full"]
+    if costed:
+        caption = (f"Official F1 against CPU-seconds per seed (training + scoring validation; the cores are in each "
+                   f"record's machine), full-data configurations, one line per family through the configurations "
+                   f"no cheaper one of the family beats; y: {which}.")
+        blocks.append(Image(COMPUTE_FILE, caption, compute_png(costed, "official F1")))
+        blocks.append(Table(["Run", "Family", "CPU-seconds per seed", "F1"],
+                            [[r.name, r.record.family, f"{r.compute_seconds:.0f}", f3(f1)] for r, f1 in costed]))
+    else:
+        blocks.append(Paragraph("No configuration recorded its CPU-seconds: no compute figure."))
     return blocks
 
 
-def data_size_groups(runs: Sequence[ScoredRun]) -> list[tuple[str, str, list[ScoredRun]]]:
+def data_size_groups(runs: Sequence[ScoredConfig]) -> list[tuple[str, str, list[ScoredConfig]]]:
     """Runs alike in everything but training size: (label, family, runs by size) with >= 2 sizes."""
-    groups: dict[tuple[str, str, str, str], list[ScoredRun]] = {}
+    groups: dict[tuple[str, str, str, str], list[ScoredConfig]] = {}
     for run in runs:
         r = run.record
         if r.family not in DATA_SIZE_FAMILIES or r.training_arguments is None:
             continue
         key = (r.family, r.model or "", r.method or str(r.spec.get("method", "")),
-               json.dumps(r.spec.get("detector", {}), sort_keys=True, default=str))
+               json.dumps({k: v for k, v in r.spec.get("detector", {}).items() if k != "seed"}, sort_keys=True,
+                          default=str))
         groups.setdefault(key, []).append(run)
     lines = []
     seen: dict[tuple[str, str], int] = {}
@@ -259,12 +307,17 @@ def significance_section(ctx: Context) -> list[Block]:
         return [*blocks, Paragraph("Fewer than two scored values-task runs: nothing to compare in this experiment.")]
     best = best_run(ctx.runs)
     assert best is not None
-    basis = (f"the highest F1 on the {len(ctx.common)} arguments every run scored" if ctx.common
-             else "the highest F1 on its own validation arguments, as the runs share no argument")
+    basis = chosen_on(ctx.runs)
+    if basis != "dev F1":
+        basis = (f"the highest F1 on the {len(ctx.common)} arguments every run scored (optimistic: not every run "
+                 "recorded a dev score)" if ctx.common
+                 else "the highest F1 on its own validation arguments, as the runs share no argument")
+    else:
+        basis = "the highest mean dev F1"
     blocks.append(Paragraph(
-        f"Best run: {best.name}, chosen by {basis}. Each run is compared with it by a paired test (approximate "
-        f"randomization for p, paired bootstrap for the interval, {ctx.resamples} resamples) on the validation "
-        f"arguments both scored; significant means p < {ALPHA}."))
+        f"Best run: {best.name}, chosen by {basis}. Each configuration is compared with it by the seed-aware paired "
+        f"test ({ctx.resamples} bootstrap resamples; see section 8) on the validation arguments both scored; p is "
+        f"Holm-corrected across the report; significant means corrected p < {ALPHA}."))
     rows = []
     for run in ctx.runs:
         if run is best:
@@ -277,9 +330,9 @@ def significance_section(ctx: Context) -> list[Block]:
             continue
         r = pair.result
         rows.append([run.name, f3(r.f1_a), f3(r.f1_b), f"{r.difference:+.3f}", interval(r.ci95, signed=True),
-                     pvalue(r.p_value), "yes" if pair.significant else "no", str(pair.n)])
+                     pvalue(pair.p), "yes" if pair.significant else "no", str(pair.n)])
     header = ["Run", "F1 of run (shared)", f"F1 of {best.name} (shared)", "Difference (run - best)",
-              "95% CI of difference", "p", f"Significant at {ALPHA}", "n (shared)"]
+              "95% CI of difference", "Corrected p", f"Significant at {ALPHA}", "n (shared)"]
     blocks.append(Table(header, rows))
     return blocks
 
@@ -293,7 +346,7 @@ def test_section(ctx: Context) -> list[Block]:
     rows = []
     for run in ctx.runs:
         item = ctx.test.get(run.name)
-        if isinstance(item, ScoredRun):
+        if isinstance(item, ScoredConfig):
             test_cells = [with_ci(item.scores.f1, item.scores.ci95), f3(item.scores.precision),
                           f3(item.scores.recall), str(item.scores.n)]
         else:

@@ -259,10 +259,12 @@ $("upload-form").addEventListener("submit", async (event) => {
     form.append("file", file);
     form.append("text_column", $("text-column").value || "text");
     let job = await uploadWithProgress(form);
-    while (job.status === "running") {
+    while (job.status === "running" || job.status === "queued") {
       bar.max = Math.max(1, job.total);
       bar.value = job.done;
-      setStatus($("job-status"), `labelling: ${job.done} of ${job.total} arguments`);
+      setStatus($("job-status"), job.status === "queued"
+        ? `waiting for ${job.queue_position + 1} job(s) ahead of this one`
+        : `labelling: ${job.done} of ${job.total} arguments`);
       await new Promise((r) => setTimeout(r, 400));
       job = await (await api(`/v1/jobs/${job.id}`)).json();
     }

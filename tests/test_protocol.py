@@ -1,0 +1,173 @@
+"""The evaluation protocol: dev chooses, validation is scored once, resume refuses changed runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from tests.tiny_models import small_data_dir
+
+from valuedetect.config import TrainConfig
+from valuedetect.data import Argument, Split
+from valuedetect.detectors import baselines
+from valuedetect.errors import InputError
+from valuedetect.protocol import constant_answer_loss, dev_indices, make_splits, under_trained
+from valuedetect.training import run_training
+
+
+def _labels(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rates = np.linspace(0.02, 0.4, 20)  # some rare categories, as in the data
+    return (rng.random((n, 20)) < rates).astype(np.int8)
+
+
+def test_dev_slice_is_seeded_about_the_asked_size_and_keeps_groups_whole() -> None:
+    labels = _labels(2000)
+    groups = [f"topic {i % 150}" for i in range(2000)]
+    dev = dev_indices(labels, groups, 0.15, seed=0)
+    assert abs(len(dev) - 300) <= 30
+    assert np.array_equal(dev, dev_indices(labels, groups, 0.15, seed=0))
+    assert not np.array_equal(dev, dev_indices(labels, groups, 0.15, seed=1))
+    in_dev = {groups[i] for i in dev}
+    rest = {groups[i] for i in set(range(2000)) - set(dev.tolist())}
+    assert not in_dev & rest  # no topic on both sides
+
+
+def test_dev_slice_is_closer_to_each_categorys_share_than_random_group_slices() -> None:
+    labels = _labels(3000, seed=3)
+    groups = [f"t{i // 10}" for i in range(3000)]  # 300 topics of 10 arguments
+    totals = labels.sum(axis=0)
+    ours = np.abs(labels[dev_indices(labels, groups, 0.15, seed=0)].sum(axis=0) / totals - 0.15).max()
+    rng = np.random.default_rng(0)
+    random_errors = []
+    for _ in range(20):
+        chosen = rng.permutation(300)[:45]
+        rows = np.flatnonzero(np.isin(np.arange(3000) // 10, chosen))
+        random_errors.append(np.abs(labels[rows].sum(axis=0) / totals - 0.15).max())
+    assert ours < 0.5 * float(np.mean(random_errors))
+
+
+def _split(name: str, n: int, offset: int = 0) -> Split:
+    arguments = [Argument(f"{name}{i}", f"premise {i}", f"conclusion {(i + offset) % 40}", "in favor of")
+                 for i in range(n)]
+    return Split(name, arguments, _labels(n, seed=offset))
+
+
+def test_held_out_splits_never_mix_roles_and_the_paper_protocol_says_it_is_optimistic() -> None:
+    train, validation = _split("T", 600), _split("V", 200, offset=7)
+    held = make_splits(train, validation)
+    assert set(held.fit.ids).isdisjoint(held.dev.ids)
+    assert sorted(held.fit.ids + held.dev.ids) == sorted(train.ids)
+    assert held.validation is validation and not held.optimistic
+    assert held.describe()["dev_arguments"] == len(held.dev)
+    paper = make_splits(train, validation, "paper")
+    assert paper.dev is validation and paper.fit is train and paper.optimistic
+    assert "optimistic" in paper.describe()["chosen"]
+    with pytest.raises(ValueError, match="protocol"):
+        make_splits(train, validation, "validation")
+
+
+class SpyPrior(baselines.RandomPriorDetector):
+    """Records which arguments it is fitted on, chooses on and scores."""
+
+    seen: ClassVar[dict[str, list[str]]] = {}
+
+    def _fit(self, train: Split, dev: Split | None) -> None:
+        SpyPrior.seen["fit"] = train.ids
+        SpyPrior.seen["dev"] = dev.ids if dev is not None else []
+        super()._fit(train, dev)
+
+    def _predict_proba(self, arguments):
+        SpyPrior.seen.setdefault("scored", []).extend(a.id for a in arguments)
+        return super()._predict_proba(arguments)
+
+
+def test_training_fits_on_training_chooses_on_dev_and_scores_validation_once(tmp_path: Path, monkeypatch) -> None:
+    from valuedetect import detectors
+
+    monkeypatch.setitem(detectors._REGISTRY, "spy", f"{SpyPrior.__module__}:SpyPrior")
+    SpyPrior.seen = {}
+    data = small_data_dir(tmp_path / "data", training=500, validation=120)
+    result = run_training(TrainConfig(method="spy", data_dir=str(data), output=str(tmp_path / "out"),
+                                      predict_test=False))
+    seen = SpyPrior.seen
+    validation_ids = result.validation_ids
+    assert not set(seen["fit"]) & set(validation_ids) and not set(seen["dev"]) & set(validation_ids)
+    assert not set(seen["fit"]) & set(seen["dev"])
+    # validation is scored exactly once, and only after the thresholds were chosen on dev
+    assert sorted(seen["scored"]).count(validation_ids[0]) == 1
+    assert seen["scored"][-len(validation_ids):] == validation_ids
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["protocol"]["name"] == "heldout" and results["validation_held_out"] is True
+    assert results["dev"]["n"] == len(seen["dev"]) and results["validation"]["n"] == len(validation_ids)
+    assert results["compute"]["train_cpu_seconds"] >= 0 and results["compute"]["cores"] >= 1
+
+
+def test_resume_with_changed_settings_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "data", training=300, validation=60)
+    out = tmp_path / "out"
+    config = TrainConfig(method="tfidf", data_dir=str(data), output=str(out), predict_test=False)
+    run_training(config)
+    (out / "results.json").unlink()  # as if killed before the last write
+    changed = TrainConfig(method="tfidf", data_dir=str(data), output=str(out), predict_test=False,
+                          detector={"max_features": 500})
+    with pytest.raises(InputError, match=r"max_features"):
+        run_training(changed, resume=True)
+    other_dev = TrainConfig(method="tfidf", data_dir=str(data), output=str(out), predict_test=False, dev_seed=5)
+    with pytest.raises(InputError, match=r"dev_seed.*dev arguments|dev arguments"):
+        run_training(other_dev, resume=True)
+
+
+def test_a_run_killed_after_saving_its_detector_is_finished_by_resume(tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "data", training=300, validation=60)
+    out = tmp_path / "out"
+    config = TrainConfig(method="tfidf", data_dir=str(data), output=str(out), predict_test=False)
+    first = run_training(config)
+    for name in ("results.json", "validation-run.tsv", "dev-run.tsv"):
+        (out / name).unlink()  # killed right after detector.json appeared
+    with pytest.raises(InputError, match="unfinished run; pass --resume"):
+        run_training(config)
+    again = run_training(config, resume=True)
+    assert (out / "results.json").exists() and (out / "validation-run.tsv").exists()
+    assert again.validation_scores.f1 == pytest.approx(first.validation_scores.f1)
+    with pytest.raises(InputError, match="nothing to resume"):
+        run_training(config, resume=True)
+
+
+def test_constant_answer_loss_is_the_loss_of_predicting_each_prior() -> None:
+    labels = _labels(500)
+    q = labels.mean(axis=0)
+    expected = np.mean(-(q * np.log(q) + (1 - q) * np.log(1 - q)))
+    assert constant_answer_loss(labels) == pytest.approx(expected)
+    # weighing positives moves the best constant and raises its loss
+    assert constant_answer_loss(labels, np.full(20, 4.0)) > constant_answer_loss(labels)
+
+
+def test_under_trained_names_a_short_budget_and_a_loss_at_the_constant_level() -> None:
+    assert under_trained(None) is None  # trains nothing: exempt
+    assert under_trained({"epochs_completed": 3, "final_loss": 0.2, "constant_loss": 0.4, "stopped_by": "epochs"}) \
+        is None
+    assert "budget" in under_trained({"epochs_completed": 0.3, "final_loss": 0.2, "constant_loss": 0.4,
+                                      "stopped_by": "budget"})
+    assert "constant-answer" in under_trained({"epochs_completed": 2, "final_loss": 0.41, "constant_loss": 0.4,
+                                               "stopped_by": "epochs"})
+
+
+def test_the_model_identity_is_a_hash_of_the_weights_loaded(tmp_path: Path, monkeypatch) -> None:
+    from valuedetect.fingerprint import changed_parts, model_identity
+
+    monkeypatch.setenv("VALUEDETECT_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights one")
+    (model / "config.json").write_text("{}")
+    first = model_identity(str(model))
+    assert first == model_identity(str(model))  # and the second time from the remembered hash
+    (model / "model.safetensors").write_bytes(b"weights two")
+    second = model_identity(str(model))
+    assert first != second
+    assert changed_parts({"model": first}, {"model": second}) == ["model"]
+    assert model_identity("org/some-hub-model")["name"] == "org/some-hub-model"
