@@ -66,3 +66,24 @@ def test_clear_error_for_a_model_that_is_not_gguf(tmp_path) -> None:
     fake.write_bytes(b"not a gguf file")
     with pytest.raises(ValueDetectError, match="is not a GGUF file"):
         LlamaCppLM(str(fake)).loglikelihood([LoglikelihoodRequest("hi")])
+
+
+def test_the_cache_key_follows_the_file_not_its_name(smollm2: LlamaCppLM, tmp_path, monkeypatch) -> None:
+    """A GGUF replaced at the same path (re-quantised, re-downloaded) must not answer from the old
+    file's cache entries: the key holds the sha256 of the file's content."""
+    import shutil
+
+    from valuedetect.lm.gguf import gguf_file
+
+    monkeypatch.setenv("VALUEDETECT_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "model.gguf"
+    shutil.copyfile(gguf_file("smollm2"), copy)
+    first = LlamaCppLM(str(copy)).cache_key
+    assert first["weights"] == LlamaCppLM(str(copy)).cache_key["weights"]
+    assert first["weights"] == smollm2.cache_key["weights"]  # the same content under another name
+    with open(copy, "r+b") as handle:  # the same path, other content
+        handle.seek(-1, 2)
+        last = handle.read(1)
+        handle.seek(-1, 2)
+        handle.write(bytes([last[0] ^ 1]))
+    assert LlamaCppLM(str(copy)).cache_key["weights"] != first["weights"]

@@ -216,7 +216,8 @@ def test_api_key_comes_from_the_named_variable_and_is_never_shown(
         lm.loglikelihood([LoglikelihoodRequest(CHAT)])
     assert "sk-secret-123" not in str(error.value)
     assert fake.requests[0][2]["authorization"] == "Bearer sk-secret-123"
-    assert "sk-secret" not in json.dumps(lm.cache_key)
+    served = make_lm("openai", "tiny-model", base_url=url, api_key_env="VD_TEST_KEY")
+    assert "sk-secret" not in json.dumps(served.cache_key)  # the key names the endpoint, never the secret
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="set the environment variable OPENAI_API_KEY"):
         OpenAICompatibleLM("gpt-4o-mini").loglikelihood([LoglikelihoodRequest(CHAT)])
@@ -249,17 +250,90 @@ def test_concurrent_requests_keep_their_order(server: tuple[FakeServer, str]) ->
 
 
 def test_a_server_that_dies_mid_run_is_resumed_from_the_cache_on_another_port(tmp_path: Path) -> None:
+    """Answers are keyed by the endpoint: a server restarted on another port is another endpoint,
+    unless the run names one ``cache_namespace`` for both."""
     requests = [LoglikelihoodRequest([{"role": "user", "content": f"question {i}"}]) for i in range(6)]
     cache = tmp_path / "c.sqlite"
     with _serve() as (fake, url):
-        backend = _backend(url, concurrency=1, max_retries=0)
+        backend = _backend(url, concurrency=1, max_retries=0, cache_namespace="my-deployment")
         CachingLM(backend, ResponseCache(cache)).loglikelihood(requests[:3])
     # The server is gone: our own retries (after the endpoint was reached once), then a clear error.
     with pytest.raises(ValueDetectError, match=rf"the endpoint {url} is unreachable"):
         CachingLM(backend, ResponseCache(cache)).loglikelihood(requests)
     assert backend.usage.retries == 1  # connect_retries=1
-    with _serve() as (fake, new_url):  # restarted elsewhere: the cache is keyed by model, not URL
+    with _serve() as (fake, new_url):  # restarted elsewhere, under the same namespace
         assert new_url != url
-        resumed = CachingLM(_backend(new_url), ResponseCache(cache))
+        resumed = CachingLM(_backend(new_url, cache_namespace="my-deployment"), ResponseCache(cache))
         resumed.loglikelihood(requests)
         assert resumed.hits == 3 and len(fake.posts("/v1/chat/completions")) == 3
+        elsewhere = CachingLM(_backend(new_url), ResponseCache(cache))  # no namespace: keyed by this URL
+        elsewhere.loglikelihood(requests[:3])
+        assert elsewhere.hits == 0 and elsewhere.misses == 3
+
+
+def test_two_servers_under_one_model_name_never_share_answers(tmp_path: Path) -> None:
+    cache = tmp_path / "c.sqlite"
+    request = [LoglikelihoodRequest(CHAT)]
+    with _serve() as (_first, url_a), _serve() as (second, url_b):
+        CachingLM(_backend(url_a), ResponseCache(cache)).loglikelihood(request)
+        other = CachingLM(_backend(url_b), ResponseCache(cache))
+        other.loglikelihood(request)
+        assert other.hits == 0 and len(second.posts("/v1/chat/completions")) == 1
+        again = CachingLM(_backend(url_a + "/"), ResponseCache(cache))
+        again.loglikelihood(request)  # the same endpoint spelt with a trailing slash
+        assert again.hits == 1
+
+
+def test_the_key_names_the_model_the_server_serves(server: tuple[FakeServer, str]) -> None:
+    from valuedetect.lm.openai_http import LlamaCppServerLM, normalise_url
+
+    fake, url = server
+    fake.models = ["/models/SmolLM2-135M-Instruct.Q4_1.gguf"]
+    key = LlamaCppServerLM("anything", base_url=url, max_retries=0).cache_key
+    assert key["served_model"] == "/models/SmolLM2-135M-Instruct.Q4_1.gguf"  # the quantisation it loaded
+    fake.models = ["/models/SmolLM2-135M-Instruct.Q8_0.gguf"]
+    assert LlamaCppServerLM("anything", base_url=url, max_retries=0).cache_key != key
+    assert normalise_url("HTTP://Example.COM:80/v1/") == "http://example.com/v1"
+    assert normalise_url("https://api.example.com:8443/v1") == "https://api.example.com:8443/v1"
+
+
+def test_a_text_read_answer_and_a_log_probability_answer_do_not_share_a_key(tmp_path: Path) -> None:
+    """An endpoint that refuses log-probabilities is read from its answer text; that is learnt and
+    kept with the cache, so the next run reads (and finds) its answers the same way, while an
+    endpoint that gives log-probabilities never reuses them."""
+    cache = tmp_path / "c.sqlite"
+    request = [LoglikelihoodRequest(CHAT)]
+    with _serve() as (fake, url):
+        fake.reject = {"logprobs": 400}
+        text_read = CachingLM(_backend(url, cache_namespace="shared"), ResponseCache(cache))
+        (by_text,) = text_read.loglikelihood(request)
+        assert probability_of(by_text) == 1.0 and text_read.backend.cache_key["read"]["chat_logprobs"] is False
+        posts = len(fake.posts("/v1/chat/completions"))
+        later = CachingLM(_backend(url, cache_namespace="shared"), ResponseCache(cache))  # a new run
+        later.loglikelihood(request)
+        assert later.hits == 1 and len(fake.posts("/v1/chat/completions")) == posts
+    with _serve() as (fake, url):  # the same namespace, now an endpoint that gives log-probabilities
+        fresh = CachingLM(_backend(url, cache_namespace="shared"), ResponseCache(tmp_path / "other.sqlite"))
+        (by_logprobs,) = fresh.loglikelihood(request)
+        assert 0.5 < probability_of(by_logprobs) < 1.0
+        assert fresh.backend.cache_key["read"] != text_read.backend.cache_key["read"]
+
+
+def test_one_retry_layer_counts_every_attempt_and_keeps_a_deadline(server: tuple[FakeServer, str]) -> None:
+    import time
+
+    fake, url = server
+    fake.failures = [500, 503]
+    lm = _backend(url, concurrency=1, max_retries=5)
+    lm.loglikelihood([LoglikelihoodRequest(CHAT)])
+    posts = len(fake.posts("/v1/chat/completions"))
+    assert posts == 3  # no client retries stacked on ours
+    assert lm.usage.retries == 2 and lm.usage.attempts == 1 + posts  # the GET /models probe is an attempt too
+    fake.failures = [500] * 1000
+    slow = _backend(url, concurrency=1, max_retries=1000, retry_delay=0.2, request_deadline=0.5)
+    started = time.monotonic()
+    with pytest.raises(ValueDetectError, match=r"gave up after \d+ attempts, at the 0.5 s deadline"):
+        slow.loglikelihood([LoglikelihoodRequest(CHAT)])
+    # the server's Retry-After (5 ms) sets the pace; the deadline, not max_retries, ends it
+    assert time.monotonic() - started < 2
+    assert slow.usage.attempts == slow.usage.retries + 2  # + the first attempt and the GET /models probe

@@ -160,3 +160,12 @@ def test_batched_generation_matches_one_at_a_time(tiny_lm_dir: Path) -> None:
     separate = [alone.generate_until([r])[0] for r in requests]
     assert [g.text for g in together] == [g.text for g in separate]
     assert [g.completion_tokens for g in together] == [g.completion_tokens for g in separate]
+
+
+def test_the_cache_key_holds_a_hash_of_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VALUEDETECT_CACHE", str(tmp_path / "cache"))
+    key = make_lm("transformers-causal", str(tiny_causal_lm(tmp_path / "model"))).cache_key
+    assert key["weights"] and all(len(digest) == 64 for digest in key["weights"].values())
+    assert key == make_lm("transformers-causal", str(tmp_path / "model")).cache_key
+    changed = make_lm("transformers-causal", str(tiny_causal_lm(tmp_path / "model", seed=1))).cache_key
+    assert changed["weights"] != key["weights"]  # the same path, other weights

@@ -80,7 +80,9 @@ def model_identity(name: str | None) -> dict[str, Any]:
     if path is None:
         return {"name": name, "weights": "not local (a Hub name or an API model): identified by name only"}
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
-    return {"name": name, "weights": {str(p.relative_to(path)) if p != path else p.name: _file_sha256(p)
+    # A single file is keyed by its content alone (the same GGUF under an alias or a path is one
+    # model); a folder's files by their names within it.
+    return {"name": name, "weights": {str(p.relative_to(path)) if p != path else "file": _file_sha256(p)
                                       for p in files}}
 
 

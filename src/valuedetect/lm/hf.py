@@ -97,8 +97,10 @@ class HFLM(LM):
 
     @property
     def cache_key(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model_name, "dtype": self.dtype,
-                "chat_template": self.use_chat_template, "max_length": self.max_length}
+        from valuedetect.fingerprint import model_identity
+
+        return {"backend": self.name, "model": self.model_name, "weights": model_identity(self.model_name)["weights"],
+                "dtype": self.dtype, "chat_template": self.use_chat_template, "max_length": self.max_length}
 
     # -- loading ---------------------------------------------------------------------------
     def load(self) -> Self:

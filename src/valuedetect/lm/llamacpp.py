@@ -57,7 +57,12 @@ class LlamaCppLM(LM):
 
     @property
     def cache_key(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model_name, "chat_template": self.use_chat_template}
+        from valuedetect.fingerprint import model_identity
+
+        # The file's content, not its name: a re-quantised or replaced GGUF at the same path (or
+        # alias) must not answer from the old one's cache entries.
+        return {"backend": self.name, "model": self.model_name, "weights": model_identity(self.model_name)["weights"],
+                "chat_template": self.use_chat_template}
 
     def _load(self) -> Any:
         if self._llm is not None:

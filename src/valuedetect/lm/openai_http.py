@@ -86,11 +86,13 @@ class OpenAICompatibleLM(LM):
         """Endpoint, model as served, and how answers are read. Without a ``cache_namespace`` this
         asks the endpoint once which model it serves (an explicit namespace vouches for it, so a
         fully cached run can be re-scored with the server down)."""
-        if self.cache_namespace is None:
+        if self.cache_namespace is not None:
+            endpoint, served = self.cache_namespace, None  # the namespace vouches for what is served
+        else:
             self.check()
-        return {"backend": self.name, "endpoint": self.cache_namespace or normalise_url(self.base_url),
-                "model": self.model, "served_model": self._served, "read": self.capabilities(),
-                "top_logprobs": self.top_logprobs}
+            endpoint, served = normalise_url(self.base_url), self._served
+        return {"backend": self.name, "endpoint": endpoint, "model": self.model, "served_model": served,
+                "read": self.capabilities(), "top_logprobs": self.top_logprobs}
 
     def capabilities(self) -> dict[str, Any]:
         """What this endpoint turned out not to take, as it decides how answers are read."""
