@@ -95,6 +95,12 @@ def test_max_steps_stops_and_is_recorded(models):
     found = detector(models, epochs=50, max_steps=5, batch_size=4).fit(SPLIT)
     budget = found.info["budget"]
     assert budget["steps"] == 5 and budget["stopped_by"] == "max_steps" and budget["max_steps"] == 5
+    # the protocol reads this: a prompt cut by its budget inside the first epoch is under-trained
+    from valuedetect.protocol import under_trained
+
+    training = found.info["training"]
+    assert training["stopped_by"] == "budget" and 0 < training["epochs_completed"] < 1
+    assert "stopped by its budget" in under_trained(training)
     assert budget["epochs_completed"] < 50
     assert "negative" in found.info["negative_sampling"]
 

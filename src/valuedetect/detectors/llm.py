@@ -99,7 +99,7 @@ class LLMDetector(Detector):
         self._selector: ExampleSelector | None = None
 
     # -- fitting ---------------------------------------------------------------------------
-    def _fit(self, train: Split, validation: Split | None) -> None:
+    def _fit(self, train: Split, dev: Split | None) -> None:
         if self.config.strategy == "few-shot":
             self._pool = draw_pool(train, self.config.few_shot_pool, self.config.seed)
             self._selector = None

@@ -182,8 +182,8 @@ class PromptDetector(Detector):
         return LoglikelihoodRequest(context, template.verbalizer.words(), suffix, soft)
 
     # -- fitting ---------------------------------------------------------------------------
-    def _fit(self, train: Split, validation: Split | None) -> None:
-        """Zero-shot: nothing to learn (the base class tunes thresholds on ``validation``, the
+    def _fit(self, train: Split, dev: Split | None) -> None:
+        """Zero-shot: nothing to learn (the base class tunes thresholds on ``dev``, the
         split to choose on); with soft prompt tokens, train the soft prompt on ``train`` first."""
         c = self.config
         lm = self.lm()
@@ -224,6 +224,24 @@ class PromptDetector(Detector):
                     "epochs_completed": result.epochs_completed, "stopped_by": result.stopped_by},
             negative_sampling=f"all positive pairs and {c.negative_ratio:g} negative pair(s) per positive, "
                               f"drawn afresh each epoch (seed {c.seed})",
+            training=self._training_standard(result).to_dict(),
+        )
+
+    @staticmethod
+    def _training_standard(result: Any) -> Any:
+        """How far the soft prompt trained, for the protocol's "same standard" rule: epochs done
+        (a budget-cut epoch counts by its share of batches) and the last epoch's loss against the
+        constant answer's on the same pairs."""
+        from valuedetect.protocol import TrainingStandard
+
+        last = result.history[-1] if result.history else None
+        epochs = float(result.epochs_completed)
+        if result.stopped_by and last is not None and last.get("batches"):
+            epochs += last["steps"] / last["batches"]
+        return TrainingStandard(
+            epochs_completed=round(epochs, 4), final_loss=None if last is None else float(last["loss"]),
+            constant_loss=None if last is None else float(last["constant_loss"]),
+            stopped_by="budget" if result.stopped_by else "epochs",
         )
 
     # -- saving ----------------------------------------------------------------------------
