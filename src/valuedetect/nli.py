@@ -482,7 +482,7 @@ def _versions() -> dict[str, str]:
     from valuedetect import __version__
 
     out = {"valuedetect": __version__, "python": platform.python_version()}
-    for name in ("torch", "transformers", "accelerate", "peft", "scikit-learn", "numpy"):
+    for name in ("torch", "transformers", "accelerate", "scikit-learn", "numpy"):
         with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
     return out
