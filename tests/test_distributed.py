@@ -26,8 +26,10 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     config = tmp_path / "tiny.toml"
     # Batches of 8 split 4 + 4 across the processes; dropout off so both runs see the same
     # computation; float32 weights so the comparison is not blurred by rounding.
+    # protocol "paper" trains on all 64 arguments, so every batch splits evenly (the dev slice would
+    # leave a last batch of 5, and DDP averages uneven shards differently from one process).
     config.write_text(
-        'method = "encoder"\npredict_test = false\n[detector]\n'
+        'method = "encoder"\npredict_test = false\nprotocol = "paper"\n[detector]\n'
         f'model = "{model}"\nepochs = 2\nbatch_size = 8\ntrainable_layers = 1\ndropout = 0.0\n'
         'lr = 1e-3\nhead_lr = 1e-2\npatience = 0\nsave_dtype = "float32"\nthresholds = "global"\n'
     )

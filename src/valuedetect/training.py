@@ -47,6 +47,20 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _wait_for_everyone() -> None:
+    """Under ``accelerate launch``, hold every process here until all arrive: every process checks
+    the output folder before the main one writes into it."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return  # not launched as several processes: nothing to wait for (and no state to set up)
+    import torch
+    from accelerate import PartialState
+
+    # The same device choice as the trainer's Accelerator: the shared state is set up once.
+    PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
+
+
 def _is_main_process() -> bool:
     try:
         from accelerate import PartialState
@@ -166,6 +180,7 @@ def run_training(
     if state == "unfinished" and not resume:
         raise InputError("holds an unfinished run; pass --resume to continue it, or another --output", output)
     detector = make_detector(config.method, config.detector, source)  # a bad config fails before any write
+    _wait_for_everyone()
     ensure_folder(output)
     detector.progress = progress
     detector.checkpoint_dir = output / "checkpoint"
@@ -190,8 +205,9 @@ def run_training(
         if note:
             say(f"{what}: {note}")
     run_settings = {k: v for k, v in to_dict(config).items() if k not in ("detector", "output")}
-    fingerprint.check_or_write(output, fingerprint.run_fingerprint(
-        run_settings, to_dict(detector.config), getattr(detector.config, "model", None), fit, dev), resume)
+    if _is_main_process():
+        fingerprint.check_or_write(output, fingerprint.run_fingerprint(
+            run_settings, to_dict(detector.config), getattr(detector.config, "model", None), fit, dev), resume)
 
     cpu_started, started = _cpu_seconds(), time.time()
     trained_before = resume and (output / "detector.json").exists() and not (output / "checkpoint").exists()
