@@ -112,7 +112,10 @@ def test_resume_after_the_server_dies_mid_run(tmp_path: Path, validation: Split)
         expected = reference.predict_proba(arguments)
         reference.close()
         # The interrupted run: the server is killed once two arguments are done.
-        interrupted = detector(server, tmp_path / "run.sqlite", "per-value", chunk_size=1)
+        # One cache namespace: the restarted server below listens on another port, which is another
+        # endpoint to the cache unless the run names the deployment.
+        interrupted = detector(server, tmp_path / "run.sqlite", "per-value", chunk_size=1,
+                               cache_namespace="local-smollm2")
 
         def kill_after_two(task: str, done: int, total: int) -> None:
             if done == 2:
@@ -125,7 +128,8 @@ def test_resume_after_the_server_dies_mid_run(tmp_path: Path, validation: Split)
         interrupted.close()
         # Restarted (on a new port), the same run finishes from where it stopped.
         server.start()
-        resumed = detector(server, tmp_path / "run.sqlite", "per-value", chunk_size=1)
+        resumed = detector(server, tmp_path / "run.sqlite", "per-value", chunk_size=1,
+                           cache_namespace="local-smollm2")
         scores = resumed.predict_proba(arguments)
         lm = resumed._model()
         assert lm.hits == 40, "the two finished arguments come from the cache"
