@@ -240,6 +240,24 @@ def _seed_test(observed: float, argument_variance: float, sides: Sequence[SeedSi
     return p_value, float(stats.t.ppf(0.975, df) * scale), float(df)
 
 
+def _argument_variance(t: np.ndarray, a: Sequence[np.ndarray], b: Sequence[np.ndarray], resamples: int,
+                       seed: int) -> float:
+    """Variance, over paired bootstrap resamples of the arguments, of the mean F1 over ``a``'s seeds
+    minus the mean over ``b``'s (or of ``a``'s mean alone when ``b`` is empty)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    done = 0
+    while done < resamples:
+        m = min(250, resamples - done)
+        w = _resample_weights(len(t), m, rng)
+        value = np.mean([_weighted_f1(w, t, p) for p in a], axis=0)
+        if b:
+            value = value - np.mean([_weighted_f1(w, t, p) for p in b], axis=0)
+        values.append(value)
+        done += m
+    return float(np.concatenate(values).var(ddof=1))
+
+
 def compare_seeds(
     y_true: np.ndarray, preds_a: Sequence[np.ndarray], preds_b: Sequence[np.ndarray],
     resamples: int = 2000, seed: int = 0,
@@ -262,17 +280,7 @@ def compare_seeds(
     side_a = SeedSide(np.array([_weighted_f1(ones, t, p)[0] for p in a]))
     side_b = SeedSide(np.array([_weighted_f1(ones, t, p)[0] for p in b]))
     observed = side_a.mean - side_b.mean
-    rng = np.random.default_rng(seed)
-    diffs = []
-    done = 0
-    while done < resamples:
-        m = min(250, resamples - done)
-        w = _resample_weights(len(t), m, rng)
-        mean_a = np.mean([_weighted_f1(w, t, p) for p in a], axis=0)
-        mean_b = np.mean([_weighted_f1(w, t, p) for p in b], axis=0)
-        diffs.append(mean_a - mean_b)
-        done += m
-    argument_variance = float(np.concatenate(diffs).var(ddof=1))
+    argument_variance = _argument_variance(t, a, b, resamples, seed)
     p_value, half, _ = _seed_test(observed, argument_variance, (side_a, side_b), len(t))
     return Comparison(f1_a=side_a.mean, f1_b=side_b.mean, difference=observed, p_value=p_value,
                       ci95=(observed - half, observed + half), method=SEED_TEST_METHOD)
@@ -285,15 +293,7 @@ def seed_interval(
     t = (np.asarray(y_true) > 0).astype(np.float64)
     ps = [_check(y_true, p)[1] for p in preds]
     side = SeedSide(np.array([_weighted_f1(np.ones((1, len(t))), t, p)[0] for p in ps]))
-    rng = np.random.default_rng(seed)
-    means = []
-    done = 0
-    while done < resamples:
-        m = min(250, resamples - done)
-        w = _resample_weights(len(t), m, rng)
-        means.append(np.mean([_weighted_f1(w, t, p) for p in ps], axis=0))
-        done += m
-    _, half, _ = _seed_test(1.0, float(np.concatenate(means).var(ddof=1)), (side,), len(t))
+    _, half, _ = _seed_test(1.0, _argument_variance(t, ps, [], resamples, seed), (side,), len(t))
     return side.mean - half, side.mean + half
 
 
