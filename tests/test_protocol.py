@@ -171,3 +171,13 @@ def test_the_model_identity_is_a_hash_of_the_weights_loaded(tmp_path: Path, monk
     assert first != second
     assert changed_parts({"model": first}, {"model": second}) == ["model"]
     assert model_identity("org/some-hub-model")["name"] == "org/some-hub-model"
+
+
+def test_the_paper_protocol_scores_all_it_chose_on_even_with_a_dev_limit(tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "data", training=200, validation=60)
+    result = run_training(TrainConfig(method="tfidf", data_dir=str(data), output=str(tmp_path / "out"),
+                                      predict_test=False, protocol="paper", dev_limit=10))
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["protocol"]["optimistic"] and not results["validation_held_out"]
+    assert results["dev"]["n"] == results["validation"]["n"] == len(result.validation_ids) == 60
+    assert results["training_arguments"] == 200
