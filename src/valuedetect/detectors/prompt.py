@@ -188,6 +188,9 @@ class PromptDetector(Detector):
         c = self.config
         lm = self.lm()
         if not c.soft_prompt_tokens:
+            if self.log:  # epochs, lr and the placement only matter for a soft prompt: say why nothing trains
+                self.log("zero-shot: soft_prompt_tokens = 0, so nothing is trained "
+                         "(--set soft_prompt_tokens=8 tunes a soft prompt)")
             self.info.update(parameters_trainable=0, parameters_total=_total_parameters(lm, c.model),
                              base_model=c.model, backend=lm.name)
             return
