@@ -389,3 +389,15 @@ def test_a_checkpoint_that_holds_code_is_refused_without_running_it(tmp_path) ->
     assert not marker.exists()
     torch.save({"weights": {"w": torch.zeros(2)}, "state": {"epoch": 1}}, path)
     assert _load_checkpoint(path)["state"] == {"epoch": 1}
+
+
+def test_the_training_standard_reads_the_classification_loss_not_the_contrastive_term() -> None:
+    from types import SimpleNamespace
+
+    from valuedetect.detectors.encoder import EncoderDetector
+
+    labels = (np.random.default_rng(0).random((200, 20)) < 0.2).astype(np.int8)
+    history = [{"stage": "classify", "epoch": 1, "loss": 0.9, "bce_loss": 0.3}]  # BCE + 0.1 x contrastive
+    state = SimpleNamespace(history=history, best_epoch=1, stopped_early=False)
+    standard = EncoderDetector._training_standard(state, labels, None)
+    assert standard.final_loss == 0.3 and standard.final_loss < standard.constant_loss

@@ -190,7 +190,9 @@ class EncoderDetector(Detector):
         kept = next((h for h in classify if h["epoch"] == state.best_epoch), classify[-1] if classify else None)
         weights = None if pos_weight is None else pos_weight.detach().cpu().numpy()
         return TrainingStandard(
-            epochs_completed=float(len(classify)), final_loss=None if kept is None else float(kept["loss"]),
+            epochs_completed=float(len(classify)),
+            # the BCE term alone: a contrastive extra term is not on the constant answer's scale
+            final_loss=None if kept is None else float(kept.get("bce_loss", kept["loss"])),
             constant_loss=constant_answer_loss(labels, weights),
             stopped_by="early stopping" if state.stopped_early else "epochs",
         )

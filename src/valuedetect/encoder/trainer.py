@@ -42,6 +42,7 @@ class TrainState:
     best_epoch: int = -1
     bad_epochs: int = 0
     epoch_loss: float = 0.0  # running sum of this epoch's losses, so a resumed epoch reports the same
+    epoch_bce: float = 0.0  # the same for the classification (BCE) term alone, without a contrastive term
     history: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     processes: int = 1
@@ -275,6 +276,7 @@ def train(
                     loss = contrastive_loss(pooled, labels, s.contrastive_temperature) + 0.0 * logits.sum()
                 else:
                     loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+                    state.epoch_bce += float(loss.detach())
                     if s.contrastive_weight > 0:
                         loss = loss + s.contrastive_weight * contrastive_loss(pooled, labels, s.contrastive_temperature)
                 accelerator.backward(loss)
@@ -296,9 +298,11 @@ def train(
                     on_step(state)
             record: dict[str, Any] = {"stage": stage, "epoch": state.epoch + 1,
                                       "loss": state.epoch_loss / max(state.step_in_epoch, 1)}
+            if stage == "classify":  # what the constant-answer loss is compared with
+                record["bce_loss"] = state.epoch_bce / max(state.step_in_epoch, 1)
             state.epoch += 1
             state.step_in_epoch = 0
-            state.epoch_loss = 0.0
+            state.epoch_loss = state.epoch_bce = 0.0
             stop = False
             if stage == "classify" and dev_data is not None and dev_labels is not None:
                 unwrapped = accelerator.unwrap_model(wrapped)
