@@ -250,6 +250,18 @@ class HFLM(LM):
         return Pieces(pieces.lead, pieces.context[excess:], pieces.suffix[cut_suffix:], pieces.trail, pieces.soft)
 
     # -- embeddings ------------------------------------------------------------------------
+    def padded(self, rows: Sequence[Any]) -> tuple[Any, Any]:
+        """Embedded rows [length, hidden] right-padded into one batch, with its attention mask."""
+        import torch
+
+        width = max(row.shape[0] for row in rows)
+        inputs = torch.zeros((len(rows), width, rows[0].shape[1]), dtype=rows[0].dtype, device=self.device)
+        attention = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+        for b, row in enumerate(rows):
+            inputs[b, : row.shape[0]] = row
+            attention[b, : row.shape[0]] = 1
+        return inputs, attention
+
     def embed(self, segments: Sequence[tuple[str, Any]]) -> Any:
         """[tokens, hidden] input embeddings of ("ids", list) and ("soft", row) segments."""
         import torch

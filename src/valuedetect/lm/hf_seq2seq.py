@@ -30,13 +30,7 @@ class Seq2SeqLM(HFLM):
         start = self.pad_id if start is None else start
         out: list[Any] = [None] * len(requests)
         for batch in length_batches([e.shape[0] for e in embedded], self.batch_size, self.max_batch_tokens):
-            width = max(embedded[i].shape[0] for i in batch)
-            inputs = torch.zeros((len(batch), width, embedded[batch[0]].shape[1]), dtype=embedded[batch[0]].dtype,
-                                 device=self.device)
-            attention = torch.zeros((len(batch), width), dtype=torch.long, device=self.device)
-            for b, i in enumerate(batch):
-                inputs[b, : embedded[i].shape[0]] = embedded[i]
-                attention[b, : embedded[i].shape[0]] = 1
+            inputs, attention = self.padded([embedded[i] for i in batch])
             decoder = torch.full((len(batch), 1), start, dtype=torch.long, device=self.device)
             logits = self.model(inputs_embeds=inputs, attention_mask=attention, decoder_input_ids=decoder).logits[:, 0]
             for b, value in zip(batch, self.logits_to_logprobs(logits, columns), strict=True):

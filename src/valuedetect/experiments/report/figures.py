@@ -43,6 +43,18 @@ def png_bytes(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+def log_x_png(figure: Any, ax: Any, xlabel: str, ylabel: str, title: str) -> bytes:
+    """Finish a line figure with a log x axis, grid, legend and title, and render it."""
+    ax.set_xscale("log")
+    ax.margins(x=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return png_bytes(figure)
+
+
 def heatmap_png(runs: Sequence[ScoredConfig]) -> bytes:
     """Runs x categories, per-category F1; categories a run's arguments lack are grey."""
     matrix = np.array([[r.scores.per_category[c].get("f1", np.nan) for c in CATEGORY_NAMES] for r in runs])
@@ -97,14 +109,7 @@ def parameters_png(points: Sequence[tuple[ScoredConfig, float]], baselines: Sequ
         ax.axhline(f1, color=FAMILY_COLORS["baseline"], linestyle="--", linewidth=1)
         ax.annotate(f"{run.name} (baseline)", (0.01, f1), xycoords=("axes fraction", "data"),
                     textcoords="offset points", xytext=(0, 3), fontsize=7, color=FAMILY_COLORS["baseline"])
-    ax.set_xscale("log")
-    ax.margins(x=0.15)
-    ax.set_xlabel("total parameters (log scale)")
-    ax.set_ylabel(ylabel)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title("Official F1 against model size", fontsize=10)
-    return png_bytes(figure)
+    return log_x_png(figure, ax, "total parameters (log scale)", ylabel, "Official F1 against model size")
 
 
 def data_size_png(lines: Sequence[tuple[str, str, list[ScoredConfig]]]) -> bytes:
@@ -119,14 +124,8 @@ def data_size_png(lines: Sequence[tuple[str, str, list[ScoredConfig]]]) -> bytes
                 color=FAMILY_COLORS.get(family), label=label)
         for run, x, y in zip(members, xs, ys, strict=True):
             ax.annotate(run.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xscale("log")
-    ax.margins(x=0.15)
-    ax.set_xlabel("training arguments (log scale)")
-    ax.set_ylabel("official F1 on validation")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title("Official F1 against training data size: fine-tuning vs prompt tuning", fontsize=10)
-    return png_bytes(figure)
+    return log_x_png(figure, ax, "training arguments (log scale)", "official F1 on validation",
+                     "Official F1 against training data size: fine-tuning vs prompt tuning")
 
 
 def compute_png(points: Sequence[tuple[ScoredConfig, float]], ylabel: str) -> bytes:
@@ -151,11 +150,5 @@ def compute_png(points: Sequence[tuple[ScoredConfig, float]], ylabel: str) -> by
                 best = y
         ax.plot([x for x, _ in frontier], [y for _, y in frontier], marker="o", color=color,
                 label=f"{family} (line: best F1 at each cost)", zorder=4)
-    ax.set_xscale("log")
-    ax.margins(x=0.15)
-    ax.set_xlabel("CPU-seconds per seed: training + scoring validation (log scale)")
-    ax.set_ylabel(ylabel)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title("Official F1 against compute", fontsize=10)
-    return png_bytes(figure)
+    return log_x_png(figure, ax, "CPU-seconds per seed: training + scoring validation (log scale)", ylabel,
+                     "Official F1 against compute")
