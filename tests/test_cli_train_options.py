@@ -57,3 +57,14 @@ def test_template_option_takes_the_papers_spelling_and_reaches_the_detector(tmp_
     result = runner.invoke(app, ["train", "--method", "prompt", "--template", "XYZ", "--output", str(tmp_path / "r")])
     assert result.exit_code == 2 and "XYZ" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_refit_writes_a_second_detector_said_to_have_no_held_out_score(tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "data", training=120, validation=40)
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["train", "--method", "tfidf", "--data-dir", str(data), "--output", str(out),
+                                 "--no-predict-test", "--refit"])
+    assert result.exit_code == 0, result.output
+    assert (out / "refit" / "detector.json").exists()
+    assert "refit on training + validation: no held-out score" in " ".join(result.output.split())
+    assert json.loads((out / "refit" / "refit.json").read_text())["training_arguments"] == 160

@@ -65,6 +65,9 @@ def test_grid_expands_in_order_with_names_families_and_merged_settings(tmp_path:
     assert tfidf.settings["data_dir"] == str(data_dir)
     assert tfidf.settings["predict_test"] is False
     assert experiment.runs[1].hash != experiment.runs[2].hash
+    # refit only adds a folder beside a run's figures: off, it is left out of the hash, so the
+    # records made before the setting existed are not stale
+    assert all("refit" not in r.settings for r in experiment.runs)
 
 
 def test_base_config_file_and_dotted_grid_keys(tmp_path: Path) -> None:

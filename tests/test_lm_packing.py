@@ -1,6 +1,7 @@
 """Packed scoring on tiny random Llama, Qwen2 and Gemma 3 models built from configs (no files):
 an argument and its 20 value questions in one sequence give the scores of 20 separate prompts,
-with and without a soft prompt (after the argument, in front, one per category), as does the
+with and without a soft prompt (after the argument, at the end of the question, in front, one per
+category), as does the
 key/value-cache fallback; prompt tuning's stored argument states give the same scores and carry
 gradients to the prompt only."""
 
@@ -46,7 +47,8 @@ def matrix(results: list[dict[str, float]]) -> np.ndarray:
     return np.array([[r["Yes"], r["No"]] for r in results])
 
 
-@pytest.mark.parametrize(("soft", "prompts"), [(None, 1), ("after", 1), ("before", 1), ("after", NUM_CATEGORIES)])
+@pytest.mark.parametrize(("soft", "prompts"), [(None, 1), ("after", 1), ("before", 1), ("end", 1),
+                                               ("after", NUM_CATEGORIES), ("end", NUM_CATEGORIES)])
 def test_packed_equals_twenty_separate_prompts(model, tokenizer, soft, prompts):
     requests = questions(per_category=prompts > 1) + questions(ARGUMENT + " It costs money.", prompts > 1)[:5]
     alone = backend(model, tokenizer, "none", soft, prompts)
@@ -72,8 +74,9 @@ def test_packed_rows_and_batches_split_anywhere(model, tokenizer):
         np.testing.assert_allclose(matrix(lm.loglikelihood(requests)), expected, atol=1e-4)
 
 
-def test_stored_argument_states_give_the_same_scores_and_train_the_prompt(model, tokenizer):
-    lm = backend(model, tokenizer, "packed", "after", NUM_CATEGORIES, batch_size=8)
+@pytest.mark.parametrize("placement", ["after", "end"])
+def test_stored_argument_states_give_the_same_scores_and_train_the_prompt(model, tokenizer, placement):
+    lm = backend(model, tokenizer, "packed", placement, NUM_CATEGORIES, batch_size=8)
     requests = questions(per_category=True)[:6] + questions(ARGUMENT + " Twice.", True)[:3]
     columns = lm.rule.columns(["Yes", "No"])[0]
     with torch.no_grad():

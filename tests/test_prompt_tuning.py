@@ -69,7 +69,7 @@ def test_lm_frozen_prompt_trained_and_counted(models, lm_type, template):
     assert found.info["lm_type"] == lm_type
 
 
-@pytest.mark.parametrize(("placement", "prompts"), [("after", "shared"), ("before", "shared"),
+@pytest.mark.parametrize(("placement", "prompts"), [("after", "shared"), ("before", "shared"), ("end", "shared"),
                                                    ("after", "per-category")])
 def test_training_lowers_the_loss(models, placement, prompts):
     found = detector(models, epochs=5, negative_ratio=10.0, lr=0.03, soft_prompt_tokens=8,
@@ -86,7 +86,7 @@ def test_training_lowers_the_loss(models, placement, prompts):
     bank = found.lm().soft_prompt.weight
     assert tuple(bank.shape) == ((NUM_CATEGORIES if prompts == "per-category" else 1), 8, HIDDEN)
     assert found.info["parameters_trainable"] == bank.numel()
-    if placement == "after":  # each argument's states computed once, then reused every epoch
+    if placement in ("after", "end"):  # each argument's states computed once, then reused every epoch
         states = history[-1]["argument_states"]
         assert states["misses"] == len(PREMISES) and states["hits"] > 0
 

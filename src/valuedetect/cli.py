@@ -129,6 +129,9 @@ def train(
         help="heldout (default): choose on a dev slice of training, score validation once; paper: choose and "
              "score on validation (optimistic).")] = None,
     dev_seed: Annotated[int | None, typer.Option(help="Seed of the stratified dev slice (default 0).")] = None,
+    refit: Annotated[bool | None, typer.Option(
+        help="Then fit once more on training + validation with the epochs and thresholds chosen on dev, into "
+             "OUTPUT/refit (a detector to ship; it has no held-out score).")] = None,
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A detector setting, KEY=VALUE (VALUE read as TOML, else as text); repeatable.")] = None,
 ) -> None:
@@ -156,7 +159,7 @@ def train(
                                        ("subset_seed", subset_seed), ("predict_test", predict_test),
                                        ("training_per_category", train_per_category),
                                        ("training_fraction", train_fraction), ("protocol", protocol),
-                                       ("dev_seed", dev_seed),
+                                       ("dev_seed", dev_seed), ("refit", refit),
                                        ("data_dir", str(data_dir) if data_dir else None),
                                        ("output", str(output) if output else None)) if v is not None}
     if overrides or run_settings:
@@ -177,7 +180,9 @@ def train(
     console.print(scores_table(result.validation_scores,
                                f"validation ({len(result.validation_ids)} arguments, {kind}), {result.description}"))
     if held_out and result.dev_scores is not None:
-        console.print(f"protocol: held-out. Chosen on dev ({protocol['dev_arguments']} training arguments, "
+        used = protocol.get("dev_arguments_used", protocol["dev_arguments"])
+        of = f"{used} of {protocol['dev_arguments']}" if used != protocol["dev_arguments"] else str(used)
+        console.print(f"protocol: held-out. Chosen on dev ({of} training arguments, "
                       f"stratified, seed {protocol['dev_seed']}): epochs and thresholds. Dev F1 (in-sample for "
                       f"those choices) {result.dev_scores.f1:.3f}; held-out validation F1 "
                       f"{result.validation_scores.f1:.3f}.")

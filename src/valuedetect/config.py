@@ -137,6 +137,10 @@ class TrainConfig:
     # A seeded subset of the dev slice to choose on, for methods whose every scored argument is
     # costly (LLM prompting); training still leaves out the whole slice.
     dev_limit: int | None = None
+    # After the held-out run, fit once more on training + validation with the epochs and
+    # thresholds chosen on dev (valuedetect.refit), into output/refit: a detector to ship, with
+    # no held-out score of its own.
+    refit: bool = False
 
     def __post_init__(self) -> None:
         from valuedetect.protocol import PROTOCOLS

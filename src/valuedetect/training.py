@@ -139,6 +139,27 @@ def _folder_state(output: Path) -> str:
     return "empty"
 
 
+def _refit_only(config: TrainConfig, output: Path, progress: Callable[[str, int, int], None] | None,
+                log: Callable[[str], None] | None) -> TrainingResult:
+    """Resume a run killed during its refit: the held-out run is finished; refit only."""
+    import json
+
+    from valuedetect.data import read_labels, shipped_data_dir
+    from valuedetect.detectors import load_detector
+    from valuedetect.evaluation import score_run_file
+    from valuedetect.refit import REFIT_FOLDER, refit
+
+    detector = load_detector(output)
+    results = json.loads((output / FINISHED_FILE).read_text(encoding="utf-8"))
+    refit(detector, config, output, resume=True, progress=progress, log=log)
+    labels = Path(config.data_dir or shipped_data_dir()) / "labels-validation.tsv"
+    scores = score_run_file(output / "validation-run.tsv", labels, seed=detector.config.seed, run_ids_only=True)
+    ids, _ = read_labels(output / "validation-run.tsv")
+    return TrainingResult(detector, scores, ids, "held-out run finished before; refit completed now",
+                          [f"{output / REFIT_FOLDER}/ (refit on training + validation: no held-out score)"],
+                          protocol=results.get("protocol", {}))
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process, all threads (torch's and llama.cpp's) together."""
     return time.process_time()
@@ -174,6 +195,8 @@ def run_training(
     if output.exists() and not output.is_dir():
         raise InputError("exists and is not a folder", output)
     state = _folder_state(output)
+    if state == "finished" and resume and config.refit and not (output / "refit" / "refit.json").exists():
+        return _refit_only(config, output, progress, log)
     if state == "finished":
         raise InputError("holds a finished run: there is nothing to resume" if resume else
                          "already holds a trained detector; pass another --output", output)
@@ -239,6 +262,9 @@ def run_training(
     val_pred = detector.decide(val_raw)
     val_scores = score(validation.labels, val_pred, bootstrap=1000, seed=detector.config.seed)
     protocol = splits.describe()
+    if dev_note:
+        protocol["dev_arguments_used"] = len(dev)
+        protocol["dev_subset"] = dev_note
     detector.info.update(
         protocol=protocol, dev_f1=dev_scores.f1, validation_f1=val_scores.f1,
         validation_precision=val_scores.precision, validation_recall=val_scores.recall,
@@ -301,5 +327,10 @@ def run_training(
     checkpoint = getattr(detector, "checkpoint_dir", None)
     if checkpoint is not None and Path(checkpoint).is_dir():
         shutil.rmtree(checkpoint)
+    if config.refit:
+        from valuedetect.refit import REFIT_FOLDER, refit
+
+        refit(detector, config, output, resume=resume, progress=progress, log=log)
+        written.append(f"{output / REFIT_FOLDER}/ (refit on training + validation: no held-out score)")
     return TrainingResult(detector, val_scores, validation.ids, description, written, dev_scores=dev_scores,
                           protocol=protocol)

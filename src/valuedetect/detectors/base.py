@@ -73,6 +73,12 @@ class Detector(ABC):
     def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
         """Scores in [0, 1], shape [n, 20], official category order."""
 
+    def refit_settings(self) -> dict[str, Any]:
+        """Settings that fix what fitting chose on dev (e.g. the best epoch), so a refit on more
+        data (``valuedetect.refit``) repeats the recipe without a dev split. Thresholds are
+        carried over separately."""
+        return {}
+
     def _save_weights(self, directory: Path) -> None:  # noqa: B027 - optional hook
         """Write the method's weights into ``directory``."""
 

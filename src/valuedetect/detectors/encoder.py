@@ -180,6 +180,11 @@ class EncoderDetector(Detector):
             training=self._training_standard(state, train.labels, pos_weight).to_dict(),
         )
 
+    def refit_settings(self) -> dict[str, Any]:
+        """The epoch dev chose, trained to without early stopping (the schedule then spans it)."""
+        best = int(self.info.get("best_epoch") or -1)
+        return {"epochs": best, "patience": 0} if best > 0 else {}
+
     @staticmethod
     def _training_standard(state: Any, labels: np.ndarray, pos_weight: Any) -> Any:
         """How far the classifier trained, for the protocol's "same standard" rule: its training

@@ -18,7 +18,9 @@ Exp-II): template x verbalizer x strategy x backend.
 With ``soft_prompt_tokens > 0`` fit() trains a soft prompt on the frozen LM (``prompt_tuning``):
 shared by all categories, or one per category (``soft_prompts = "per-category"``), placed after
 the argument (``soft_prompt_placement = "after"``: the argument's key/values are computed once
-and reused by its 20 questions and every epoch) or in front, as the paper did ("before"). Only
+and reused by its 20 questions and every epoch), after the question, right before the answer
+("end": the question's states are reusable too, so only the soft tokens carry gradients), or in
+front, as the paper did ("before"). Only
 the prompt is saved (``soft_prompt.safetensors``), never the LM's weights. fit()'s second split
 chooses the thresholds (base class); nothing here reads it otherwise.
 
@@ -76,7 +78,8 @@ class PromptConfig(DetectorConfig, BackendSettings):
     max_new_tokens: int = 12
     # Prompt tuning (0 tokens: zero-shot with the hard template alone).
     soft_prompt_tokens: int = 0
-    soft_prompt_placement: str = "after"  # after (the argument; reusable states) | before (the paper's)
+    # after (the argument; reusable states) | end (after the question, before the answer) | before (the paper's)
+    soft_prompt_placement: str = "after"
     soft_prompts: str = "shared"  # shared | per-category (one prompt per category)
     prompt_init: str = "text"  # text (the template's first words) | random
     epochs: int = 3
@@ -207,7 +210,7 @@ class PromptDetector(Detector):
         task = TuneTask(lambda i, k: self.request(template, train.arguments[i], k), np.asarray(train.labels),
                         verbalizer.words(), [verbalizer.classes(cat) for cat in categories()])
         states = None
-        if c.soft_prompt_placement == "after" and lm.kind == "causal":
+        if c.soft_prompt_placement in ("after", "end") and lm.kind == "causal":
             states = PrefixStates(c.argument_states_mb << 20, c.argument_states_dir, c.argument_states_disk_mb << 20)
         settings = TuneSettings(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, negative_ratio=c.negative_ratio,
                                 max_steps=c.max_steps, max_seconds=c.max_seconds, seed=c.seed)

@@ -243,6 +243,8 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
             if task == "values":
                 resolved = to_dict(from_dict(TrainConfig, resolved, run_where))
                 resolved.pop("output", None)
+                if not resolved.get("refit"):  # adds a folder, changes no recorded figure: not in the hash
+                    resolved.pop("refit", None)
                 family = entry.get("family") or family_of(resolved["method"], resolved["detector"])
             else:
                 family = entry.get("family") or ("fine-tuning" if resolved.get("method") == "encoder"

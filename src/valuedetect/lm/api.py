@@ -38,7 +38,7 @@ ResultCallback: TypeAlias = Callable[[int, Any], None]
 ROLES = ("system", "user", "assistant")
 LM_KINDS = ("causal", "masked", "seq2seq")
 # Where a soft prompt sits (lm.soft_prompt) and how it starts; here so configs need no torch.
-PLACEMENTS = ("after", "before")
+PLACEMENTS = ("after", "before", "end")
 PROMPT_INITS = ("text", "random")
 
 

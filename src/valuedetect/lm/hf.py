@@ -278,9 +278,9 @@ class HFLM(LM):
     def segments(self, pieces: Pieces) -> list[tuple[str, Any]]:
         """The whole prompt as segments, the soft prompt in its place."""
         soft = [("soft", pieces.soft)] if pieces.soft >= 0 else []
-        before = soft if soft and self.soft_prompt.placement == "before" else []
-        after = soft if soft and self.soft_prompt.placement == "after" else []
-        return [*before, ("ids", pieces.lead + pieces.context), *after, ("ids", pieces.suffix),
+        placement = self.soft_prompt.placement if soft else None
+        before, after, end = ([soft if placement == p else [] for p in ("before", "after", "end")])
+        return [*before, ("ids", pieces.lead + pieces.context), *after, ("ids", pieces.suffix), *end,
                 *self._answer_segments(), ("ids", pieces.trail)]
 
     def _answer_segments(self) -> list[tuple[str, Any]]:

@@ -20,6 +20,8 @@ more than its layers). ``usage.processed_tokens`` counts the positions computed,
 Prompt tuning (``column_logprobs`` with gradients) runs the same code. With the soft prompt
 placed after the context and a ``PrefixStates`` store, the frozen model's key/values of each
 argument are computed once (without gradients) and reused by its questions in every epoch.
+Placed at the end (after each question), the questions also run without gradients, and only
+the soft tokens go through the backward pass.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class CausalLM(HFLM):
             return _Unit((), tuple(self.segments(pieces)), length)
         if soft >= 0 and self.soft_prompt.placement == "before":
             return _Unit((("soft", soft), ("ids", ids[:split])), (("ids", ids[split:]),), length)
+        if soft >= 0 and self.soft_prompt.placement == "end":
+            return _Unit((("ids", ids[:split]),), (("ids", ids[split:]), ("soft", soft)), length)
         if soft >= 0:
             return _Unit((("ids", ids[:split]),), (("soft", soft), ("ids", ids[split:])), length)
         return _Unit((("ids", ids[:split]),), (("ids", ids[split:]),), length)
@@ -137,7 +141,7 @@ class CausalLM(HFLM):
         out: list[Any] = [None] * len(requests)
         groups = self._groups(units)
         use_states = (states is not None and self.mode == "packed" and self.soft_prompt is not None
-                      and self.soft_prompt.placement == "after")
+                      and self.soft_prompt.placement in ("after", "end"))
         if use_states:
             for group in groups:
                 self._score_on_states(units, group, columns, states, out)
@@ -204,12 +208,17 @@ class CausalLM(HFLM):
             out[k] = value
         self.usage.add(processed_tokens=sum(layout.width for layout in layouts))
 
-    def _hidden(self, inputs: Any, layouts: list[packing.Layout], width: int, past: int, cache: Any) -> Any:
-        """The decoder's last hidden states of a packed batch (optionally continuing ``cache``)."""
-        mask = packing.attention_mask(layouts, width, past, inputs.dtype).to(self.device)
+    def _hidden(self, inputs: Any, layouts: list[packing.Layout], width: int, past: int, cache: Any,
+                past_layout: packing.Layout | None = None) -> Any:
+        """The decoder's last hidden states of a packed batch (optionally continuing ``cache``;
+        ``past_layout``: the cache holds an argument and then its questions, laid out so)."""
+        where: dict[str, Any] = {}
+        if past_layout is not None:
+            where = {"past_segments": past_layout.segments, "past_positions": past_layout.positions}
+        mask = packing.attention_mask(layouts, width, past, inputs.dtype, **where).to(self.device)
         if self._window is not None:
-            window = packing.attention_mask(layouts, width, past, inputs.dtype, self._window).to(self.device)
-            mask = {"full_attention": mask, "sliding_attention": window}
+            window = packing.attention_mask(layouts, width, past, inputs.dtype, self._window, **where)
+            mask = {"full_attention": mask, "sliding_attention": window.to(self.device)}
         positions = packing.position_ids(layouts, width).to(self.device)
         extra = {self._cache_arg: cache, "use_cache": True} if cache is not None else {"use_cache": False}
         return self._decoder(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
@@ -281,6 +290,10 @@ class CausalLM(HFLM):
             states.put(key, tensors)
             self.usage.add(processed_tokens=self._length(shared))
         past = int(tensors[0][0].shape[-2])
+        if self.soft_prompt.placement == "end":
+            for row in self._chunks(units, group):
+                self._score_at_end(units, row, columns, tensors, out)
+            return
         for row in self._chunks(units, group):
             layout = packing.layout(0, [self._length(units[k].own) for k in row], past=past)
             inputs = torch.cat([self.embed(units[k].own) for k in row])[None]
@@ -289,6 +302,30 @@ class CausalLM(HFLM):
             for value, k in zip(values, row, strict=True):
                 out[k] = value
             self.usage.add(processed_tokens=layout.width)
+
+    def _score_at_end(self, units: list[_Unit], row: list[int], columns: Sequence[int],
+                      tensors: list[tuple[Any, Any]], out: list[Any]) -> None:
+        """Soft prompts at the end of each question: the questions run packed after the stored
+        argument without gradients, then the soft tokens alone, each block continuing its own
+        question, so the backward pass covers the soft positions only."""
+        import torch
+
+        past = int(tensors[0][0].shape[-2])
+        questions = [units[k].own[:-1] for k in row]
+        lengths = [self._length(q) for q in questions]
+        cache = self._cache_from(tensors)
+        asked = packing.layout(0, lengths, past=past)
+        with torch.no_grad():
+            inputs = torch.cat([self.embed(q) for q in questions])[None]
+            self._hidden(inputs, [asked], asked.width, past, cache)
+        held = packing.Layout((*range(past), *asked.positions), (-1,) * past + asked.segments, ())
+        soft = packing.continuation([past + n for n in lengths], [self.soft_tokens] * len(row))
+        inputs = torch.cat([self.embed(units[k].own[-1:]) for k in row])[None]
+        hidden = self._hidden(inputs, [soft], soft.width, past + asked.width, cache, past_layout=held)
+        values = self._logprobs(hidden[0, torch.tensor(list(soft.last))], columns)
+        for value, k in zip(values, row, strict=True):
+            out[k] = value
+        self.usage.add(processed_tokens=asked.width + soft.width)
 
     def _cache_from(self, tensors: list[tuple[Any, Any]]) -> Any:
         from transformers import DynamicCache

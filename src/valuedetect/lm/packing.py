@@ -7,7 +7,8 @@ the argument alone, and a 4D attention mask lets it see the shared part and its 
 tokens, never another suffix. So every suffix's logits equal those of its own separate prompt,
 while the argument's positions are computed once. With ``past`` > 0 the shared part is already
 in a key/value cache (prompt tuning reuses it across questions and epochs) and the row holds
-only suffixes.
+only suffixes. A cache may also hold the questions themselves (``past_segments``): a soft prompt
+placed at the end of each question then continues its own question only (``continuation``).
 
 Pads (rows shorter than the batch's widest) attend to themselves only, so no softmax row is
 empty. Models with sliding-window layers get a second mask that also hides keys more than
@@ -50,9 +51,27 @@ def layout(shared: int, suffixes: Sequence[int], past: int = 0) -> Layout:
     return Layout(tuple(positions), tuple(segments), tuple(last))
 
 
-def attention_mask(rows: Sequence[Layout], width: int, past: int, dtype: Any, window: int | None = None) -> Any:
+def continuation(starts: Sequence[int], lengths: Sequence[int]) -> Layout:
+    """A row of suffixes that each continue their own cached segment: suffix i has ``lengths[i]``
+    tokens at positions ``starts[i]`` onwards (segment i)."""
+    positions: list[int] = []
+    segments: list[int] = []
+    last = []
+    for i, (start, length) in enumerate(zip(starts, lengths, strict=True)):
+        if length < 1:
+            raise ValueError("every packed suffix needs at least one token")
+        positions += range(start, start + length)
+        segments += [i] * length
+        last.append(len(positions) - 1)
+    return Layout(tuple(positions), tuple(segments), tuple(last))
+
+
+def attention_mask(rows: Sequence[Layout], width: int, past: int, dtype: Any, window: int | None = None,
+                   past_segments: Sequence[int] | None = None, past_positions: Sequence[int] | None = None) -> Any:
     """Additive float mask [rows, 1, width, past + width]: 0 where a query may attend, the
-    dtype's minimum where not. ``past`` cached positions are visible to every real token."""
+    dtype's minimum where not. ``past`` cached positions are visible to every real token, or,
+    with ``past_segments``, those of segment -1 to all and those of segment i to suffix i only
+    (``past_positions`` then gives their position ids, for the window)."""
     import torch
 
     n = len(rows)
@@ -71,8 +90,11 @@ def attention_mask(rows: Sequence[Layout], width: int, past: int, dtype: Any, wi
     if window is not None:
         allowed &= (positions[:, :, None] - positions[:, None, :]) < window
     cached = real[:, :, None].expand(n, width, past)
+    if past_segments is not None:
+        key_segments = torch.tensor(list(past_segments), dtype=torch.long)
+        cached = cached & ((key_segments == -1)[None, None, :] | (segments[:, :, None] == key_segments[None, None, :]))
     if window is not None and past:
-        key_pos = torch.arange(past)
+        key_pos = torch.arange(past) if past_positions is None else torch.tensor(list(past_positions))
         cached = cached & ((positions[:, :, None] - key_pos[None, None, :]) < window)
     full = torch.cat([cached, allowed], dim=2)
     mask = torch.zeros(full.shape, dtype=dtype)
@@ -92,4 +114,4 @@ def position_ids(rows: Sequence[Layout], width: int) -> Any:
     return out
 
 
-__all__ = ["Layout", "attention_mask", "layout", "position_ids"]
+__all__ = ["Layout", "attention_mask", "continuation", "layout", "position_ids"]
