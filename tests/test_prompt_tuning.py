@@ -48,12 +48,14 @@ def loss(found):
     return float(-np.mean(SPLIT.labels * np.log(p) + (1 - SPLIT.labels) * np.log(1 - p)))
 
 
-@pytest.mark.parametrize(("lm_type", "template"), [("causal", "bca"), ("seq2seq", "bca"), ("masked", "mbc")])
-def test_lm_frozen_prompt_trained_and_counted(models, lm_type, template):
+@pytest.mark.parametrize(("lm_type", "template", "placement"), [
+    ("causal", "bca", "after"), ("seq2seq", "bca", "after"), ("masked", "mbc", "after"),
+    ("causal", "bca", "end"), ("seq2seq", "bca", "end"), ("masked", "mbc", "end")])
+def test_lm_frozen_prompt_trained_and_counted(models, lm_type, template, placement):
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
     auto = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM, "masked": AutoModelForMaskedLM}
-    found = detector(models, lm_type, template, max_steps=3, batch_size=4)
+    found = detector(models, lm_type, template, max_steps=3, batch_size=4, soft_prompt_placement=placement)
     initial = found.lm().soft_prompt.state()
     found.fit(SPLIT)
     trained = found.lm().soft_prompt.state()
