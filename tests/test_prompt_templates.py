@@ -113,7 +113,7 @@ def test_bad_custom_templates_name_the_field(table, message):
 
 
 def test_unknown_template_name_lists_known_ones():
-    with pytest.raises(ConfigError, match="unknown prompt template 'bcaa'; known: mbc, bca, bca_name, oa, mine"):
+    with pytest.raises(ConfigError, match="unknown prompt template 'bcaa'; known: mbc, bca, bca_name, oa, nli, mine"):
         prompt_template("bcaa", {"mine": {"text": "{premise} {value_label}"}})
     with pytest.raises(ConfigError, match="must be a name or a table"):
         verbalizer_from_config(3)

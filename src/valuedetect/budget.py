@@ -1,4 +1,4 @@
-"""Step and time budgets of the CPU training loops (prompt tuning, NLI fine-tuning): one rule
+"""Step and time budgets of the CPU training loops (prompt tuning): one rule
 for when a loop stops, so every record's ``stopped_by`` means the same thing."""
 
 from __future__ import annotations

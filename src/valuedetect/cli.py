@@ -79,6 +79,16 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+def nli_table(scores: Any, title: str) -> Table:
+    """The NLI side task's scores: accuracy with its interval, macro F1, n."""
+    table = Table(title=title, title_justify="left")
+    for column in ("accuracy [95% CI]", "macro F1", "n"):
+        table.add_column(column, justify="right")
+    ci = f" [{scores.ci95[0]:.3f}, {scores.ci95[1]:.3f}]" if scores.ci95 else ""
+    table.add_row(f"[bold]{scores.accuracy:.3f}[/]{ci}", f"{scores.macro_f1:.3f}", str(scores.n))
+    return table
+
+
 def scores_table(scores: Any, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("category")
@@ -106,6 +116,9 @@ def scores_table(scores: Any, title: str) -> Table:
 def train(
     config: Annotated[Path | None, typer.Option(help="TOML training config (see configs/).")] = None,
     method: Annotated[str | None, typer.Option(help="Method with default settings, instead of --config.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="values (default): the 20 value categories; nli: does the premise support its conclusion "
+             "(label: the stance; methods encoder and prompt).")] = None,
     output: Annotated[Path | None, typer.Option(help="Folder for the detector and its runs.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (default: the shipped copy).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
@@ -116,7 +129,8 @@ def train(
     model: Annotated[str | None, typer.Option(help="Model alias, path, Hub name or API model name.")] = None,
     strategy: Annotated[str | None, typer.Option(help="llm: per-value, all-in-one, few-shot or cot.")] = None,
     template: Annotated[str | None, typer.Option(
-        help="prompt: mbc, bca, oa or a config-defined template; encoder: plain, cls or premise_first.")] = None,
+        help="prompt: mbc, bca, oa, nli or a config-defined template; encoder: plain, cls, premise_first or pair.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Score a seeded subset of N validation arguments.")] = None,
     sample: Annotated[float | None, typer.Option(help="Score a seeded fraction of validation, e.g. 0.05.")] = None,
     subset_seed: Annotated[int | None, typer.Option(help="Seed of the --limit/--sample subset.")] = None,
@@ -135,8 +149,11 @@ def train(
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A detector setting, KEY=VALUE (VALUE read as TOML, else as text); repeatable.")] = None,
 ) -> None:
-    """Train under the held-out protocol (choose on a dev slice of training), score validation once, save."""
-    from valuedetect.config import TrainConfig, from_dict, load_train_config, to_dict
+    """Train under the held-out protocol (choose on a dev slice of training), score validation once, save.
+
+    The NLI side task trains the same way: valuedetect train --task nli --method encoder (or prompt).
+    """
+    from valuedetect.config import TrainConfig, check_detector_settings, from_dict, load_train_config, to_dict
     from valuedetect.training import run_training
 
     if (config is None) == (method is None):
@@ -147,15 +164,15 @@ def train(
         train_config = TrainConfig(method=str(method), predict_test=method != "llm")
     overrides = _detector_overrides(settings or [])
     if template is not None:
-        from valuedetect.templates import INPUT_TEMPLATES, PROMPT_TEMPLATES
+        from valuedetect.templates import INPUT_TEMPLATES, NLI_TEMPLATES, PROMPT_TEMPLATES
 
-        if template.lower() in {*INPUT_TEMPLATES, *PROMPT_TEMPLATES}:
+        if template.lower() in {*INPUT_TEMPLATES, *PROMPT_TEMPLATES, *NLI_TEMPLATES}:
             template = template.lower()  # the paper writes BCA, CLS, ...; built-in names are lower case
     for key, value in (("backend", backend), ("base_url", base_url), ("model", model), ("strategy", strategy),
                        ("template", template)):
         if value is not None:
             overrides[key] = value
-    run_settings = {k: v for k, v in (("validation_limit", limit), ("validation_sample", sample),
+    run_settings = {k: v for k, v in (("task", task), ("validation_limit", limit), ("validation_sample", sample),
                                        ("subset_seed", subset_seed), ("predict_test", predict_test),
                                        ("training_per_category", train_per_category),
                                        ("training_fraction", train_fraction), ("protocol", protocol),
@@ -168,28 +185,35 @@ def train(
         if limit is not None or sample is not None:
             raw["validation_limit"], raw["validation_sample"] = limit, sample
         train_config = from_dict(TrainConfig, raw, "command line")
-        from valuedetect.detectors import detector_class
-
-        from_dict(detector_class(train_config.method).config_class, train_config.detector, "command line")
+        check_detector_settings(train_config, "command line", where="command line")
     with progress_bar() as update:
         result = run_training(train_config, source=str(config or f"--method {method}"), resume=resume,
                               progress=update, log=lambda m: err_console.print(m, highlight=False))
     protocol = result.protocol
     held_out = not protocol.get("optimistic", False)
     kind = "held-out" if held_out else "optimistic: validation also chose epochs and thresholds"
-    console.print(scores_table(result.validation_scores,
-                               f"validation ({len(result.validation_ids)} arguments, {kind}), {result.description}"))
+    title = f"validation ({len(result.validation_ids)} arguments, {kind}), {result.description}"
+    task_ = result.detector.task
+    measure = task_.headline_label
+    if task_.name == "nli":
+        console.print(nli_table(result.validation_scores, title))
+    else:
+        console.print(scores_table(result.validation_scores, title))
     if held_out and result.dev_scores is not None:
         used = protocol.get("dev_arguments_used", protocol["dev_arguments"])
         of = f"{used} of {protocol['dev_arguments']}" if used != protocol["dev_arguments"] else str(used)
         console.print(f"protocol: held-out. Chosen on dev ({of} training arguments, "
-                      f"stratified, seed {protocol['dev_seed']}): epochs and thresholds. Dev F1 (in-sample for "
-                      f"those choices) {result.dev_scores.f1:.3f}; held-out validation F1 "
-                      f"{result.validation_scores.f1:.3f}.")
+                      f"stratified, seed {protocol['dev_seed']}): epochs and thresholds. Dev {measure} (in-sample "
+                      f"for those choices) {getattr(result.dev_scores, task_.headline):.3f}; held-out validation "
+                      f"{measure} {getattr(result.validation_scores, task_.headline):.3f}.")
     else:
-        console.print("protocol: paper (tuned and scored on validation): the validation F1 above is optimistic.")
+        console.print(f"protocol: paper (tuned and scored on validation): the validation {measure} above is "
+                      "optimistic.")
     th = result.detector.thresholds
-    if th is not None and th.mode != "fixed":
+    if th is not None and th.mode != "fixed" and task_.name == "nli":
+        console.print(f"threshold on P(support): {th.global_value:.3f}, chosen on "
+                      f"{'dev' if held_out else 'validation'} (accuracy there {th.report['tuned_accuracy']:.3f})")
+    elif th is not None and th.mode != "fixed":
         r = th.report
         console.print(f"thresholds: {th.mode} (global {th.global_value:.3f}), tuned on "
                       f"{'dev' if held_out else 'validation'}; two-fold cross-fitted F1 there: global "
@@ -268,9 +292,9 @@ def predict(
 
 
 def _load(model_dir: Path) -> Any:
-    from valuedetect.detectors import load_detector
+    from valuedetect.detectors import load_detector, require_values_task
 
-    return load_detector(model_dir)
+    return require_values_task(load_detector(model_dir), model_dir)
 
 
 # --------------------------------------------------------------------------------- evaluate

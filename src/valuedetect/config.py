@@ -113,10 +113,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """A training run: which method, its settings, where data and outputs live."""
+    """A training run: which task and method, its settings, where data and outputs live."""
 
     method: str
     detector: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # What the detector learns (valuedetect.tasks): "values" (the 20 categories) or "nli" (does
+    # the premise support the conclusion; the label is the stance).
+    task: str = "values"
     data_dir: str | None = None
     output: str | None = None
     predict_test: bool = True
@@ -144,9 +147,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from valuedetect.protocol import PROTOCOLS
+        from valuedetect.tasks import get_task
 
+        try:
+            get_task(self.task).check_method(self.method)
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        if self.task != "values" and self.training_per_category is not None:
+            raise ValueError(f"training_per_category picks arguments per value category; the {self.task} task "
+                             "takes training_fraction instead")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
+        if self.refit and self.task != "values":
+            raise ValueError(f"refit makes a value detector to ship; the {self.task} task has none")
         if not 0 < self.dev_fraction < 1:
             raise ValueError("dev_fraction must be in (0, 1)")
         if self.dev_limit is not None and self.dev_limit < 1:
@@ -165,12 +178,27 @@ class TrainConfig:
             raise ValueError("give validation_limit or validation_sample, not both")
 
 
+# Keys added to TrainConfig after runs were recorded, at the value every earlier run had: a hash
+# or fingerprint of settings leaves them out at that value, so a run recorded (or checkpointed)
+# before the key existed still matches its settings and is neither rerun nor refused on resume.
+LATER_KEYS: dict[str, Any] = {"task": "values", "refit": False}
+
+
+def stable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Run settings as hashes and fingerprints read them (see ``LATER_KEYS``)."""
+    return {k: v for k, v in settings.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
+
+
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read a training config; the detector table is validated by the method's own config."""
-    from valuedetect.detectors import detector_class
-
     raw = read_toml(path)
     config = from_dict(TrainConfig, raw, str(path))
-    cls = detector_class(config.method, source=str(path))
-    from_dict(cls.config_class, config.detector, f"{path} [detector]")
+    check_detector_settings(config, str(path))
     return config
+
+
+def check_detector_settings(config: TrainConfig, source: str, where: str | None = None) -> None:
+    """Validate the detector table for the config's method and task (building nothing heavy)."""
+    from valuedetect.detectors import make_detector
+
+    make_detector(config.method, config.detector, source, task=config.task, where=where)

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from valuedetect.config import LATER_KEYS
 from valuedetect.data import Split, atomic_write_json
 from valuedetect.errors import InputError
 
@@ -122,6 +123,8 @@ def changed_parts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict) and part.endswith("settings"):
+            # A key left out at its old value (config.LATER_KEYS) is named with that value.
+            a, b = {**LATER_KEYS, **a}, {**LATER_KEYS, **b}
             keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             changes.append(f"{part} ({', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in keys)})")
         else:

@@ -10,7 +10,7 @@ Prompt templates (MBC, BCA, OA) and their verbalizers live here too, below; user
 in a config table (``prompt_template_from_config``), no code needed. ``match_synonym`` reads a
 generated answer with the synonym verbalizer (OA by generation). So do the chat prompts of the
 ``llm`` strategies (per-value, few-shot, all-in-one, chain of thought) and the NLI side task's
-template, with one copy of the stance words.
+templates (``NLITemplate``; a prompt template of task "nli"), with one copy of the stance words.
 
 A prompt template renders in two parts (``render_parts``): the context, which depends on the
 argument only, and the suffix, which asks about the value. The split falls at the last sentence
@@ -27,7 +27,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 from valuedetect.data import Argument
 from valuedetect.errors import ConfigError
@@ -41,24 +41,34 @@ _STANCE_ATTITUDES = {"in favor of": "support", "against": "oppose"}
 
 @dataclass(frozen=True)
 class InputTemplate:
-    """A named rendering of an argument into one string."""
+    """A named rendering of an argument into one string, or into a pair of strings (``pair``: the
+    second segment, which an encoder reads as its tokenizer's sentence pair)."""
 
     name: str
     argument: str
     free_text: str = "{premise}"
+    pair: str | None = None
 
     def render(self, argument: Argument, **extra: str) -> str:
         if argument.is_free_text:
             return self.free_text.format(premise=argument.premise.strip(), **extra)
-        stance = argument.stance or "in favor of"
-        return self.argument.format(
-            premise=argument.premise.strip(),
-            conclusion=argument.conclusion.strip(),
-            stance=stance,
-            stance_verb=STANCE_VERBS.get(stance, stance),
-            stance_attitude=_STANCE_ATTITUDES.get(stance, stance),
-            **extra,
-        )
+        return self.argument.format(**_argument_fields(argument), **extra)
+
+    def render_pair(self, argument: Argument) -> tuple[str, str | None]:
+        """(first segment, second segment or None): what an encoder tokenises."""
+        if self.pair is None or argument.is_free_text:
+            return self.render(argument), None
+        return self.render(argument), self.pair.format(**_argument_fields(argument))
+
+    def fields(self) -> set[str]:
+        """Every field the template's texts use."""
+        return {name for text in (self.argument, self.free_text, self.pair or "") for name in _fields(text)}
+
+
+def _argument_fields(argument: Argument) -> dict[str, str]:
+    stance = argument.stance or "in favor of"
+    return {"premise": argument.premise.strip(), "conclusion": argument.conclusion.strip(), "stance": stance,
+            "stance_verb": STANCE_VERBS.get(stance, stance), "stance_attitude": _STANCE_ATTITUDES.get(stance, stance)}
 
 
 INPUT_TEMPLATES: dict[str, InputTemplate] = {
@@ -75,6 +85,9 @@ INPUT_TEMPLATES: dict[str, InputTemplate] = {
         ),
         # Premise first: with truncation the premise, which carries most value cues, survives.
         InputTemplate("premise_first", "{premise} [{stance}] {conclusion}"),
+        # Premise and conclusion as the tokenizer's sentence pair, no stance: the NLI side task's
+        # input (the stance is its label).
+        InputTemplate("pair", "{premise}", pair="{conclusion}"),
     )
 }
 
@@ -208,6 +221,7 @@ class PromptTemplate(InputTemplate):
     """An input template that asks about one category, with the verbalizer that reads the answer."""
 
     verbalizer: Verbalizer = VERBALIZERS["yes_no"]
+    task: ClassVar[str] = "values"
 
     def render_parts(self, argument: Argument, category: Category) -> tuple[str, str]:
         """(context, suffix): the argument's part and the value question (see the module
@@ -229,6 +243,11 @@ class PromptTemplate(InputTemplate):
     @property
     def has_mask(self) -> bool:
         return "mask" in _fields(self.argument)
+
+    @property
+    def has_question(self) -> bool:
+        """Whether text follows the argument part (where a soft prompt placed "after" goes)."""
+        return bool(self.argument[split_point(self.argument):].replace("{mask}", "").strip())
 
 
 _SENTENCE_END = re.compile(r"[.?!:](?=\s)")
@@ -360,7 +379,7 @@ def verbalizer_from_config(spec: Any, where: str = "verbalizer", name: str = "cu
     return Verbalizer(name, positive=positive, negative=negative)
 
 
-_TEMPLATE_KEYS = ("text", "free_text", "verbalizer")
+_TEMPLATE_KEYS = ("text", "free_text", "verbalizer", "task")
 
 
 def prompt_template_from_config(name: str, table: Any, where: str = "template") -> PromptTemplate:
@@ -373,6 +392,7 @@ def prompt_template_from_config(name: str, table: Any, where: str = "template") 
 
     ``free_text`` (for arguments without conclusion and stance) may not use {conclusion},
     {stance} or {stance_verb}; it defaults to ``text`` when ``text`` uses none of them.
+    ``task = "nli"`` makes an NLI template instead (``NLITemplate``: ``text`` and ``verbalizer`` only).
     """
     where = f"{where} {name!r}"
     if not isinstance(table, dict):
@@ -381,6 +401,11 @@ def prompt_template_from_config(name: str, table: Any, where: str = "template") 
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
                           f"known: {', '.join(_TEMPLATE_KEYS)}")
+    task = table.get("task", "values")
+    if task == "nli":
+        return nli_template_from_config(name, table, where)
+    if task != "values":
+        raise ConfigError(f"{where}: 'task' must be 'values' or 'nli', not {task!r}")
     if "text" not in table:
         raise ConfigError(f"{where}: missing 'text' (the prompt, a format string with {{premise}})")
     text = _check_prompt_text(table["text"], "text", where, PROMPT_FIELDS)
@@ -396,14 +421,18 @@ def prompt_template_from_config(name: str, table: Any, where: str = "template") 
     return PromptTemplate(name, text, free, verbalizer=verbalizer)
 
 
-def prompt_template(name: str, custom: dict[str, Any] | None = None, where: str = "template") -> PromptTemplate:
-    """A built-in prompt template (mbc, bca, oa) or one of the ``custom`` tables by name."""
+def prompt_template(name: str, custom: dict[str, Any] | None = None,
+                    where: str = "template") -> PromptTemplate | NLITemplate:
+    """A built-in prompt template (mbc, bca, bca_name, oa; nli for the NLI task) or one of the
+    ``custom`` tables by name."""
     custom = custom or {}
     if name in custom:
         return prompt_template_from_config(name, custom[name], where)
     if name in PROMPT_TEMPLATES:
         return PROMPT_TEMPLATES[name]
-    known = [*PROMPT_TEMPLATES, *custom]
+    if name in NLI_TEMPLATES:
+        return NLI_TEMPLATES[name]
+    known = [*PROMPT_TEMPLATES, *NLI_TEMPLATES, *custom]
     raise ConfigError(f"{where}: unknown prompt template {name!r}; known: {', '.join(known)}")
 
 
@@ -563,34 +592,106 @@ def cot_value_prompt(argument: Argument, reply: str, category: Category) -> list
 
 # -- the NLI side task ------------------------------------------------------------------------
 #
-# Does the premise support the conclusion? A yes/no question over {premise} and {conclusion}
-# (optionally {mask} at the end), read by a label-word verbalizer whose positive class is support.
+# Does the premise support the conclusion? One yes/no question per argument over {premise} and
+# {conclusion} (optionally {mask} at the end), read by a label-word verbalizer whose positive class
+# is support. The stance fields are refused: the stance is the task's label.
 
 NLI_TEMPLATE = "Question: Given the premise: {premise} Does it support the conclusion: {conclusion}? The answer is"
 NLI_FIELDS = frozenset({"premise", "conclusion", "mask"})
+STANCE_FIELDS = frozenset({"stance", "stance_verb", "stance_attitude"})
 
 
-def check_nli_template(text: Any) -> str:
-    """The template, or a ConfigError that names what is wrong with it."""
-    where = "nli config: 'template'"
+@dataclass(frozen=True)
+class NLITemplate:
+    """The NLI side task's prompt, rendered like a value prompt in two parts (``render_parts``):
+    the argument (up to the first sentence end after its last field) and the question after it,
+    so a soft prompt placed "after" sits between them and the argument's states are reused."""
+
+    name: str
+    text: str
+    verbalizer: Verbalizer = VERBALIZERS["yes_no"]
+    task: ClassVar[str] = "nli"
+
+    def __post_init__(self) -> None:
+        check_nli_text(self.text, f"NLI template {self.name!r}")
+        if self.verbalizer.kind != "label_words":
+            raise ConfigError(f"NLI template {self.name!r}: the verbalizer must be label words (e.g. 'yes_no'); "
+                              "support is the positive class of a yes/no question")
+
+    @property
+    def argument(self) -> str:
+        """The template's text (what a soft prompt's "text" initialisation reads)."""
+        return self.text
+
+    @property
+    def has_mask(self) -> bool:
+        return "mask" in _fields(self.text)
+
+    @property
+    def has_question(self) -> bool:
+        """Whether text follows the argument part (where a soft prompt placed "after" goes)."""
+        return bool(self.text[nli_split_point(self.text):].replace("{mask}", "").strip())
+
+    def render_parts(self, argument: Argument, column: Any = None) -> tuple[str, str]:
+        """(context, suffix); ``{mask}`` renders empty (a masked LM's backend adds its mask)."""
+        cut = nli_split_point(self.text)
+        values = {"premise": argument.premise.strip(), "conclusion": argument.conclusion.strip(), "mask": ""}
+        return self.text[:cut].format(**values), self.text[cut:].format(**values).rstrip()
+
+
+def check_nli_text(text: Any, where: str) -> str:
+    """The NLI template text, or a ConfigError that names what is wrong with it."""
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"{where} must be a non-empty string, got {text!r}")
+        raise ConfigError(f"{where}: 'text' must be a non-empty string, got {text!r}")
     try:
         names = _fields(text)
     except ValueError as error:
-        raise ConfigError(f"{where} is not a valid format string ({error})") from None
+        raise ConfigError(f"{where}: 'text' is not a valid format string ({error})") from None
+    leaks = sorted(set(names) & STANCE_FIELDS)
+    if leaks:
+        raise ConfigError(f"{where}: 'text' shows the stance ({', '.join('{' + n + '}' for n in leaks)}), which is "
+                          "the NLI label")
     unknown = sorted(set(names) - NLI_FIELDS)
     if unknown:
-        raise ConfigError(f"{where} has unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
+        raise ConfigError(f"{where}: 'text' has unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
                           "allowed: {premise}, {conclusion}, {mask}")
     for needed in ("premise", "conclusion"):
         if needed not in names:
-            raise ConfigError(f"{where} must contain {{{needed}}}")
+            raise ConfigError(f"{where}: 'text' must contain {{{needed}}}")
     if names.count("mask") > 1 or ("mask" in names and not text.rstrip().endswith("{mask}")):
-        raise ConfigError(f"{where} may hold {{mask}} only once, at the end")
+        raise ConfigError(f"{where}: 'text' may hold {{mask}} only once, at the end")
     return text
 
 
-def render_nli(template: str, premise: str, conclusion: str) -> str:
-    """The NLI prompt; ``{mask}`` renders empty (a masked LM's backend adds its mask)."""
-    return template.format(premise=premise, conclusion=conclusion, mask="").rstrip()
+def nli_split_point(text: str) -> int:
+    """Where an NLI template's argument part ends: after the first sentence end (". ", "? ", ...)
+    in the literal that follows its last premise or conclusion field, else right after that field."""
+    offset, cut = 0, 0
+    pieces = list(string.Formatter().parse(text))
+    for k, (literal, name, spec, conversion) in enumerate(pieces):
+        offset += len(literal)
+        if name is None:
+            break
+        offset += len("{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
+        if name in ("premise", "conclusion"):
+            cut = offset
+            following = pieces[k + 1][0] if k + 1 < len(pieces) else ""
+            end = _SENTENCE_END.search(following)
+            if end is not None:
+                cut += end.end()
+    return cut
+
+
+def nli_template_from_config(name: str, table: dict[str, Any], where: str) -> NLITemplate:
+    """An NLI template from a config table ``{task = "nli", text = "...", verbalizer = ...}``."""
+    extra = sorted(set(table) - {"task", "text", "verbalizer"})
+    if extra:
+        raise ConfigError(f"{where}: an NLI template takes 'text' and 'verbalizer' only, not "
+                          f"{', '.join(map(repr, extra))}")
+    if "text" not in table:
+        raise ConfigError(f"{where}: missing 'text' (a format string with {{premise}} and {{conclusion}})")
+    verbalizer = verbalizer_from_config(table.get("verbalizer", "yes_no"), f"{where}: 'verbalizer'", name)
+    return NLITemplate(name, check_nli_text(table["text"], where), verbalizer)
+
+
+NLI_TEMPLATES: dict[str, NLITemplate] = {"nli": NLITemplate("nli", NLI_TEMPLATE)}

@@ -1,7 +1,8 @@
 """A training run from a config: data in, detector, run files and scores out.
 
-Everything a reported number depends on (split, method, model, seed, thresholds, time,
-versions) is written next to it in ``results.json``.
+Everything a reported number depends on (task, split, method, model, seed, thresholds, time,
+versions) is written next to it in ``results.json``. Both tasks (``valuedetect.tasks``: the
+value categories and the NLI side task) run through here, under the same protocol.
 """
 
 from __future__ import annotations
@@ -18,22 +19,24 @@ from typing import Any
 import numpy as np
 
 from valuedetect import __version__
-from valuedetect.config import TrainConfig, to_dict
-from valuedetect.data import Split, atomic_write_json, ensure_folder, load_split, write_run
+from valuedetect.config import TrainConfig, stable_settings, to_dict
+from valuedetect.data import Split, atomic_write_json, ensure_folder, load_split
 from valuedetect.detectors import make_detector
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
-from valuedetect.metrics import Scores, score
+from valuedetect.tasks import get_task
 
 
 @dataclass
 class TrainingResult:
+    """What a run produced; the scores are the task's (``metrics.Scores``, ``nli.NLIScores``)."""
+
     detector: Detector
-    validation_scores: Scores
+    validation_scores: Any
     validation_ids: list[str]
     description: str
     written: list[str] = field(default_factory=list)
-    dev_scores: Scores | None = None
+    dev_scores: Any = None
     protocol: dict[str, Any] = field(default_factory=dict)
 
 
@@ -202,7 +205,9 @@ def run_training(
                          "already holds a trained detector; pass another --output", output)
     if state == "unfinished" and not resume:
         raise InputError("holds an unfinished run; pass --resume to continue it, or another --output", output)
-    detector = make_detector(config.method, config.detector, source)  # a bad config fails before any write
+    task = get_task(config.task)
+    # A bad config fails before any write.
+    detector = make_detector(config.method, config.detector, source, task=task.name)
     _wait_for_everyone()
     ensure_folder(output)
     detector.progress = progress
@@ -211,8 +216,8 @@ def run_training(
     detector.log = log
 
     say = log or (lambda _message: None)
-    train = load_split("training", config.data_dir)
-    validation = load_split("validation", config.data_dir)
+    train = task.split(load_split("training", config.data_dir))
+    validation = task.split(load_split("validation", config.data_dir))
     if validation.labels is None:
         raise InputError("the validation split has no labels-validation.tsv", config.data_dir)
     validation, subset_note = validation_subset(validation, config)
@@ -228,7 +233,9 @@ def run_training(
     for what, note in (("validation", subset_note), ("training", training_note), ("dev", dev_note)):
         if note:
             say(f"{what}: {note}")
-    run_settings = {k: v for k, v in to_dict(config).items() if k not in ("detector", "output")}
+    # refit only adds a folder after the held-out run: a run may be resumed with or without it
+    run_settings = stable_settings({k: v for k, v in to_dict(config).items()
+                                    if k not in ("detector", "output", "refit")})
     if _is_main_process():
         fingerprint.check_or_write(output, fingerprint.run_fingerprint(
             run_settings, to_dict(detector.config), getattr(detector.config, "model", None), fit, dev), resume)
@@ -248,55 +255,58 @@ def run_training(
     if not _is_main_process():
         # Under `accelerate launch`, every process trains; one writes the outputs.
         assert detector.dev_scores is not None and dev.labels is not None
-        return TrainingResult(detector, score(dev.labels, detector.decide(detector.dev_scores)), dev.ids,
+        return TrainingResult(detector, task.score(dev.labels, detector.decide(detector.dev_scores)), dev.ids,
                               "worker process", [])
 
     assert dev.labels is not None and validation.labels is not None
     dev_raw = detector.dev_scores if detector.dev_scores is not None else detector.predict_proba(dev.arguments)
     dev_pred = detector.decide(dev_raw)
-    dev_scores = score(dev.labels, dev_pred)
+    dev_scores = task.score(dev.labels, dev_pred)
     cpu_started, scoring_started = _cpu_seconds(), time.time()
     # Under the paper protocol dev is validation itself: it is not scored a second time.
     val_raw = dev_raw if splits.optimistic else detector.predict_proba(validation.arguments)
     val_seconds, val_cpu = time.time() - scoring_started, _cpu_seconds() - cpu_started
     val_pred = detector.decide(val_raw)
-    val_scores = score(validation.labels, val_pred, bootstrap=1000, seed=detector.config.seed)
+    val_scores = task.score(validation.labels, val_pred, bootstrap=1000, seed=detector.config.seed)
     protocol = splits.describe()
     if dev_note:
         protocol["dev_arguments_used"] = len(dev)
         protocol["dev_subset"] = dev_note
     detector.info.update(
-        protocol=protocol, dev_f1=dev_scores.f1, validation_f1=val_scores.f1,
-        validation_precision=val_scores.precision, validation_recall=val_scores.recall,
+        protocol=protocol, **task.summary("dev", dev_scores), **task.summary("validation", val_scores),
         validation_held_out=not splits.optimistic, train_seconds=round(fit_seconds, 1),
         train_cpu_seconds=round(fit_cpu, 1),
     )
     detector.save(output)
     written = [f"{output}/ (detector)"]
-    write_run(output / "dev-run.tsv", dev.ids, dev_pred)
-    write_run(output / "validation-run.tsv", validation.ids, val_pred)
+    for role, split, raw, decided in (("dev", dev, dev_raw, dev_pred), ("validation", validation, val_raw, val_pred)):
+        task.write_run(output / task.run_file(role), split, raw, decided)
+        written.append(str(output / task.run_file(role)))
     np.save(output / "validation-scores.npy", val_raw.astype(np.float32))
-    written += [str(output / "dev-run.tsv"), str(output / "validation-run.tsv")]
 
     test_written = None
     if config.predict_test:
         try:
-            test = load_split("test", config.data_dir)
+            test = task.split(load_split("test", config.data_dir))
         except InputError:
             test = None
         if test is not None:
-            test_pred = detector.predict(test.arguments)
-            write_run(output / "test-run.tsv", test.ids, test_pred)
-            test_written = str(output / "test-run.tsv")
+            test_raw = detector.predict_proba(test.arguments)
+            test_pred = detector.decide(test_raw)
+            task.write_run(output / task.run_file("test"), test, test_raw, test_pred)
+            test_written = str(output / task.run_file("test"))
             written.append(test_written)
-            if test.labels is not None:
-                detector.info["test_f1"] = score(test.labels, test_pred).f1
+            if test.labels is not None and task.scores_test:
+                detector.info[f"test_{task.headline}"] = getattr(task.score(test.labels, test_pred), task.headline)
     model = getattr(detector.config, "model", None)
-    description = f"method {config.method}" + (f", model {model}" if model else "") + \
+    description = ("" if task.name == "values" else f"task {task.name}, ") + f"method {config.method}" + \
+        (f", model {model}" if model else "") + \
         f", seed {detector.config.seed}, thresholds {detector.thresholds.mode if detector.thresholds else '-'}" + \
         f", protocol {config.protocol}" + (f", {subset_note}" if subset_note else "") + \
         (f", training {training_note}" if training_note else "")
     atomic_write_json(output / FINISHED_FILE, {
+        "task": task.name,
+        "task_labels": task.labels_note,
         "method": config.method,
         "config": to_dict(config),
         "detector_config": to_dict(detector.config),
@@ -308,7 +318,8 @@ def run_training(
         "dev_subset": dev_note,
         "training_arguments": len(fit),
         "dev": dev_scores.to_dict(),
-        "dev_note": "F1 on the dev arguments that chose epochs and thresholds: in-sample for those choices",
+        "dev_note": f"{task.headline_label} on the dev arguments that chose epochs and thresholds: in-sample for "
+                    "those choices",
         "validation": val_scores.to_dict(),
         "thresholds": detector.thresholds.to_dict() if detector.thresholds else None,
         "train_seconds": round(fit_seconds, 1),

@@ -30,13 +30,23 @@ def detector_class(name: str, source: str = "") -> type[Detector]:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_detector(name: str, settings: dict | None = None, source: str = "") -> Detector:
-    """A fresh, unfitted detector of method ``name`` with validated settings."""
+def make_detector(name: str, settings: dict | None = None, source: str = "", task: str = "values",
+                  where: str | None = None) -> Detector:
+    """A fresh, unfitted detector of method ``name`` for ``task`` with validated settings; the
+    task's defaults for the method (``Task.detector_defaults``, e.g. its template) fill what the
+    settings leave out, so the saved config is the one that ran. Errors name ``where`` (by
+    default the source's detector table)."""
     from valuedetect.config import from_dict
+    from valuedetect.tasks import get_task
 
+    the_task = get_task(task, source)
+    the_task.check_method(name, source)
     cls = detector_class(name, source)
-    where = f"{source} [detector]" if source else f"settings of {name}"
-    return cls(from_dict(cls.config_class, settings or {}, where))
+    where = where or (f"{source} [detector]" if source else f"settings of {name}")
+    merged = {**the_task.detector_defaults.get(name, {}), **(settings or {})}
+    detector = cls(from_dict(cls.config_class, merged, where), task=the_task.name)
+    detector.check_task(where)
+    return detector
 
 
 def load_detector(directory: str | Path) -> Detector:
@@ -51,6 +61,14 @@ def load_detector(directory: str | Path) -> Detector:
     return detector_class(meta["type"], str(meta_path)).load(directory)
 
 
+def require_values_task(detector: Detector, directory: str | Path) -> Detector:
+    """Refuse a detector of another task where value categories are expected (predict, serve)."""
+    if detector.task.name != "values":
+        raise InputError(f"holds a detector of the {detector.task.name} task; predict and serve label value "
+                         "categories (its run folder has its predictions)", directory)
+    return detector
+
+
 def read_detector_meta(meta_path: Path) -> dict:
     """detector.json, checked for the keys every loader relies on."""
     try:
@@ -59,10 +77,13 @@ def read_detector_meta(meta_path: Path) -> dict:
         raise InputError(f"unreadable detector.json ({error})", meta_path) from None
     if not isinstance(meta, dict) or not isinstance(meta.get("type"), str) or not isinstance(meta.get("config"), dict):
         raise InputError("detector.json must be an object with a 'type' string and a 'config' table", meta_path)
+    if not isinstance(meta.get("task", "values"), str):
+        raise InputError("detector.json: 'task' must be a task name", meta_path)
     thresholds = meta.get("thresholds")
     if thresholds is not None and (not isinstance(thresholds, dict) or not isinstance(thresholds.get("values"), list)):
         raise InputError("detector.json: 'thresholds' must hold a 'values' list", meta_path)
     return meta
 
 
-__all__ = ["METHODS", "Detector", "DetectorConfig", "detector_class", "load_detector", "make_detector"]
+__all__ = ["METHODS", "Detector", "DetectorConfig", "detector_class", "load_detector", "make_detector",
+           "require_values_task"]

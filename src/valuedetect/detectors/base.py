@@ -18,9 +18,9 @@ import numpy as np
 from valuedetect import __version__
 from valuedetect.config import from_dict, to_dict
 from valuedetect.data import Argument, Split, atomic_write_json
-from valuedetect.errors import InputError
-from valuedetect.taxonomy import NUM_CATEGORIES, TAXONOMY_VERSION
-from valuedetect.thresholds import Thresholds, tune
+from valuedetect.errors import ConfigError, InputError
+from valuedetect.taxonomy import TAXONOMY_VERSION
+from valuedetect.thresholds import Thresholds
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -42,18 +42,22 @@ class DetectorConfig:
 
 
 class Detector(ABC):
-    """fit(train, dev) -> self; predict_proba(arguments) -> [n, 20]; save/load.
+    """fit(train, dev) -> self; predict_proba(arguments) -> [n, columns]; save/load.
 
     ``dev`` is the split everything is chosen on (early stopping, thresholds): under the
     held-out protocol a slice of training (see ``valuedetect.protocol``), never the split that
-    is then scored.
+    is then scored. ``task`` (``valuedetect.tasks``) says what the columns are: the 20 value
+    categories, or NLI's one P(support); it decides the metric thresholds are chosen for.
     """
 
     type_name: ClassVar[str]
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
 
-    def __init__(self, config: DetectorConfig | None = None):
+    def __init__(self, config: DetectorConfig | None = None, task: str = "values"):
+        from valuedetect.tasks import get_task
+
         self.config = config if config is not None else self.config_class()
+        self.task = get_task(task)
         self.thresholds: Thresholds | None = None
         self.info: dict[str, Any] = {}
         # Set by the caller, not by the config: where to checkpoint, whether to resume, how
@@ -71,7 +75,10 @@ class Detector(ABC):
 
     @abstractmethod
     def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
-        """Scores in [0, 1], shape [n, 20], official category order."""
+        """Scores in [0, 1], shape [n, task.width]: the official category order (values), P(support) (nli)."""
+
+    def check_task(self, where: str) -> None:  # noqa: B027 - optional hook
+        """Refuse settings that cannot serve ``self.task`` (e.g. a template of another task)."""
 
     def refit_settings(self) -> dict[str, Any]:
         """Settings that fix what fitting chose on dev (e.g. the best epoch), so a refit on more
@@ -97,9 +104,9 @@ class Detector(ABC):
 
     def predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
         if len(arguments) == 0:
-            return np.zeros((0, NUM_CATEGORIES))
+            return np.zeros((0, self.task.width))
         scores = np.asarray(self._predict_proba(arguments), dtype=np.float64)
-        if scores.shape != (len(arguments), NUM_CATEGORIES):
+        if scores.shape != (len(arguments), self.task.width):
             raise RuntimeError(f"{type(self).__name__} returned scores of shape {scores.shape}")
         return scores
 
@@ -110,23 +117,20 @@ class Detector(ABC):
 
     def decide(self, scores: np.ndarray, thresholds: Thresholds | float | None = None) -> np.ndarray:
         if thresholds is None:
-            thresholds = self.thresholds or Thresholds.constant(self.config.fixed_threshold, NUM_CATEGORIES)
+            thresholds = self.thresholds or Thresholds.constant(self.config.fixed_threshold, self.task.width)
         if isinstance(thresholds, int | float):
-            thresholds = Thresholds.constant(float(thresholds), NUM_CATEGORIES)
+            thresholds = Thresholds.constant(float(thresholds), self.task.width)
         return thresholds.apply(scores)
 
     def tune_thresholds(self, dev: Split, scores: np.ndarray | None = None) -> Thresholds:
-        """Choose and keep thresholds maximising the official F1 on ``dev``."""
+        """Choose and keep thresholds maximising the task's measure on ``dev`` (the official F1;
+        NLI's accuracy)."""
         if dev.labels is None:
             raise InputError(f"the {dev.name} split has no labels to tune thresholds on")
         if scores is None:
             scores = self.predict_proba(dev.arguments)
         self.dev_scores = scores  # kept so callers need not score dev again
-        self.thresholds = tune(
-            scores, dev.labels, mode=self.config.thresholds,
-            shrink=self.config.threshold_shrink, seed=self.config.seed,
-            fixed=self.config.fixed_threshold,
-        )
+        self.thresholds = self.task.tune(scores, dev.labels, self.config)
         return self.thresholds
 
     def save(self, directory: str | Path) -> Path:
@@ -139,6 +143,7 @@ class Detector(ABC):
             directory / "detector.json",
             {
                 "type": self.type_name,
+                "task": self.task.name,
                 "config": to_dict(self.config),
                 "thresholds": self.thresholds.to_dict() if self.thresholds else None,
                 "info": self.info,
@@ -159,14 +164,19 @@ class Detector(ABC):
         meta = read_detector_meta(meta_path)
         if meta["type"] != cls.type_name:
             raise InputError(f"holds a {meta['type']!r} detector, not {cls.type_name!r}", meta_path)
-        detector = cls(from_dict(cls.config_class, meta["config"], str(meta_path)))
+        try:
+            detector = cls(from_dict(cls.config_class, meta["config"], str(meta_path)), task=meta.get("task", "values"))
+            detector.check_task(str(meta_path))
+        except ConfigError as error:
+            raise InputError(str(error), meta_path) from None
+        width = detector.task.width
         if meta.get("thresholds"):
             try:
                 detector.thresholds = Thresholds.from_dict(meta["thresholds"])
             except (KeyError, TypeError, ValueError) as error:
                 raise InputError(f"invalid thresholds ({error})", meta_path) from None
-            if len(detector.thresholds.values) != NUM_CATEGORIES:
-                raise InputError(f"{len(detector.thresholds.values)} thresholds, expected {NUM_CATEGORIES}", meta_path)
+            if len(detector.thresholds.values) != width:
+                raise InputError(f"{len(detector.thresholds.values)} thresholds, expected {width}", meta_path)
         detector.info = meta.get("info", {})
         detector._load_weights(directory)
         return detector

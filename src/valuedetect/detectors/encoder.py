@@ -22,7 +22,6 @@ from valuedetect.detectors.base import Detector, DetectorConfig
 from valuedetect.encoder.settings import TrainSettings
 from valuedetect.errors import InputError, ValueDetectError
 from valuedetect.models import quiet_transformers
-from valuedetect.taxonomy import NUM_CATEGORIES
 from valuedetect.templates import input_template
 
 WEIGHTS_FILE = "trained-weights.safetensors"
@@ -99,14 +98,30 @@ class EncoderDetector(Detector):
                 raise ValueDetectError(f"trainable_layers = {c.trainable_layers}, but {c.model} has {n_blocks}")
             frozen = n_blocks - c.trainable_layers
         torch.manual_seed(c.seed)
-        self.model = EncoderClassifier(backbone, NUM_CATEGORIES, heads=c.heads, pooling=c.pooling,
+        self.model = EncoderClassifier(backbone, self.task.width, heads=c.heads, pooling=c.pooling,
                                        head_hidden=c.head_hidden, dropout=c.dropout, frozen_layers=frozen)
         self.pad_id = self.tokenizer.pad_token_id or 0
 
+    def check_task(self, where: str) -> None:
+        self.task.check_input_template(input_template(self.config.template), where)
+
     def _encode(self, arguments: Sequence[Argument]) -> list[list[int]]:
+        """Token ids per argument; a template with a second segment (``pair``) is encoded as the
+        tokenizer's sentence pair, truncated longest first. Segment ids are not passed on (the
+        cached frozen bottom reads ids and mask only): the separator token marks the boundary."""
         template = input_template(self.config.template)
-        texts = [template.render(a) for a in arguments]
-        return self.tokenizer(texts, truncation=True, max_length=self.config.max_length)["input_ids"]
+        rendered = [template.render_pair(a) for a in arguments]
+        ids: list[list[int]] = [[] for _ in arguments]
+        for paired in (False, True):
+            rows = [i for i, (_, second) in enumerate(rendered) if (second is not None) == paired]
+            if not rows:
+                continue
+            first = [rendered[i][0] for i in rows]
+            second = [rendered[i][1] for i in rows] if paired else None
+            encoded = self.tokenizer(first, second, truncation=True, max_length=self.config.max_length)["input_ids"]
+            for i, row in zip(rows, encoded, strict=True):
+                ids[i] = row
+        return ids
 
     def _cache_bottom(self, input_ids: list[list[int]], label: str) -> list[Any]:
         """Frozen-bottom hidden states per argument, unpadded, computed once (and read from the
@@ -168,6 +183,7 @@ class EncoderDetector(Detector):
             self.model, train_data, dev_data, None if dev is None else dev.labels, settings,
             self.pad_id, pos_weight=pos_weight, checkpoint_dir=self.checkpoint_dir, resume=self.resume,
             progress=self.progress, log=self.log, on_step=getattr(self, "on_step", None),
+            dev_measure=self.task.choose, measure_name=self.task.headline,
         )
         self.model.eval()
         self._round_trip_saved_dtype()

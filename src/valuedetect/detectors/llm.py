@@ -90,8 +90,8 @@ class LLMDetector(Detector):
     config_class = LLMConfig
     config: LLMConfig
 
-    def __init__(self, config: LLMConfig | None = None):
-        super().__init__(config)
+    def __init__(self, config: LLMConfig | None = None, task: str = "values"):
+        super().__init__(config, task)
         # A backend set here by the caller (e.g. tests) is used instead of one built from the config.
         self.language_model: LM | None = None
         self._lm: LM | None = None

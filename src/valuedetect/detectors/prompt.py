@@ -24,12 +24,17 @@ front, as the paper did ("before"). Only
 the prompt is saved (``soft_prompt.safetensors``), never the LM's weights. fit()'s second split
 chooses the thresholds (base class); nothing here reads it otherwise.
 
+For the NLI task (``valuedetect.nli``) the template is an NLI one (``templates.NLITemplate``,
+``template = "nli"`` by default): one question per argument, whether its premise supports its
+conclusion, read by label words; scoring, prompt tuning and its checkpoints are the same code.
+
 ``info`` records ``processed_tokens`` (token positions run) and ``prompt_tokens`` (what separate
 prompts would run) for the last ``predict_proba``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +45,11 @@ import numpy as np
 from valuedetect.data import Argument, Split
 from valuedetect.detectors.base import Detector, DetectorConfig
 from valuedetect.detectors.lm_backend import BackendSettings, build_backend, require
+from valuedetect.errors import ConfigError
 from valuedetect.lm.api import LM, PLACEMENTS, PROMPT_INITS, GenerateRequest, LoglikelihoodRequest
 from valuedetect.taxonomy import NUM_CATEGORIES, categories
 from valuedetect.templates import (
+    NLITemplate,
     PromptTemplate,
     match_synonym,
     prompt_template,
@@ -64,7 +71,7 @@ class PromptConfig(DetectorConfig, BackendSettings):
     """Which model and backend, which template and verbalizer, and how to batch and train."""
 
     lm_type: str = "auto"  # transformers: auto | masked | seq2seq | causal
-    template: str = "bca"  # mbc | bca | bca_name | oa | the name of a table in `templates`
+    template: str = "bca"  # mbc | bca | bca_name | oa | nli (the nli task) | the name of a table in `templates`
     templates: dict[str, Any] = field(default_factory=dict)  # custom templates: name -> {text, free_text, verbalizer}
     verbalizer: str | dict[str, Any] = "auto"  # auto (the template's) | yes_no | synonyms | {positive, negative}
     max_length: int = 256  # transformers: longer prompts lose argument tokens from the left
@@ -130,11 +137,13 @@ class PromptConfig(DetectorConfig, BackendSettings):
             if self.lm_type == "masked" or self.backend == "transformers-masked":
                 raise ValueError("oa_mode = 'generate' needs a causal or seq2seq language model, not a masked one")
 
-    def prompt_template(self) -> PromptTemplate:
+    def prompt_template(self) -> PromptTemplate | NLITemplate:
+        """The template named by ``template`` (a value template, or an NLI one for the nli task),
+        with the ``verbalizer`` setting in place of its own unless that is "auto"."""
         template = prompt_template(self.template, self.templates, "prompt detector: 'templates'")
         if self.verbalizer != "auto":
             verbalizer = verbalizer_from_config(self.verbalizer, "prompt detector: 'verbalizer'")
-            template = PromptTemplate(template.name, template.argument, template.free_text, verbalizer=verbalizer)
+            template = dataclasses.replace(template, verbalizer=verbalizer)
         return template
 
 
@@ -143,8 +152,8 @@ class PromptDetector(Detector):
     config_class = PromptConfig
     config: PromptConfig
 
-    def __init__(self, config: PromptConfig | None = None):
-        super().__init__(config)
+    def __init__(self, config: PromptConfig | None = None, task: str = "values"):
+        super().__init__(config, task)
         # A backend set by the caller (e.g. tests) is used instead of one built from the config.
         self.language_model: LM | None = None
         self._soft_state: dict[str, Any] | None = None  # a loaded soft prompt, attached on first use
@@ -164,14 +173,24 @@ class PromptDetector(Detector):
                 what="prompt detector: " + ("oa_mode = 'generate'" if c.oa_mode == "generate"
                                             else "soft_prompt_tokens > 0"))
         if c.soft_prompt_tokens and lm.soft_prompt is None:  # type: ignore[attr-defined]
-            prompts = NUM_CATEGORIES if c.soft_prompts == "per-category" else 1
+            prompts = self.task.width if c.soft_prompts == "per-category" else 1
             from valuedetect.prompt_tuning import init_text
 
             lm.attach_soft_prompt(c.soft_prompt_tokens, prompts, c.soft_prompt_placement,  # type: ignore[attr-defined]
                                   c.prompt_init, init_text(c.prompt_template().argument), c.seed, self._soft_state)
         return lm
 
-    def _check_words(self, lm: LM, template: PromptTemplate) -> None:
+    def check_task(self, where: str) -> None:
+        """The template must be the task's; a soft prompt placed "after" needs a question after the argument."""
+        c = self.config
+        template = c.prompt_template()
+        self.task.check_prompt_template(template, where)
+        if c.soft_prompt_tokens and c.soft_prompt_placement == "after" and not template.has_question:
+            raise ConfigError(f"{where}: soft_prompt_placement = 'after' puts the soft prompt between the argument and "
+                              f"the question after it, and template {template.name!r} asks nothing after its last "
+                              "field; add a question there, or set soft_prompt_placement = 'before'")
+
+    def _check_words(self, lm: LM, template: PromptTemplate | NLITemplate) -> None:
         token_ids = getattr(lm, "token_ids", None)
         verbalizer = template.verbalizer
         if token_ids is not None and verbalizer.kind == "label_words":
@@ -179,8 +198,9 @@ class PromptDetector(Detector):
 
             distinct_classes(verbalizer.positive, verbalizer.negative, token_ids)
 
-    def request(self, template: PromptTemplate, argument: Argument, k: int) -> LoglikelihoodRequest:
-        context, suffix = template.render_parts(argument, categories()[k])
+    def request(self, template: PromptTemplate | NLITemplate, argument: Argument, k: int) -> LoglikelihoodRequest:
+        """The question of column ``k`` (a category; NLI's one question) about ``argument``."""
+        context, suffix = template.render_parts(argument, self.task.prompt_columns()[k])
         soft = k if self.config.soft_prompt_tokens and self.config.soft_prompts == "per-category" else 0
         return LoglikelihoodRequest(context, template.verbalizer.words(), suffix, soft)
 
@@ -208,7 +228,7 @@ class PromptDetector(Detector):
         self._check_words(lm, template)
         verbalizer = template.verbalizer
         task = TuneTask(lambda i, k: self.request(template, train.arguments[i], k), np.asarray(train.labels),
-                        verbalizer.words(), [verbalizer.classes(cat) for cat in categories()])
+                        verbalizer.words(), [verbalizer.classes(column) for column in self.task.prompt_columns()])
         states = None
         if c.soft_prompt_placement in ("after", "end") and lm.kind == "causal":
             states = PrefixStates(c.argument_states_mb << 20, c.argument_states_dir, c.argument_states_disk_mb << 20)
@@ -276,20 +296,19 @@ class PromptDetector(Detector):
         generate = self.config.oa_mode == "generate"
         examples: list[dict[str, Any]] = []
         processed, prompt = lm.usage.processed_tokens, lm.usage.prompt_tokens
-        scores = np.zeros((len(arguments), NUM_CATEGORIES))
+        width, columns = self.task.width, self.task.prompt_columns()
+        scores = np.zeros((len(arguments), width))
         # Whole arguments per chunk, so no argument's questions are split from their shared part.
-        step = max(1, self.config.batch_size * 4 // NUM_CATEGORIES)
+        step = max(1, self.config.batch_size * 4 // width)
         for start in range(0, len(arguments), step):
             part = list(arguments[start : start + step])
             if generate:
                 scores[start : start + len(part)] = self._generate(lm, template, part, examples)
             else:
-                requests = [self.request(template, a, k) for a in part for k in range(NUM_CATEGORIES)]
+                requests = [self.request(template, a, k) for a in part for k in range(width)]
                 answers = lm.loglikelihood(requests)
-                cats = categories()
-                flat = [template.verbalizer.probability(answer, cats[n % NUM_CATEGORIES])
-                        for n, answer in enumerate(answers)]
-                scores[start : start + len(part)] = np.array(flat).reshape(len(part), NUM_CATEGORIES)
+                flat = [template.verbalizer.probability(answer, columns[n % width]) for n, answer in enumerate(answers)]
+                scores[start : start + len(part)] = np.array(flat).reshape(len(part), width)
             if self.progress:
                 self.progress("prompt", min(start + step, len(arguments)), len(arguments))
         self.info.update(lm_type=lm.kind, backend=lm.name, template=template.name,
@@ -304,7 +323,7 @@ class PromptDetector(Detector):
             self.info["oa_examples"] = examples[:OA_EXAMPLES]
         return scores
 
-    def _generate(self, lm: LM, template: PromptTemplate, part: list[Argument],
+    def _generate(self, lm: LM, template: PromptTemplate | NLITemplate, part: list[Argument],
                   examples: list[dict[str, Any]]) -> np.ndarray:
         """OA by generation: 1.0 where the answer names a synonym of the asked category, else
         ``UNMATCHED_WEIGHT`` times the synonym probability at the answer's first step."""

@@ -18,7 +18,7 @@ class TrainSettings:
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of the steps with a linear warm-up, then cosine decay
     max_grad_norm: float = 1.0
-    patience: int = 2  # epochs without a better validation F1 before stopping (0: never stop)
+    patience: int = 2  # epochs without a better dev score (the task's) before stopping (0: never stop)
     contrastive_weight: float = 0.0  # lambda of the contrastive term added to BCE
     contrastive_temperature: float = 0.05
     contrastive_pretrain_epochs: int = 0  # > 0: a contrastive-only stage before the heads train

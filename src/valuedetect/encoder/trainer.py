@@ -38,7 +38,7 @@ class TrainState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
-    best_f1: float = -1.0
+    best_f1: float = -1.0  # the best dev score so far: the official F1 (values), accuracy (nli)
     best_epoch: int = -1
     bad_epochs: int = 0
     epoch_loss: float = 0.0  # running sum of this epoch's losses, so a resumed epoch reports the same
@@ -195,9 +195,13 @@ def train(
     progress: Callable[[str, int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
     on_step: Callable[[TrainState], None] | None = None,
+    dev_measure: Callable[[np.ndarray, np.ndarray], tuple[float, float]] = best_global,
+    measure_name: str = "f1",
 ) -> TrainState:
     """Contrastive pre-training (optional), then classifier training with early stopping on
-    the dev split's official F1. Leaves the best epoch's weights in ``model``."""
+    the dev split's ``dev_measure`` (the task's: best-threshold official F1 by default, NLI's
+    accuracy), recorded per epoch as ``dev_<measure_name>``. Leaves the best epoch's weights in
+    ``model``."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -307,8 +311,8 @@ def train(
             if stage == "classify" and dev_data is not None and dev_labels is not None:
                 unwrapped = accelerator.unwrap_model(wrapped)
                 scores = predict_scores(unwrapped, dev_data, s.batch_size * 4, pad_id)
-                threshold, f1 = best_global(scores, dev_labels)
-                record.update(dev_f1=f1, threshold=threshold)
+                threshold, f1 = dev_measure(scores, dev_labels)
+                record.update({f"dev_{measure_name}": f1, "threshold": threshold})
                 if f1 > state.best_f1 + 1e-9:
                     state.best_f1, state.best_epoch, state.bad_epochs = f1, record["epoch"], 0
                     best_weights = {k: v.detach().clone() for k, v in unwrapped.trainable_state_dict().items()}
@@ -319,7 +323,8 @@ def train(
             say(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
             if stop:
                 state.stopped_early = True
-                say(f"early stop: no better dev F1 for {s.patience} epochs")
+                measure = "F1" if measure_name == "f1" else measure_name
+                say(f"early stop: no better dev {measure} for {s.patience} epochs")
                 break
             _save_checkpoint(ckpt, accelerator, accelerator.unwrap_model(wrapped), state, best_weights,
                              optimizer, scheduler, fingerprint)

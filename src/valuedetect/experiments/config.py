@@ -25,9 +25,10 @@ configuration (mean and spread over seeds). A configuration is what a run's name
 the seed suffix.
 
 Settings merge in this order, later winning: the base config file, ``[defaults]``, the run's
-own keys, its grid values. Detector tables merge key by key. A run with ``task = "nli"`` takes
-the NLI side task's settings (``valuedetect.nli.NLIConfig``) instead of a training config.
-Everything is validated before the first run starts, so a typo cannot fail the grid an hour in.
+own keys, its grid values. Detector tables merge key by key. ``task = "nli"`` makes a run learn
+the NLI side task (``valuedetect.nli``) instead of the value categories, with the same training-config
+keys (``method``, ``[run.detector]``, subsets, protocol). Everything is validated before the first
+run starts, so a typo cannot fail the grid an hour in.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from valuedetect.config import TrainConfig, from_dict, read_toml, to_dict
+from valuedetect.config import TrainConfig, check_detector_settings, from_dict, read_toml, stable_settings, to_dict
 from valuedetect.errors import ConfigError
 from valuedetect.experiments.records import FAMILIES, TASKS, spec_hash
 
@@ -54,7 +55,7 @@ class RunSpec:
     name: str
     task: str
     family: str
-    settings: dict[str, Any]  # TrainConfig fields (task values) or NLIConfig fields (task nli)
+    settings: dict[str, Any]  # TrainConfig fields
     group: str = ""  # the configuration: the run's name without its seed suffix
     seed: int | None = None  # set when the experiment repeats the configuration over seeds
 
@@ -63,12 +64,11 @@ class RunSpec:
 
     @property
     def hash(self) -> str:
-        return spec_hash({"task": self.task, "settings": self.settings})
+        return spec_hash({"task": self.task, "settings": stable_settings(self.settings)})
 
     @property
     def model(self) -> str | None:
-        detector = self.settings.get("detector", {}) if self.task == "values" else self.settings
-        model = detector.get("model")
+        model = self.settings.get("detector", {}).get("model")
         return str(model) if model is not None else None
 
 
@@ -158,20 +158,24 @@ def _run_name(template: str, point: dict[str, Any], settings: dict[str, Any]) ->
     return "-".join([name, *unused]) if unused else name
 
 
-def _validate_settings(task: str, settings: dict[str, Any], where: str) -> None:
+# What NLI runs took before they became training configs, and where each key went.
+_OLD_NLI_KEYS = {"model": "detector.model", "epochs": "detector.epochs", "batch_size": "detector.batch_size",
+                 "lr": "detector.lr", "max_length": "detector.max_length", "warmup": "detector.warmup",
+                 "seed": "detector.seed", "template": "detector.template", "verbalizer": "detector.verbalizer",
+                 "soft_prompt_tokens": "detector.soft_prompt_tokens", "prompt_init": "detector.prompt_init",
+                 "max_steps": "detector.max_steps (prompt)", "max_seconds": "detector.max_seconds (prompt)",
+                 "training_limit": "training_fraction"}
+
+
+def _validate_settings(task: str, settings: dict[str, Any], where: str) -> TrainConfig:
     if task == "nli":
-        from valuedetect.nli import NLIConfig
-
-        try:
-            from_dict(NLIConfig, {k: v for k, v in settings.items() if k != "data_dir"}, where)
-        except ConfigError as error:
-            message = str(error)
-            raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
-        return
-    from valuedetect.detectors import detector_class
-
+        moved = [f"{k} -> {_OLD_NLI_KEYS[k]}" for k in settings if k in _OLD_NLI_KEYS]
+        if moved:
+            raise ConfigError(f"{where}: NLI runs take training-config keys now (the same as value runs): "
+                              f"{'; '.join(moved)}")
     config = from_dict(TrainConfig, settings, where)
-    from_dict(detector_class(config.method, where).config_class, config.detector, f"{where} [detector]")
+    check_detector_settings(config, where)
+    return config
 
 
 def load_experiment(path: str | Path, results: str | Path | None = None) -> Experiment:
@@ -198,8 +202,8 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
         if not isinstance(entry, dict) or not entry.get("name"):
             raise ConfigError(f"{where}: every [[run]] needs a name")
         where = f"{path}: run {entry['name']!r}"
-        task = entry.get("task", "values")
-        if task not in TASKS:
+        task = entry.get("task")
+        if task is not None and task not in TASKS:
             raise ConfigError(f"{where}: task must be one of {', '.join(TASKS)}, not {task!r}")
         grid = entry.get("grid", {})
         if not isinstance(grid, dict):
@@ -210,9 +214,9 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
             base = read_toml(config_path)
         own = {k: v for k, v in entry.items() if k not in _RUN_KEYS}
         seeds = _seeds(entry["seeds"], where) if "seeds" in entry else default_seeds
-        shared = defaults if task == "values" else {k: v for k, v in defaults.items()
-                                                    if k in ("subset_seed", "data_dir")}
-        settings = _merge(_merge(base, shared), own)
+        settings = _merge(_merge(base, defaults), own)
+        if task is not None:  # the run's own task wins over a base config's or the defaults'
+            settings["task"] = task
         points = [(point, seed) for point in (_grid_points(grid, where) if grid else [{}]) for seed in seeds or [None]]
         for point, seed in points:
             resolved = copy.deepcopy(settings)
@@ -225,10 +229,7 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
             run_name = group
             if seed is not None:
                 run_name = f"{group}-s{seed}"
-                if task == "values":
-                    _set_dotted(resolved, "detector.seed", seed)
-                else:
-                    resolved["seed"] = seed
+                _set_dotted(resolved, "detector.seed", seed)
             run_where = f"{path}: run {run_name!r}"
             if not _NAME_OK.match(run_name):
                 raise ConfigError(f"{run_where}: a run name may hold letters, digits and . _ + - only")
@@ -236,23 +237,16 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
                 raise ConfigError(f"{run_where}: two runs have this name (also from {seen[run_name]})")
             seen[run_name] = where
             resolved.pop("output", None)  # the runner decides where each run writes
-            _validate_settings(task, resolved, run_where)
+            config = _validate_settings(str(resolved.get("task", "values")), resolved, run_where)
             data_dir = resolved.get("data_dir")
             if data_dir is not None and not Path(data_dir).is_dir():
                 raise ConfigError(f"{run_where}: data_dir {data_dir!r} is not a folder")
-            if task == "values":
-                resolved = to_dict(from_dict(TrainConfig, resolved, run_where))
-                resolved.pop("output", None)
-                if not resolved.get("refit"):  # adds a folder, changes no recorded figure: not in the hash
-                    resolved.pop("refit", None)
-                family = entry.get("family") or family_of(resolved["method"], resolved["detector"])
-            else:
-                family = entry.get("family") or ("fine-tuning" if resolved.get("method") == "encoder"
-                                                  else "prompt-tuning" if resolved.get("soft_prompt_tokens")
-                                                  else "prompt-zero-shot")
+            resolved = to_dict(config)
+            resolved.pop("output", None)
+            family = entry.get("family") or family_of(resolved["method"], resolved["detector"])
             if family not in FAMILIES:
                 raise ConfigError(f"{run_where}: family must be one of {', '.join(FAMILIES)}, not {family!r}")
-            experiment.runs.append(RunSpec(run_name, task, family, resolved, group=group, seed=seed))
+            experiment.runs.append(RunSpec(run_name, config.task, family, resolved, group=group, seed=seed))
     return experiment
 
 

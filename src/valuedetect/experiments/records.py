@@ -7,8 +7,8 @@ Layout of a results folder written by ``valuedetect experiment run``::
       <run name>/
         record.json            a RunRecord (below)
         run/                   the training output: detector, dev-run.tsv, validation-run.tsv,
-                               validation-scores.npy, test-run.tsv, results.json
-                               (NLI runs: validation-predictions.tsv instead of the run files)
+                               validation-scores.npy, test-run.tsv, results.json (NLI runs:
+                               dev-, validation- and test-predictions.tsv instead of the run files)
 
 A record is written only when its run has ended, atomically, so a killed experiment leaves
 either a complete record or none, and the runner knows what to skip when it resumes.
@@ -24,11 +24,12 @@ from typing import Any
 
 from valuedetect.data import atomic_write_json
 from valuedetect.errors import InputError
+from valuedetect.tasks import TASKS as TASK_NAMES
 
 RECORD_FILE = "record.json"
 EXPERIMENT_FILE = "experiment.json"
 RUN_FOLDER = "run"
-TASKS = ("values", "nli")
+TASKS = TASK_NAMES  # valuedetect.tasks: the value categories, the NLI side task
 FAMILIES = ("baseline", "fine-tuning", "prompt-zero-shot", "prompt-tuning", "llm-prompting")
 
 
@@ -44,9 +45,10 @@ class RunRecord:
 
     ``validation`` (task "values") is ``metrics.Scores.to_dict()``: official f1, precision,
     recall, mean_f1 (labelled as not official), per_category, ci95, n. For task "nli" it is
-    ``{"accuracy", "ci95", "macro_f1", "n"}``. ``outputs`` holds paths relative to the run's
-    folder: dev_run, validation_run, validation_scores, test_run (values), validation_predictions (nli);
-    a missing output is None.
+    ``nli.NLIScores.to_dict()``: ``{"accuracy", "ci95", "macro_f1", "n"}`` (``dev`` the same without
+    an interval). ``outputs`` holds paths relative to the run's folder: dev_run, validation_run,
+    test_run (values) or dev_predictions, validation_predictions, test_predictions (nli), and
+    validation_scores, results; a missing output is None.
     """
 
     name: str

@@ -87,8 +87,10 @@ def _time_inference(detector: Any, method: str, data_dir: str | None, info: dict
     return round((time.perf_counter() - started) / len(arguments), 6)
 
 
-def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
+def _training_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
+    """Train (or finish, or resume) the run through ``training.run_training``, whatever its task."""
     from valuedetect.config import TrainConfig, from_dict
+    from valuedetect.tasks import get_task
     from valuedetect.training import FINISHED_FILE, run_training
 
     output = folder / RUN_FOLDER
@@ -132,11 +134,13 @@ def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> No
     record.training = results.get("training")
     record.budget = _budget(settings, info)
     record.versions = results.get("versions", {})
+    task = get_task(config.task)
+    dev_file, test_file = task.run_file("dev"), task.run_file("test")
     record.outputs = {
-        "dev_run": f"{RUN_FOLDER}/dev-run.tsv" if (output / "dev-run.tsv").exists() else None,
-        "validation_run": f"{RUN_FOLDER}/validation-run.tsv",
+        task.output_key("dev"): f"{RUN_FOLDER}/{dev_file}" if (output / dev_file).exists() else None,
+        task.output_key("validation"): f"{RUN_FOLDER}/{task.run_file('validation')}",
         "validation_scores": f"{RUN_FOLDER}/validation-scores.npy",
-        "test_run": f"{RUN_FOLDER}/test-run.tsv" if (output / "test-run.tsv").exists() else None,
+        task.output_key("test"): f"{RUN_FOLDER}/{test_file}" if (output / test_file).exists() else None,
         "results": f"{RUN_FOLDER}/results.json",
     }
     _log("  timing inference ...")
@@ -147,26 +151,6 @@ def _values_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> No
     else:
         if record.inference_seconds is not None:
             record.notes.append("inference_seconds is per argument")
-
-
-def _nli_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> None:
-    from valuedetect.config import from_dict
-    from valuedetect.nli import NLIConfig, run_nli
-
-    config = from_dict(NLIConfig, {k: v for k, v in settings.items() if k != "data_dir"}, f"run {record.name}")
-    output = folder / RUN_FOLDER
-    output.mkdir(parents=True, exist_ok=True)
-    result = run_nli(config, output, data_dir=settings.get("data_dir"), log=_log, progress=_Progress())
-    record.method = config.method
-    record.model = getattr(config, "model", None) or record.model
-    record.seed = getattr(config, "seed", None)
-    record.detector_config = dict(settings)
-    for key in ("train_seconds", "inference_seconds", "parameters_trainable", "parameters_total",
-                "training_arguments", "validation_subset"):
-        setattr(record, key, result.get(key))
-    record.validation = result.get("validation", {})
-    record.budget = result.get("budget", {})
-    record.outputs = {"validation_predictions": f"{RUN_FOLDER}/validation-predictions.tsv"}
 
 
 def run_one(folder: Path) -> RunRecord:
@@ -181,10 +165,7 @@ def run_one(folder: Path) -> RunRecord:
                                 "cpus": _cpu_count()})
     started = time.monotonic()
     try:
-        if record.task == "nli":
-            _nli_run(record, settings, folder)
-        else:
-            _values_run(record, settings, folder)
+        _training_run(record, settings, folder)
         record.status = "done"
     except Exception as error:  # recorded, and the grid goes on
         from valuedetect.errors import ValueDetectError

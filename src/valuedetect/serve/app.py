@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from valuedetect import __version__
 from valuedetect.data import excerpt
-from valuedetect.detectors import load_detector
+from valuedetect.detectors import load_detector, require_values_task
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
 from valuedetect.explain import explain
@@ -80,7 +80,7 @@ class ServedModel:
 
 def load_served_model(model_dir: Path | None) -> ServedModel:
     directory = Path(model_dir) if model_dir is not None else default_model_dir()
-    return ServedModel(load_detector(directory), directory.resolve().name)
+    return ServedModel(require_values_task(load_detector(directory), directory), directory.resolve().name)
 
 
 def create_app(settings: ServeSettings | None = None, model: ServedModel | None = None) -> FastAPI:
