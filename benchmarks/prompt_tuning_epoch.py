@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--template", default="BCA")
-    parser.add_argument("--placement", default="after", choices=["after", "before"])
+    parser.add_argument("--placement", default="after", choices=["after", "end", "before"])
     parser.add_argument("--soft-prompts", default="shared", choices=["shared", "per-category"])
     parser.add_argument("--tokens", type=int, default=8)
     parser.add_argument("--negative-ratio", type=float, default=1.0)
