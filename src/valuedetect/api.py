@@ -42,14 +42,14 @@ def train_config(config_or_method: str | Path | TrainConfig, detector: dict[str,
     from valuedetect.detectors import METHODS, detector_class
 
     if isinstance(config_or_method, TrainConfig):
-        base, source = config_or_method, "TrainConfig"
+        base = config_or_method
     elif isinstance(config_or_method, Path) or str(config_or_method).endswith(".toml") \
             or (str(config_or_method) not in METHODS and Path(config_or_method).exists()):
-        base, source = load_train_config(config_or_method), str(config_or_method)
+        base = load_train_config(config_or_method)
     else:
         method = str(config_or_method)
         detector_class(method)  # an unknown method is named before anything else
-        base, source = TrainConfig(method=method, predict_test=method != "llm"), f"method {method}"
+        base = TrainConfig(method=method, predict_test=method != "llm")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in run_settings.items() if v is not None}
     overrides = _normalise_template(detector or {})
     if not settings and not overrides:

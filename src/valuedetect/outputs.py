@@ -91,22 +91,24 @@ def _csv_line(cells: Sequence[object]) -> bytes:
 def encode_rows(layout: Layout, ids: Sequence[str], kept: Sequence[Sequence[object]], scores: np.ndarray,
                 decisions: np.ndarray) -> bytes:
     """The rows of a text format (no header) for one chunk."""
+    decision_rows = np.asarray(decisions, dtype=np.int8).tolist()  # Python ints and floats: fast to format
+    score_rows = np.asarray(scores, dtype=np.float64).tolist()
     if layout.format == "tsv":
         return "".join(f"{i}\t" + "\t".join("1" if x else "0" for x in d) + "\n"
-                       for i, d in zip(ids, decisions, strict=True)).encode("utf-8")
+                       for i, d in zip(ids, decision_rows, strict=True)).encode("utf-8")
     if layout.format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        for i, values, s, d in zip(ids, kept, scores, decisions, strict=True):
-            writer.writerow([i, *(as_cell(v) for v in values), *(int(x) for x in d), *(f"{p:.5f}" for p in s)])
+        for i, values, s, d in zip(ids, kept, score_rows, decision_rows, strict=True):
+            writer.writerow([i, *(as_cell(v) for v in values), *d, *(f"{p:.5f}" for p in s)])
         return buffer.getvalue().encode("utf-8")
     if layout.format == "jsonl":
         lines = []
-        for i, values, s, d in zip(ids, kept, scores, decisions, strict=True):
+        for i, values, s, d in zip(ids, kept, score_rows, decision_rows, strict=True):
             record: dict[str, object] = {layout.id_name: i}
             record.update((k, as_json_value(v)) for k, v in zip(layout.kept, values, strict=True))
             record["detected"] = [c for c, x in zip(CATEGORY_NAMES, d, strict=True) if x]
-            record["probabilities"] = {c: round(float(p), 5) for c, p in zip(CATEGORY_NAMES, s, strict=True)}
+            record["probabilities"] = dict(zip(CATEGORY_NAMES, (round(p, 5) for p in s), strict=True))
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         return "".join(lines).encode("utf-8")
     raise ValueError(f"{layout.format} is not a text format")

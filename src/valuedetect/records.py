@@ -54,13 +54,11 @@ def is_missing(value: object) -> bool:
     """None, or a missing value as pandas and Parquet write it (NaN, NaT, pd.NA)."""
     if value is None:
         return True
+    if isinstance(value, str):
+        return False
     if isinstance(value, float):
         return math.isnan(value)
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        return False
-    return value is pd.NA or value is pd.NaT
+    return type(value).__name__ in ("NAType", "NaTType")  # pandas' missing values, without importing pandas
 
 
 def _pick(record: Mapping[str, object], given: str | None, defaults: tuple[str, ...], noun: str,
@@ -111,7 +109,7 @@ def record_argument(record: Mapping[str, object], default_id: str, columns: Colu
     """The argument a record holds: premise (+ conclusion, stance) when it has a premise column,
     else free text from the text column. ``noun`` is how the format calls a column ("field" in
     JSON, "column" in a table); ``path`` and ``line`` (or row) go into every error."""
-    where = Path(path) if path is not None else None
+    where = path if path is None or isinstance(path, Path) else Path(path)
     key = _pick(record, columns.premise_column, DEFAULT_PREMISE_COLUMNS, noun, where, line)
     if key is not None:
         text = _text(record[key], noun, key, where, line)
@@ -146,8 +144,7 @@ def kept_values(record: Mapping[str, object], columns: Columns, noun: str = "fie
     out = []
     for name in columns.keep_columns:
         if name not in record:
-            raise InputError(f"no {noun} {name!r} to keep{suggest(name, record)}",
-                             Path(path) if path is not None else None, line)
+            raise InputError(f"no {noun} {name!r} to keep{suggest(name, record)}", path, line)
         out.append(record[name])
     return out
 
