@@ -232,3 +232,11 @@ def test_valuedetect_serve_checks_host_and_origin(detector):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_serve_without_its_extra_names_the_install_command(detector, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    assert_user_error(invoke("serve", "--model", detector), "needs fastapi", "pip install 'valuedetect[serve]'")

@@ -348,7 +348,8 @@ def compare(
 @app.command()
 @user_errors
 def serve(
-    model: Annotated[Path | None, typer.Option(help="Saved detector folder (default: the shipped one).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Saved detector folder or shipped detector name (default: the shipped one).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     max_arguments: Annotated[int | None, typer.Option(
@@ -371,10 +372,18 @@ def serve(
 
     Set VALUEDETECT_API_KEY in the environment to require 'Authorization: Bearer <key>'.
     """
+    import importlib.util
+
+    from valuedetect.errors import ValueDetectError
+
+    missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueDetectError(f"valuedetect serve needs {', '.join(missing)}: pip install 'valuedetect[serve]'")
+    from valuedetect.locate import detector_dir
     from valuedetect.serve import ServeSettings, default_allowed_hosts
     from valuedetect.serve import serve as run_server
 
-    model_dir = model
+    model_dir = detector_dir(model) if model is not None else None
     if model_dir is not None and not (model_dir / "detector.json").exists():
         raise InputError("not a saved detector (no detector.json)", model_dir)
     settings = ServeSettings(
