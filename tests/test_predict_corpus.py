@@ -289,11 +289,11 @@ MEASURE = """
 import resource, sys
 from pathlib import Path
 from valuedetect.detectors.baselines import AllOnesDetector
-from valuedetect.predicting import predict_file
+from valuedetect.predicting import PredictSettings, predict_file
 from valuedetect.records import Columns
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 predict_file(AllOnesDetector(), Path(sys.argv[1]), Path(sys.argv[2]),
-             Columns(id_column="id", keep_columns=("group",)), chunk_size=500)
+             PredictSettings(Columns(id_column="id", keep_columns=("group",)), chunk_size=500))
 print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

@@ -219,6 +219,12 @@ def predict(
         min=1, help="Texts read, labelled and written at a time (memory does not grow with the input).")] = 1000,
     resume: Annotated[bool, typer.Option(
         help="Continue an interrupted prediction into --output where it stopped.")] = False,
+    unit: Annotated[str, typer.Option(
+        help="argument: label each text whole; sentence: split each text into sentences, label those, and sum "
+             "them up per document (--output gets the documents, --sentence-output the sentences).")] = "argument",
+    language: Annotated[str, typer.Option(help="--unit sentence: the texts' language (ISO 639 code).")] = "en",
+    sentence_output: Annotated[Path | None, typer.Option(
+        help="--unit sentence: where the sentences go (default: OUTPUT with .sentences before its suffix).")] = None,
     base_model: Annotated[str | None, typer.Option(
         help="Where the detector's base model is here, if the one it records is not.")] = None,
 ) -> None:
@@ -236,14 +242,17 @@ def predict(
     if input is not None and output is not None:
         detector = load(model, base_model=base_model)
         with progress_bar() as update:
-            summary = detector.predict_file(input, output, resume=resume, chunk_size=chunk_size, progress=update,
+            summary = detector.predict_file(input, output, resume=resume, chunk_size=chunk_size, unit=unit,
+                                            language=language, sentence_output=sentence_output, progress=update,
                                             log=lambda m: err_console.print(m, highlight=False),
                                             **asdict(columns))
         resumed = f" ({summary.resumed_from} of them labelled before the interruption)" if summary.resumed_from else ""
         console.print(f"wrote {summary.description} for {summary.texts} texts to {escape(str(output))}{resumed}")
+        if summary.sentences is not None:
+            console.print(f"wrote their sentences to {escape(str(summary.sentences))}")
         return
-    if resume:
-        raise InputError("--resume continues a prediction from --input into --output; give both")
+    if resume or unit != "argument" or kept:
+        raise InputError("--resume, --unit sentence and --keep-columns label a file: give --input and --output")
     from valuedetect.data import check_output
     from valuedetect.frames import to_arguments
 

@@ -33,6 +33,8 @@ from valuedetect.taxonomy import CATEGORY_NAMES
 
 FORMATS = ("tsv", "csv", "jsonl", "parquet")
 PROBABILITY_COLUMNS = tuple(f"p({c})" for c in CATEGORY_NAMES)
+SENTENCE_COLUMNS = ("sentence", "text", "sentence_id")
+DOCUMENT_COLUMNS = ("sentences",)
 DESCRIPTIONS = {"tsv": "a run file", "csv": "a CSV table", "jsonl": "JSON lines", "parquet": "a Parquet table"}
 
 
@@ -50,7 +52,10 @@ class Layout:
     format: str
     id_name: str
     kept: tuple[str, ...] = ()
-    kept_types: tuple[Any, ...] | None = None  # pyarrow types of a Parquet input's kept columns
+    # pyarrow types of the kept columns (a Parquet input's own types; None: written as text)
+    kept_types: tuple[Any, ...] | None = None
+    score_name: str = "p"  # the score columns are p(category) ...
+    scores_key: str = "probabilities"  # ... and JSON lines hold them under this key
 
     @classmethod
     def for_output(cls, path: str | Path, id_column: str | None = None, kept: Sequence[str] = (),
@@ -63,12 +68,38 @@ class Layout:
                              "no other columns; write .csv, .jsonl or .parquet to keep columns", path)
         default = "id" if fmt == "jsonl" else ID_COLUMN
         id_name = ID_COLUMN if fmt == "tsv" else (id_column or default)
-        reserved = {id_name, *CATEGORY_NAMES, *PROBABILITY_COLUMNS, "detected", "probabilities"}
+        reserved = {id_name, *CATEGORY_NAMES, *PROBABILITY_COLUMNS, "detected", "probabilities", "max",
+                    *SENTENCE_COLUMNS, *DOCUMENT_COLUMNS}
         clash = [name for name in kept if name in reserved]
         if clash:
             raise InputError(f"kept column {clash[0]!r} has the name of an output column; rename it in the input",
                              path)
         return cls(fmt, id_name, tuple(kept), tuple(kept_types) if kept_types is not None else None)
+
+    def for_documents(self) -> Layout:
+        """The document level of sentence mode: the kept columns, the number of sentences, each
+        category's mean and share over the sentences, 0/1 (in any sentence), and the max."""
+        import pyarrow as pa
+
+        if self.format == "tsv":
+            return self
+        extra = ("sentences", *(f"mean({c})" for c in CATEGORY_NAMES), *(f"share({c})" for c in CATEGORY_NAMES))
+        types = (*(self.kept_types or (None,) * len(self.kept)), pa.int64(), *(pa.float64(),) * 40)
+        return Layout(self.format, self.id_name, (*self.kept, *extra), types, score_name="max", scores_key="max")
+
+    def for_sentences(self) -> Layout:
+        """The sentence level of sentence mode: each sentence's ID (``DOC:1``, ``DOC:2``, ...), its
+        document's ID (in the document output's ID column), its number and its text."""
+        import pyarrow as pa
+
+        if self.format == "tsv":
+            return Layout("tsv", ID_COLUMN)
+        return Layout(self.format, "sentence_id", (self.id_name, "sentence", "text"),
+                      (pa.string(), pa.int64(), pa.string()))
+
+    @property
+    def score_columns(self) -> tuple[str, ...]:
+        return tuple(f"{self.score_name}({c})" for c in CATEGORY_NAMES)
 
     @property
     def part_suffix(self) -> str:
@@ -78,7 +109,7 @@ class Layout:
         if self.format == "tsv":
             return format_run([], np.zeros((0, len(CATEGORY_NAMES)))).encode("utf-8")
         if self.format == "csv":
-            return _csv_line([self.id_name, *self.kept, *CATEGORY_NAMES, *PROBABILITY_COLUMNS])
+            return _csv_line([self.id_name, *self.kept, *CATEGORY_NAMES, *self.score_columns])
         return b""
 
 
@@ -108,7 +139,7 @@ def encode_rows(layout: Layout, ids: Sequence[str], kept: Sequence[Sequence[obje
             record: dict[str, object] = {layout.id_name: i}
             record.update((k, as_json_value(v)) for k, v in zip(layout.kept, values, strict=True))
             record["detected"] = [c for c, x in zip(CATEGORY_NAMES, d, strict=True) if x]
-            record["probabilities"] = dict(zip(CATEGORY_NAMES, (round(p, 5) for p in s), strict=True))
+            record[layout.scores_key] = dict(zip(CATEGORY_NAMES, (round(p, 5) for p in s), strict=True))
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         return "".join(lines).encode("utf-8")
     raise ValueError(f"{layout.format} is not a text format")
@@ -122,7 +153,7 @@ def arrow_table(layout: Layout, ids: Sequence[str], kept: Sequence[Sequence[obje
     columns: dict[str, Any] = {layout.id_name: pa.array(list(ids), type=pa.string())}
     for k, name in enumerate(layout.kept):
         values = [row[k] for row in kept]
-        if layout.kept_types is not None:
+        if layout.kept_types is not None and layout.kept_types[k] is not None:
             columns[name] = pa.array(values, type=layout.kept_types[k])
         else:
             columns[name] = pa.array([None if v is None else as_cell(v) for v in values], type=pa.string())
@@ -130,7 +161,7 @@ def arrow_table(layout: Layout, ids: Sequence[str], kept: Sequence[Sequence[obje
     scores = np.asarray(scores, dtype=np.float64).reshape(len(ids), len(CATEGORY_NAMES))
     for j, name in enumerate(CATEGORY_NAMES):
         columns[name] = pa.array(decisions[:, j], type=pa.int8())
-    for j, name in enumerate(PROBABILITY_COLUMNS):
+    for j, name in enumerate(layout.score_columns):
         columns[name] = pa.array(scores[:, j], type=pa.float64())
     return pa.table(columns)
 

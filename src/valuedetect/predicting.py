@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from valuedetect.corpus import Chunk, input_format, iter_chunks
-from valuedetect.data import atomic_write_json, check_output
+from valuedetect.data import atomic_write_json, check_output, same_file
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
 from valuedetect.fingerprint import changed_parts
@@ -59,6 +59,7 @@ class PredictSummary:
     texts: int
     resumed_from: int  # texts already labelled when this run started
     description: str  # "a run file", "a CSV table", ...
+    sentences: Path | None = None  # sentence mode: where the sentences went
 
 
 def parts_dir(output: Path) -> Path:
@@ -106,13 +107,6 @@ def _count(source: Path, columns: Columns, chunk_size: int) -> int:
     return sum(len(chunk.arguments) for chunk in iter_chunks(source, columns, chunk_size))
 
 
-def _done_parts(folder: Path, layout: Layout, chunks: int) -> int:
-    done = 0
-    while done < chunks and (folder / f"part-{done:06d}{layout.part_suffix}").exists():
-        done += 1
-    return done
-
-
 @contextlib.contextmanager
 def _writing(output: Path, folder: Path) -> Iterator[None]:
     """A write that fails (a full disk, a folder gone read-only) names the output and says that
@@ -125,12 +119,95 @@ def _writing(output: Path, folder: Path) -> Iterator[None]:
                          "make room and run the same command with --resume to go on", output) from None
 
 
+UNITS = ("argument", "sentence")
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How a file is read and labelled. ``unit``: ``argument`` labels each record whole (an
+    argument, or a free text); ``sentence`` splits each record's text into sentences, labels
+    those and sums them up per document (``valuedetect.sentences``): the output then holds the
+    documents and ``sentence_output`` (default: OUTPUT's name with ``.sentences`` before its
+    suffix) the sentences."""
+
+    columns: Columns = DEFAULT_COLUMNS
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    unit: str = "argument"
+    language: str = "en"
+    sentence_output: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise InputError(f"chunk size must be at least 1, not {self.chunk_size}")
+        if self.unit not in UNITS:
+            raise InputError(f"unit must be one of {', '.join(UNITS)}, not {self.unit!r}")
+
+    def sentences_path(self, output: Path) -> Path:
+        return self.sentence_output or output.with_name(f"{output.stem}.sentences{output.suffix}")
+
+
+DEFAULT_SETTINGS = PredictSettings()
+
+
+@dataclass
+class _Outputs:
+    """The files one job writes, each with its layout and its parts' name."""
+
+    files: list[tuple[Path, Layout, str]]  # (output, layout, part prefix)
+
+    def part(self, folder: Path, which: int, index: int) -> Path:
+        _, layout, prefix = self.files[which]
+        return folder / f"{prefix}-{index:06d}{layout.part_suffix}"
+
+    def done(self, folder: Path, chunks: int) -> int:
+        """Chunks whose every part exists (parts are atomic, the document part written last)."""
+        done = 0
+        while done < chunks and all(self.part(folder, w, done).exists() for w in range(len(self.files))):
+            done += 1
+        return done
+
+
+def _layouts(source: Path, output: Path, settings: PredictSettings) -> _Outputs:
+    columns = settings.columns
+    layout = Layout.for_output(output, columns.id_column, columns.keep_columns,
+                               _parquet_kept_types(source, columns) if source.is_file() else None)
+    if settings.unit == "argument":
+        return _Outputs([(output, layout, "part")])
+    sentences = settings.sentences_path(output)
+    return _Outputs([(sentences, layout.for_sentences(), "sentences"), (output, layout.for_documents(), "part")])
+
+
+def _label_chunk(detector: Detector, chunk: Chunk, settings: PredictSettings, outputs: _Outputs, folder: Path,
+                 where: Path) -> None:
+    """Label one chunk and write its parts."""
+    if settings.unit == "argument":
+        scores = detector.predict_proba(chunk.arguments)
+        with _writing(where, folder):
+            write_part(outputs.part(folder, 0, chunk.index), outputs.files[0][1], chunk.ids, chunk.kept, scores,
+                       detector.decide(scores))
+        return
+    from valuedetect.sentences import aggregate, expand
+
+    sentences, owners = expand(chunk.arguments, settings.language)
+    scores = detector.predict_proba(sentences)
+    decisions = detector.decide(scores)
+    documents = aggregate(scores, decisions, owners, len(chunk.arguments))
+    numbers = [int(a.id.rsplit(":", 1)[1]) for a in sentences]
+    sentence_kept = [[chunk.arguments[o].id, k, a.premise] for o, k, a in zip(owners, numbers, sentences, strict=True)]
+    document_kept = [[*kept, int(n), *mean.tolist(), *share.tolist()] for kept, n, mean, share in
+                     zip(chunk.kept, documents.sentences, documents.mean, documents.share, strict=True)]
+    with _writing(where, folder):
+        write_part(outputs.part(folder, 0, chunk.index), outputs.files[0][1], [a.id for a in sentences],
+                   sentence_kept, scores, decisions)
+        write_part(outputs.part(folder, 1, chunk.index), outputs.files[1][1], chunk.ids, document_kept,
+                   documents.max, documents.detected)
+
+
 def predict_file(
     detector: Detector,
     source: str | Path,
     output: str | Path,
-    columns: Columns = DEFAULT_COLUMNS,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    settings: PredictSettings = DEFAULT_SETTINGS,
     resume: bool = False,
     progress: Progress | None = None,
     detector_folder: Path | None = None,
@@ -143,11 +220,12 @@ def predict_file(
     """
     source, output = Path(source), Path(output)
     say = log or (lambda _message: None)
-    if chunk_size < 1:
-        raise InputError(f"chunk size must be at least 1, not {chunk_size}")
-    check_output(output, [source])
-    layout = Layout.for_output(output, columns.id_column, columns.keep_columns,
-                               _parquet_kept_types(source, columns) if source.is_file() else None)
+    columns, chunk_size = settings.columns, settings.chunk_size
+    outputs = _layouts(source, output, settings)
+    for path, _, _ in outputs.files:
+        check_output(path, [source])
+    if settings.unit == "sentence" and same_file(outputs.files[0][0], output):
+        raise InputError("the sentence output must be another file than the document output", output)
     folder = parts_dir(output)
     if folder.exists() and not resume:
         raise InputError(f"an unfinished prediction into it is kept in {folder}; pass --resume to continue it, "
@@ -156,7 +234,9 @@ def predict_file(
     job = {
         "input": _file_identity(source),
         "detector": detector_identity(detector, detector_folder),
-        "settings": {**asdict(columns), "chunk_size": chunk_size, "format": layout.format},
+        "settings": {**asdict(columns), "chunk_size": chunk_size, "unit": settings.unit,
+                     "language": settings.language, "outputs": [str(path) for path, _, _ in outputs.files],
+                     "format": outputs.files[-1][1].format},
     }
     job = json.loads(json.dumps(job, default=str))
     if folder.exists():
@@ -174,33 +254,30 @@ def predict_file(
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / JOB_FILE, job)
     chunks = -(-total // chunk_size)
-    done = _done_parts(folder, layout, chunks)
-    if done:
-        say(f"resuming: {min(done * chunk_size, total)} of {total} texts were labelled before")
+    done = outputs.done(folder, chunks)
     labelled = min(done * chunk_size, total)
+    if done:
+        say(f"resuming: {labelled} of {total} texts were labelled before")
     try:
         if progress:
             progress("predicting", labelled, total)
-        chunk: Chunk
         for chunk in iter_chunks(source, columns, chunk_size, check_ids=False):
             if chunk.index < done:
                 continue
-            scores = detector.predict_proba(chunk.arguments)
-            decisions = detector.decide(scores)
-            with _writing(output, folder):
-                write_part(folder / f"part-{chunk.index:06d}{layout.part_suffix}", layout, chunk.ids, chunk.kept,
-                           scores, decisions)
+            _label_chunk(detector, chunk, settings, outputs, folder, output)
             labelled = chunk.start + len(chunk.arguments)
             if progress:
                 progress("predicting", labelled, total)
-        with _writing(output, folder):
-            assemble([folder / f"part-{i:06d}{layout.part_suffix}" for i in range(chunks)], output, layout)
+        for which, (path, layout, _) in enumerate(outputs.files):
+            with _writing(path, folder):
+                assemble([outputs.part(folder, which, i) for i in range(chunks)], path, layout)
     except KeyboardInterrupt:
         raise PredictionInterrupted(labelled, total, folder) from None
     with contextlib.suppress(OSError):
         shutil.rmtree(folder)
-    return PredictSummary(output, total, min(done * chunk_size, total), DESCRIPTIONS[layout.format])
+    return PredictSummary(output, total, min(done * chunk_size, total), DESCRIPTIONS[outputs.files[-1][1].format],
+                          outputs.files[0][0] if settings.unit == "sentence" else None)
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "PredictSummary", "PredictionInterrupted", "detector_identity", "parts_dir",
-           "predict_file"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "UNITS", "PredictSettings", "PredictSummary", "PredictionInterrupted",
+           "detector_identity", "parts_dir", "predict_file"]

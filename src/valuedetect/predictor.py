@@ -8,6 +8,7 @@ DataFrame with one column per value category out, the input's index kept.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,15 +102,63 @@ class ValueDetector:
         return score_frame(self.detector.decide(scores, threshold), index, dtype=np.int8)
 
     def predict_file(self, source: str | Path, output: str | Path, *, resume: bool = False,
-                     chunk_size: int | None = None, progress: Callable[[str, int, int], None] | None = None,
+                     chunk_size: int | None = None, unit: str = "argument", language: str = "en",
+                     sentence_output: str | Path | None = None,
+                     progress: Callable[[str, int, int], None] | None = None,
                      log: Callable[[str], None] | None = None, **columns: Any) -> PredictSummary:
         """Label a file of any size into ``output`` (.tsv run file, .csv, .jsonl or .parquet),
         in chunks, resumable: see ``valuedetect.predicting``. ``keep_columns`` copies columns
-        of the input to the output."""
-        from valuedetect.predicting import DEFAULT_CHUNK_SIZE, predict_file
+        of the input to the output; ``unit="sentence"`` labels sentences and sums them up per
+        document (see ``predict_documents``)."""
+        from valuedetect.predicting import DEFAULT_CHUNK_SIZE, PredictSettings, predict_file
 
-        return predict_file(self.detector, source, output, Columns(**columns), chunk_size or DEFAULT_CHUNK_SIZE,
-                            resume=resume, progress=progress, detector_folder=self.folder, log=log)
+        settings = PredictSettings(Columns(**columns), chunk_size or DEFAULT_CHUNK_SIZE, unit, language,
+                                   Path(sentence_output) if sentence_output is not None else None)
+        return predict_file(self.detector, source, output, settings, resume=resume, progress=progress,
+                            detector_folder=self.folder, log=log)
+
+    def predict_documents(self, x: Any, language: str = "en", **columns: Any) -> Documents:
+        """Label each document of ``x`` sentence by sentence: the sentences' probabilities and,
+        per document, the ``mean``, ``max`` and ``share`` of its sentences and ``detected``
+        (in at least one sentence), each a DataFrame with the input's index."""
+        import pandas as pd
+
+        from valuedetect.sentences import aggregate, expand
+
+        documents, index = to_arguments(x, Columns(**columns))
+        sentences, owners = expand(documents, language)
+        scores, _ = self._scores(sentences, {})
+        decisions = self.detector.decide(scores)
+        summary = aggregate(scores, decisions, owners, len(documents))
+        numbers = [int(a.id.rsplit(":", 1)[1]) for a in sentences]
+        sentence_index = pd.MultiIndex.from_arrays([index[owners], numbers], names=[index.name, "sentence"])
+        frame = score_frame(scores, sentence_index)
+        frame.insert(0, "text", [a.premise for a in sentences])
+        return Documents(
+            sentences=frame, counts=pd.Series(summary.sentences, index=index, name="sentences"),
+            mean=score_frame(summary.mean, index), max=score_frame(summary.max, index),
+            share=score_frame(summary.share, index), detected=score_frame(summary.detected, index, dtype=np.int8))
 
 
-__all__ = ["ValueDetector"]
+@dataclass
+class Documents:
+    """What ``predict_documents`` finds: the sentence level and the document level."""
+
+    sentences: pd.DataFrame  # index (document, sentence number); the text, then each category's probability
+    counts: pd.Series  # sentences per document
+    mean: pd.DataFrame
+    max: pd.DataFrame
+    share: pd.DataFrame
+    detected: pd.DataFrame
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The document level as one DataFrame, columns (aggregate, category) and ``sentences``."""
+        import pandas as pd
+
+        wide = pd.concat({"detected": self.detected, "mean": self.mean, "max": self.max, "share": self.share},
+                         axis=1)
+        wide[("sentences", "")] = self.counts
+        return wide
+
+
+__all__ = ["Documents", "ValueDetector"]
