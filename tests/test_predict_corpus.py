@@ -165,6 +165,12 @@ def test_a_bad_parquet_row_is_named_by_its_row(tfidf, tmp_path):
                              "--text-column", "body"), f"{source}, line 5", "empty text", "column 'body'")
 
 
+def test_a_parquet_file_without_the_text_column_names_its_columns(tfidf, tmp_path):
+    source = write_input(posts(), tmp_path / "in.parquet")
+    assert_user_error(invoke("predict", "--model", tfidf, "--input", source, "--output", tmp_path / "o.csv"),
+                      str(source), "no 'text' column", "'body'", "--text-column")
+
+
 def test_a_file_that_is_not_parquet_is_refused(tfidf, tmp_path):
     source = tmp_path / "in.parquet"
     source.write_text("text\nnot parquet\n", encoding="utf-8")

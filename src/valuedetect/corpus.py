@@ -20,7 +20,7 @@ from pathlib import Path
 
 from valuedetect.data import ARGUMENT_COLUMNS, Argument, check_text, excerpt
 from valuedetect.errors import InputError
-from valuedetect.records import DEFAULT_COLUMNS, Columns, kept_values, record_argument
+from valuedetect.records import DEFAULT_COLUMNS, Columns, kept_values, record_argument, suggest
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -177,6 +177,12 @@ def _parquet_records(path: Path, columns: Columns, batch_rows: int) -> Iterator[
     except (pa.ArrowInvalid, OSError) as error:
         raise InputError(f"not a readable Parquet file ({error})", path) from None
     names = handle.schema_arrow.names
+    wanted_text = columns.premise_column or columns.text_column
+    candidates = [columns.premise_column] if columns.premise_column else ["Premise", "premise", columns.text_column]
+    if not any(name in names for name in candidates):  # said once, with the file's columns
+        shown = ", ".join(repr(n) for n in names[:20])
+        raise InputError(f"no {wanted_text!r} column{suggest(wanted_text, names)}; the file has: {shown}; "
+                         "name the text column with --text-column (text_column= in Python)", path)
     wanted = {columns.text_column, columns.id_column, columns.premise_column, columns.conclusion_column,
               columns.stance_column, *columns.keep_columns, "Argument ID", "id", "Premise", "premise",
               "Conclusion", "conclusion", "Stance", "stance"}
