@@ -266,7 +266,7 @@ def predict(
         arguments = to_arguments(list(texts or []))[0]
     detector = load(model, base_model=base_model)
     with progress_bar() as update:
-        scores = _predict_in_batches(detector.detector, arguments, chunk_size, update)
+        scores = detector.predict_proba(arguments, progress=update).to_numpy()
     decisions = detector.detector.decide(scores)
     if output is not None:
         from valuedetect.outputs import write_predictions
@@ -275,15 +275,6 @@ def predict(
         console.print(f"wrote {kind} for {len(arguments)} arguments to {escape(str(output))}")
         return
     _print_predictions(detector.detector, arguments, scores, decisions)
-
-
-def _predict_in_batches(detector: Any, arguments: list[Any], size: int, update: Callable[[str, int, int], None]
-                        ) -> np.ndarray:
-    parts = []
-    for start in range(0, len(arguments), size):
-        parts.append(detector.predict_proba(arguments[start:start + size]))
-        update("predicting", min(start + size, len(arguments)), len(arguments))
-    return np.concatenate(parts)
 
 
 def _print_predictions(detector: Any, arguments: list[Any], scores: np.ndarray, decisions: np.ndarray) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from valuedetect.predicting import PredictSummary
     from valuedetect.training import TrainingResult
 
+Progress = Callable[[str, int, int], None]
 BATCH = 1000  # arguments per call of the detector: memory stays bounded for a large DataFrame
 
 
@@ -85,27 +86,34 @@ class ValueDetector:
         return f"ValueDetector(method={self.method!r}" + (f", model={model!r}" if model else "") + where + ")"
 
     # -- predicting ---------------------------------------------------------------------------
-    def _scores(self, x: Any, columns: dict[str, Any]) -> tuple[np.ndarray, pd.Index]:
+    def _scores(self, x: Any, columns: dict[str, Any], progress: Progress | None = None
+                ) -> tuple[np.ndarray, pd.Index]:
         arguments, index = to_arguments(x, Columns(**columns))
-        parts = [self.detector.predict_proba(arguments[i:i + BATCH]) for i in range(0, len(arguments), BATCH)]
+        parts = []
+        for start in range(0, len(arguments), BATCH):
+            parts.append(self.detector.predict_proba(arguments[start:start + BATCH]))
+            if progress:
+                progress("predicting", min(start + BATCH, len(arguments)), len(arguments))
         scores = np.concatenate(parts) if parts else np.zeros((0, len(CATEGORY_NAMES)))
         return scores, index
 
-    def predict_proba(self, x: Any, **columns: Any) -> pd.DataFrame:
-        """Each category's probability (0..1) for each text or argument of ``x``."""
-        scores, index = self._scores(x, columns)
+    def predict_proba(self, x: Any, progress: Progress | None = None, **columns: Any) -> pd.DataFrame:
+        """Each category's probability (0..1) for each text or argument of ``x``. ``progress``
+        is called with ("predicting", done, total) after each batch."""
+        scores, index = self._scores(x, columns, progress)
         return score_frame(scores, index)
 
-    def predict(self, x: Any, threshold: float | None = None, **columns: Any) -> pd.DataFrame:
+    def predict(self, x: Any, threshold: float | None = None, progress: Progress | None = None,
+                **columns: Any) -> pd.DataFrame:
         """0/1 per category under the detector's thresholds (or one ``threshold`` for all)."""
-        scores, index = self._scores(x, columns)
+        scores, index = self._scores(x, columns, progress)
         return score_frame(self.detector.decide(scores, threshold), index, dtype=np.int8)
 
     def predict_file(self, source: str | Path, output: str | Path, *, resume: bool = False,
                      chunk_size: int | None = None, unit: str = "argument", language: str = "en",
                      sentence_output: str | Path | None = None,
-                     progress: Callable[[str, int, int], None] | None = None,
-                     log: Callable[[str], None] | None = None, **columns: Any) -> PredictSummary:
+                     progress: Progress | None = None, log: Callable[[str], None] | None = None,
+                     **columns: Any) -> PredictSummary:
         """Label a file of any size into ``output`` (.tsv run file, .csv, .jsonl or .parquet),
         in chunks, resumable: see ``valuedetect.predicting``. ``keep_columns`` copies columns
         of the input to the output; ``unit="sentence"`` labels sentences and sums them up per
