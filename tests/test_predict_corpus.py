@@ -174,8 +174,9 @@ def test_a_parquet_file_without_the_text_column_names_its_columns(tfidf, tmp_pat
 def test_a_file_that_is_not_parquet_is_refused(tfidf, tmp_path):
     source = tmp_path / "in.parquet"
     source.write_text("text\nnot parquet\n", encoding="utf-8")
-    assert_user_error(invoke("predict", "--model", tfidf, "--input", source, "--output", tmp_path / "o.csv"),
-                      str(source), "not a readable Parquet file")
+    for keep in ((), ("--keep-columns", "author")):
+        assert_user_error(invoke("predict", "--model", tfidf, "--input", source, "--output", tmp_path / "o.csv",
+                                 *keep), str(source), "not a readable Parquet file")
 
 
 # ----------------------------------------------------------------------------- resume

@@ -93,9 +93,13 @@ def _parquet_kept_types(source: Path, columns: Columns) -> list[Any] | None:
     """The pyarrow types of a Parquet input's kept columns, so the output keeps them."""
     if input_format(source) != "parquet" or not columns.keep_columns:
         return None
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pq.ParquetFile(source).schema_arrow
+    try:
+        schema = pq.ParquetFile(source).schema_arrow
+    except (pa.ArrowInvalid, OSError) as error:
+        raise InputError(f"not a readable Parquet file ({error})", source) from None
     missing = [c for c in columns.keep_columns if c not in schema.names]
     if missing:
         raise InputError(f"no column {missing[0]!r} to keep; the file has: {', '.join(schema.names[:20])}", source)
