@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tests.test_cli import assert_user_error, invoke
 
@@ -66,40 +67,39 @@ def test_predict_refuses_to_write_over_its_input(detector, tmp_path):
 
 # ---------------------------------------------------------------------------- item 7
 def test_an_output_no_file_can_be_created_in_is_refused_before_the_work(detector, tmp_path, monkeypatch):
-    import valuedetect.predicting as predicting
-
-    def never(*args, **kwargs):
+    def never(self, arguments):
         raise AssertionError("predicted although the output cannot be written")
 
-    monkeypatch.setattr(predicting, "predict_batched", never)
+    monkeypatch.setattr(AllOnesDetector, "_predict_proba", never)
     source = tmp_path / "t.txt"
     source.write_text("a text\n", encoding="utf-8")
     assert_user_error(invoke("predict", "--model", detector, "--input", source, "--output", "/proc/o.jsonl"),
                       "/proc/o.jsonl", "cannot write")
 
 
-def test_a_full_disk_after_predicting_keeps_the_predictions(detector, tmp_path, monkeypatch):
+def test_a_full_disk_at_the_end_keeps_the_predictions_for_resume(detector, tmp_path, monkeypatch):
     source = tmp_path / "t.txt"
     source.write_text("one text\nanother text\n", encoding="utf-8")
     output = tmp_path / "out" / "o.jsonl"
-    rescued: list[Path] = []
     real_replace = os.replace
 
     def full_disk(src, dst):
         if Path(dst) == output:
             raise OSError(errno.ENOSPC, "No space left on device")
-        rescued.append(Path(dst))
         return real_replace(src, dst)
 
     monkeypatch.setattr(data_module.os, "replace", full_disk)
     line = assert_user_error(invoke("predict", "--model", detector, "--input", source, "--output", output),
-                             str(output), "No space left on device", "saved to", after_progress=True)
-    assert len(rescued) == 1 and str(rescued[0]) in line
-    records = [json.loads(x) for x in rescued[0].read_text(encoding="utf-8").splitlines()]
-    assert [r["id"] for r in records] == ["text-1", "text-2"]
+                             str(output), "No space left on device", "kept in", "--resume", after_progress=True)
+    assert ".o.jsonl.parts" in line
     assert not output.exists()
-    assert not [p for p in output.parent.iterdir()]  # no temporary file left beside it
-    rescued[0].unlink()
+    assert not [p for p in output.parent.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+    monkeypatch.setattr(data_module.os, "replace", real_replace)  # room again
+    result = invoke("predict", "--model", detector, "--input", source, "--output", output, "--resume")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(x) for x in output.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in records] == ["text-1", "text-2"]
+    assert sorted(p.name for p in output.parent.iterdir()) == ["o.jsonl"]  # the parts are gone
 
 
 # ---------------------------------------------------------------------------- item 8
@@ -129,19 +129,38 @@ def test_a_huge_header_is_quoted_as_a_short_excerpt(tmp_path, data_dir):
     assert len(message) < 400
 
 
-def test_ctrl_c_in_predict_does_not_point_to_train_resume(detector, tmp_path, monkeypatch):
-    import valuedetect.predicting as predicting
+def test_ctrl_c_in_predict_says_how_to_resume_and_keeps_the_output(detector, tmp_path, monkeypatch):
+    calls = []
 
-    def interrupted(*args, **kwargs):
+    def interrupted(self, arguments):
+        calls.append(len(arguments))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return np.ones((len(arguments), 20))
+
+    monkeypatch.setattr(AllOnesDetector, "_predict_proba", interrupted)
+    source = tmp_path / "t.txt"
+    source.write_text("".join(f"text {i}\n" for i in range(5)), encoding="utf-8")
+    output = tmp_path / "o.tsv"
+    output.write_text("precious\n", encoding="utf-8")
+    result = invoke("predict", "--model", detector, "--input", source, "--output", output, "--chunk-size", "2")
+    assert result.exit_code == 130
+    message = " ".join(result.stderr.split())
+    assert "interrupted" in message and "2 of 5 texts are labelled" in message
+    assert "--resume" in message and "valuedetect predict" in message and "train" not in message
+    assert output.read_text(encoding="utf-8") == "precious\n"
+
+
+def test_ctrl_c_before_any_file_is_written_says_so(detector, tmp_path, monkeypatch):
+    def interrupted(self, arguments):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(predicting, "predict_batched", interrupted)
+    monkeypatch.setattr(AllOnesDetector, "_predict_proba", interrupted)
     output = tmp_path / "o.tsv"
     output.write_text("precious\n", encoding="utf-8")
     result = invoke("predict", "--model", detector, "a text", "--output", output)
     assert result.exit_code == 130
-    assert "interrupted" in result.stderr and "nothing was written" in result.stderr
-    assert "resume" not in result.stderr and "train" not in result.stderr
+    assert "nothing was written" in result.stderr and "train" not in result.stderr
     assert output.read_text(encoding="utf-8") == "precious\n"
 
 
@@ -213,3 +232,11 @@ def test_valuedetect_serve_checks_host_and_origin(detector):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_serve_without_its_extra_names_the_install_command(detector, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    assert_user_error(invoke("serve", "--model", detector), "needs fastapi", "pip install 'valuedetect[serve]'")

@@ -454,7 +454,7 @@ INPUT_ERRORS = {
         "in.jsonl", '{"premise": "p", "conclusion": "c", "stance": "maybe"}\n', 1, ("unknown stance 'maybe'",)),
     "csv wrong number of fields": ("in.csv", "id,text\n1,fine\n2,one,two\n", 3, ("expected 2", "found 3")),
     "csv line after a two-line record": ("in.csv", 'id,text\n1,"two\nlines"\n2,a,b\n', 4, ("found 3",)),
-    "csv without text column": ("in.csv", "id,body\n1,fine\n", 2, ("no 'text' field",)),
+    "csv without text column": ("in.csv", "id,body\n1,fine\n", 2, ("no 'text' column",)),
     "csv empty premise": (
         "in.csv", "Argument ID,Conclusion,Stance,Premise\nc1,We should,against,\n", 2, ("empty",)),
     "csv unterminated quote": ("in.csv", 'id,text\n1,"never closed\n2,more\n', None, ("malformed CSV",)),

@@ -245,10 +245,10 @@ def test_encoder_nli_chooses_on_dev_and_scores_validation_once(bert: str, data: 
     loaded = load_detector(out)
     assert loaded.task.name == "nli" and loaded.config.template == "pair"
     assert np.allclose(loaded.predict_proba(validation.arguments), np.load(out / "validation-scores.npy"), atol=1e-3)
-    from valuedetect.cli import _load
+    import valuedetect as vd
 
     with pytest.raises(InputError, match="nli task; predict and serve label value categories"):
-        _load(out)
+        vd.load(out)  # the path `valuedetect predict` takes
 
 
 def test_the_paper_protocol_is_stated_as_optimistic(bert: str, data: Path, tmp_path: Path) -> None:

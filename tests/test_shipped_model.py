@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from valuedetect.cli import app
 from valuedetect.data import load_split
 from valuedetect.detectors import load_detector
+from valuedetect.locate import shipped_model_dir
 from valuedetect.metrics import score
-from valuedetect.predicting import shipped_model_dir
 from valuedetect.taxonomy import CATEGORY_NAMES
 
 pytestmark = pytest.mark.slow

@@ -46,8 +46,9 @@ def user_errors(func: F) -> F:
         except ValueDetectError as error:
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            hint = INTERRUPTED.get(func.__name__, "outputs written so far are intact")
+        except KeyboardInterrupt as interrupt:
+            hint = getattr(interrupt, "hint", None) or INTERRUPTED.get(func.__name__,
+                                                                       "outputs written so far are intact")
             err_console.print(f"[yellow]interrupted[/]: {hint}")
             raise typer.Exit(130) from None
 
@@ -57,8 +58,8 @@ def user_errors(func: F) -> F:
 # What an interrupted command leaves behind, and how to go on.
 INTERRUPTED = {
     "train": "outputs written so far are intact; `valuedetect train ... --resume` continues a training run",
-    "predict": "nothing was written (the output is written whole, once every text is labelled; an existing "
-               "file is left as it was); run the command again to label the texts",
+    "predict": "nothing was labelled yet and nothing was written (an existing output is left as it was); run the "
+               "command again to label the texts",
 }
 
 
@@ -153,21 +154,11 @@ def train(
 
     The NLI side task trains the same way: valuedetect train --task nli --method encoder (or prompt).
     """
-    from valuedetect.config import TrainConfig, check_detector_settings, from_dict, load_train_config, to_dict
-    from valuedetect.training import run_training
+    from valuedetect.api import train as train_detector
 
     if (config is None) == (method is None):
         raise InputError("give exactly one of --config FILE or --method NAME")
-    if config is not None:
-        train_config = load_train_config(config)
-    else:
-        train_config = TrainConfig(method=str(method), predict_test=method != "llm")
     overrides = _detector_overrides(settings or [])
-    if template is not None:
-        from valuedetect.templates import INPUT_TEMPLATES, NLI_TEMPLATES, PROMPT_TEMPLATES
-
-        if template.lower() in {*INPUT_TEMPLATES, *PROMPT_TEMPLATES, *NLI_TEMPLATES}:
-            template = template.lower()  # the paper writes BCA, CLS, ...; built-in names are lower case
     for key, value in (("backend", backend), ("base_url", base_url), ("model", model), ("strategy", strategy),
                        ("template", template)):
         if value is not None:
@@ -176,19 +167,14 @@ def train(
                                        ("subset_seed", subset_seed), ("predict_test", predict_test),
                                        ("training_per_category", train_per_category),
                                        ("training_fraction", train_fraction), ("protocol", protocol),
-                                       ("dev_seed", dev_seed), ("refit", refit),
-                                       ("data_dir", str(data_dir) if data_dir else None),
-                                       ("output", str(output) if output else None)) if v is not None}
-    if overrides or run_settings:
-        # Rebuilt through the validating reader, so a bad option is reported like a bad config key.
-        raw = {**to_dict(train_config), **run_settings, "detector": {**train_config.detector, **overrides}}
-        if limit is not None or sample is not None:
-            raw["validation_limit"], raw["validation_sample"] = limit, sample
-        train_config = from_dict(TrainConfig, raw, "command line")
-        check_detector_settings(train_config, "command line", where="command line")
+                                       ("dev_seed", dev_seed), ("refit", refit), ("data_dir", data_dir),
+                                       ("output", output)) if v is not None}
     with progress_bar() as update:
-        result = run_training(train_config, source=str(config or f"--method {method}"), resume=resume,
-                              progress=update, log=lambda m: err_console.print(m, highlight=False))
+        trained = train_detector(config if config is not None else str(method), detector=overrides, resume=resume,
+                                 progress=update, log=lambda m: err_console.print(m, highlight=False),
+                                 overrides_source="command line", **run_settings)
+    result = trained.training
+    assert result is not None
     protocol = result.protocol
     held_out = not protocol.get("optimistic", False)
     kind = "held-out" if held_out else "optimistic: validation also chose epochs and thresholds"
@@ -245,39 +231,85 @@ def _detector_overrides(pairs: list[str]) -> dict[str, Any]:
 @user_errors
 def predict(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to label (instead of --input).")] = None,
-    model: Annotated[Path | None, typer.Option(help="Saved detector folder (default: the shipped one).")] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="Arguments TSV, CSV, JSONL or text lines.")] = None,
-    output: Annotated[Path | None, typer.Option(help="Where to write results (run TSV, .csv or .jsonl).")] = None,
-    text_column: Annotated[str, typer.Option(help="Text column of CSV/JSONL inputs.")] = "text",
-    batch_size: Annotated[int, typer.Option(min=1, help="Arguments per progress step.")] = 256,
+    model: Annotated[str | None, typer.Option(
+        help="Saved detector folder or shipped detector name (default: the shipped one).")] = None,
+    input: Annotated[Path | None, typer.Option(
+        "--input", help="Arguments TSV, CSV, JSONL, Parquet or text lines.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Where to write results: .tsv (official run file), .csv, .jsonl or .parquet.")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of CSV/JSONL/Parquet inputs.")] = "text",
+    id_column: Annotated[str | None, typer.Option(
+        help="Column with the IDs to keep in the output (default: 'Argument ID' or 'id' when present, else "
+             "text-1, text-2, ...).")] = None,
+    keep_columns: Annotated[str | None, typer.Option(
+        help="Other input columns to copy to the output, comma-separated (not into a .tsv run file).")] = None,
+    premise_column: Annotated[str | None, typer.Option(help="Premise column (default: Premise or premise).")] = None,
+    conclusion_column: Annotated[str | None, typer.Option(help="Conclusion column.")] = None,
+    stance_column: Annotated[str | None, typer.Option(help="Stance column.")] = None,
+    chunk_size: Annotated[int, typer.Option(
+        min=1, help="Texts read, labelled and written at a time (memory does not grow with the input).")] = 1000,
+    resume: Annotated[bool, typer.Option(
+        help="Continue an interrupted prediction into --output where it stopped.")] = False,
+    unit: Annotated[str, typer.Option(
+        help="argument: label each text whole; sentence: split each text into sentences, label those, and sum "
+             "them up per document (--output gets the documents, --sentence-output the sentences).")] = "argument",
+    language: Annotated[str, typer.Option(help="--unit sentence: the texts' language (ISO 639 code).")] = "en",
+    sentence_output: Annotated[Path | None, typer.Option(
+        help="--unit sentence: where the sentences go (default: OUTPUT with .sentences before its suffix).")] = None,
+    base_model: Annotated[str | None, typer.Option(
+        help="Where the detector's base model is here, if the one it records is not.")] = None,
 ) -> None:
     """Label arguments or free text with a saved detector."""
-    from valuedetect.data import Argument, check_output, check_text, read_inputs
-    from valuedetect.predicting import default_model_dir, predict_batched, write_predictions_safely
+    from dataclasses import asdict
+
+    from valuedetect.api import load
+    from valuedetect.records import Columns
 
     if (texts and input) or (not texts and input is None):
         raise InputError("give texts to label or --input FILE, not both")
-    if output is not None:
-        # Fail now, not after an hour of predicting: an output that is the input, or that no
-        # file can be created in.
-        check_output(output, [input] if input is not None else [])
-    if input is not None:
-        arguments = read_inputs(input, text_column=text_column)
-    else:
-        arguments = [Argument(id=f"text-{i + 1}", premise=t) for i, t in enumerate(texts or [])]
-        for a in arguments:
-            if not a.premise.strip():
-                raise InputError(f"{a.id} is empty")
-            check_text(a.premise, a.id)
-    model_dir = model or default_model_dir()
-    detector = _load(model_dir)
-    with progress_bar() as update:
-        scores = predict_batched(detector, arguments, batch_size=batch_size, progress=update)
-    decisions = detector.decide(scores)
-    if output is not None:
-        kind = write_predictions_safely(output, arguments, scores, decisions)
-        console.print(f"wrote {kind} for {len(arguments)} arguments to {output}")
+    kept = tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns else ()
+    columns = Columns(text_column=text_column, id_column=id_column, premise_column=premise_column,
+                      conclusion_column=conclusion_column, stance_column=stance_column, keep_columns=kept)
+    if input is not None and output is not None:
+        detector = load(model, base_model=base_model)
+        with progress_bar() as update:
+            summary = detector.predict_file(input, output, resume=resume, chunk_size=chunk_size, unit=unit,
+                                            language=language, sentence_output=sentence_output, progress=update,
+                                            log=lambda m: err_console.print(m, highlight=False),
+                                            **asdict(columns))
+        resumed = f" ({summary.resumed_from} of them labelled before the interruption)" if summary.resumed_from else ""
+        console.print(f"wrote {summary.description} for {summary.texts} texts to {escape(str(output))}{resumed}")
+        if summary.sentences is not None:
+            console.print(f"wrote their sentences to {escape(str(summary.sentences))}")
         return
+    if resume or unit != "argument" or kept:
+        raise InputError("--resume, --unit sentence and --keep-columns label a file: give --input and --output")
+    from valuedetect.data import check_output
+    from valuedetect.frames import to_arguments
+
+    if output is not None:
+        check_output(output)  # fail now, not after the work
+    if input is not None:
+        from valuedetect.corpus import read_all
+
+        arguments = read_all(input, columns)
+    else:
+        arguments = to_arguments(list(texts or []))[0]
+    detector = load(model, base_model=base_model)
+    with progress_bar() as update:
+        scores = detector.predict_proba(arguments, progress=update).to_numpy()
+    decisions = detector.detector.decide(scores)
+    if output is not None:
+        from valuedetect.outputs import write_predictions
+
+        kind = write_predictions(output, arguments, scores, decisions)
+        console.print(f"wrote {kind} for {len(arguments)} arguments to {escape(str(output))}")
+        return
+    _print_predictions(detector.detector, arguments, scores, decisions)
+
+
+def _print_predictions(detector: Any, arguments: list[Any], scores: np.ndarray, decisions: np.ndarray) -> None:
+    """A table per text: the detected categories and those close to their threshold."""
     from valuedetect.taxonomy import CATEGORY_NAMES
 
     for a, s, d in zip(arguments, scores, decisions, strict=True):
@@ -289,12 +321,6 @@ def predict(
             if d[j] or s[j] >= 0.5 * float(detector.thresholds.values[j] if detector.thresholds else 0.5):
                 table.add_row(CATEGORY_NAMES[j], f"{s[j]:.3f}", "yes" if d[j] else "")
         console.print(table)
-
-
-def _load(model_dir: Path) -> Any:
-    from valuedetect.detectors import load_detector, require_values_task
-
-    return require_values_task(load_detector(model_dir), model_dir)
 
 
 # --------------------------------------------------------------------------------- evaluate
@@ -313,9 +339,9 @@ def evaluate(
              "evaluator, a missing argument counts as predicted with no value.")] = False,
 ) -> None:
     """Score a run file with the official measure (F1 = 2PR/(P+R) over macro P and R)."""
-    from valuedetect.evaluation import score_run_file
+    from valuedetect.api import evaluate as evaluate_run
 
-    scores = score_run_file(run, labels, bootstrap=bootstrap, seed=seed, run_ids_only=run_ids_only)
+    scores = evaluate_run(run, labels, bootstrap=bootstrap, seed=seed, run_ids_only=run_ids_only)
     if as_json:
         print(json.dumps(scores.to_dict(), indent=2))
     else:
@@ -353,7 +379,8 @@ def compare(
 @app.command()
 @user_errors
 def serve(
-    model: Annotated[Path | None, typer.Option(help="Saved detector folder (default: the shipped one).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Saved detector folder or shipped detector name (default: the shipped one).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     max_arguments: Annotated[int | None, typer.Option(
@@ -376,10 +403,18 @@ def serve(
 
     Set VALUEDETECT_API_KEY in the environment to require 'Authorization: Bearer <key>'.
     """
+    import importlib.util
+
+    from valuedetect.errors import ValueDetectError
+
+    missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueDetectError(f"valuedetect serve needs {', '.join(missing)}: pip install 'valuedetect[serve]'")
+    from valuedetect.locate import detector_dir
     from valuedetect.serve import ServeSettings, default_allowed_hosts
     from valuedetect.serve import serve as run_server
 
-    model_dir = model
+    model_dir = detector_dir(model) if model is not None else None
     if model_dir is not None and not (model_dir / "detector.json").exists():
         raise InputError("not a saved detector (no detector.json)", model_dir)
     settings = ServeSettings(

@@ -8,7 +8,6 @@ read with no quoting, as the official data and evaluator do.
 from __future__ import annotations
 
 import contextlib
-import csv
 import difflib
 import json
 import os
@@ -16,10 +15,11 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -300,8 +300,10 @@ def ensure_writable(path: str | Path) -> None:
         raise InputError("no permission to write here", path)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file so that readers see the old content or the new one, never half of it.
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write that appears at ``path`` only once the block ends without error:
+    readers see the old content or the new one, never half of it.
 
     An existing file keeps its permissions; a new one gets those the umask gives new files."""
     path = Path(path)
@@ -309,15 +311,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     clean_stale_temps(path)
     fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        with os.fdopen(fd, "wb") as handle:
             if path.exists():
                 with contextlib.suppress(OSError):
                     os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-            handle.write(text)
+            yield handle
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically (see ``atomic_file``)."""
+    with atomic_file(path) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj: object) -> None:
@@ -463,125 +471,13 @@ def write_labels(path: str | Path, ids: Sequence[str], labels: np.ndarray, level
 # ----------------------------------------------------------------------------- free text
 
 
-def _field(record: dict[str, object], *names: str) -> tuple[str | None, object]:
-    """The first of ``names`` that ``record`` has (even with an empty value), and its value."""
-    for name in names:
-        if name in record:
-            return name, record[name]
-    return None, None
-
-
-def _as_text(value: object, name: str | None, path: Path, line: int) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        raise InputError(f"field {name!r} holds a JSON {type(value).__name__}, expected text", path, line)
-    return check_text(str(value), f"field {name!r}", path, line)
-
-
-def _text_argument(arg_id: str, record: dict[str, object], text_column: str, path: Path, line: int) -> Argument:
-    key, premise = _field(record, "Premise", "premise")
-    if key is not None:
-        stance_raw = _field(record, "Stance", "stance")[1]
-        stance = None
-        if stance_raw:
-            stance = _STANCE_ALIASES.get(str(stance_raw).strip().lower())
-            if stance is None:
-                raise InputError(f"unknown stance {excerpt(str(stance_raw))}", path, line)
-        conclusion = _as_text(_field(record, "Conclusion", "conclusion")[1], "Conclusion", path, line)
-        text = _as_text(premise, key, path, line)
-    else:
-        if text_column not in record:
-            raise InputError(
-                f"no {excerpt(text_column)} field{_suggest(text_column, record)} (and no 'premise'); "
-                "name the text column with --text-column",
-                path,
-                line,
-            )
-        key = text_column
-        text, conclusion, stance = _as_text(record[text_column], key, path, line), "", None
-    if not text.strip():
-        raise InputError(f"empty text (field {key!r})", path, line)
-    given_id = record.get(ID_COLUMN) or record.get("id")
-    if given_id and any(c in str(given_id) for c in "\t\r\n"):
-        raise InputError(f"id {excerpt(str(given_id))} holds a tab or line break, which no run file can hold",
-                         path, line)
-    if given_id:
-        check_text(str(given_id), "the id", path, line)
-    return Argument(id=str(given_id) if given_id else arg_id, premise=text, conclusion=conclusion, stance=stance)
-
-
 def read_inputs(path: str | Path, text_column: str = "text") -> list[Argument]:
-    """Read arguments or free text to label, choosing the format from the file itself.
+    """Read arguments or free text to label, all at once (see ``valuedetect.corpus`` for the
+    formats and for reading a large file in chunks)."""
+    from valuedetect.corpus import read_all
+    from valuedetect.records import Columns
 
-    - a TSV with Argument ID, Conclusion, Stance and Premise: an arguments file;
-    - .jsonl: one JSON object per line, with a text field (or premise/conclusion/stance);
-    - .csv / .tsv: a header with a text column (or Premise, Conclusion, Stance);
-    - anything else: one text per non-empty line.
-    """
-    path = Path(path)
-    lines = _read_lines(path)
-    suffix = path.suffix.lower()
-    if suffix == ".tsv" and all(c in lines[0].split("\t") for c in ARGUMENT_COLUMNS):
-        return read_arguments(path)
-    arguments: list[Argument] = []
-    if suffix == ".jsonl":
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"not valid JSON ({error.msg})", path, number) from None
-            if not isinstance(record, dict):
-                raise InputError("expected a JSON object per line", path, number)
-            arguments.append(_text_argument(f"text-{len(arguments) + 1}", record, text_column, path, number))
-    elif suffix in (".csv", ".tsv"):
-        # CSV quotes as spreadsheets do (a quoted field may hold commas and line breaks); TSV,
-        # like the official data, has no quoting at all. Lines get their break back, so a
-        # quoted line break survives, and records are numbered by the line they start on.
-        # The csv module's own cell limit (128 KiB) would refuse long cells with a message of its
-        # own; texts are instead checked against MAX_TEXT_CHARS, like every other format's texts
-        # (the lines are in memory already, so a long cell costs nothing more).
-        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-        if suffix == ".csv":
-            reader = csv.reader((line + "\n" for line in lines), dialect="excel", strict=True)
-        else:
-            reader = csv.reader((line + "\n" for line in lines), delimiter="\t", quoting=csv.QUOTE_NONE)
-        header: list[str] = []
-        records: list[tuple[int, list[str]]] = []
-        try:
-            start = 1
-            for fields in reader:
-                if header:
-                    records.append((start, fields))
-                else:
-                    header = fields
-                start = reader.line_num + 1
-        except csv.Error as error:
-            raise InputError(f"malformed {suffix[1:].upper()} ({error})", path, reader.line_num) from None
-        for number, fields in records:
-            if not any(f.strip() for f in fields):
-                continue
-            if len(fields) != len(header):
-                raise InputError(
-                    f"expected {len(header)} fields as in the header, found {len(fields)}", path, number
-                )
-            record = dict(zip(header, fields, strict=True))
-            arguments.append(_text_argument(f"text-{len(arguments) + 1}", record, text_column, path, number))
-    else:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                text = check_text(line.strip(), "the text", path, number)
-                arguments.append(Argument(id=f"text-{len(arguments) + 1}", premise=text))
-    if not arguments:
-        raise InputError("no texts found", path)
-    seen: set[str] = set()
-    for a in arguments:
-        if a.id in seen:
-            raise InputError(f"duplicate id {excerpt(a.id)}", path)
-        seen.add(a.id)
-    return arguments
+    return read_all(path, Columns(text_column=text_column))
 
 
 # ----------------------------------------------------------------------------- the dataset

@@ -25,7 +25,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".onnx")
 NEUTRAL_KEYS = frozenset({"checkpoint_every", "output", "threads", "concurrency"})
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """sha256 of a file, remembered by (path, size, mtime) so large weights are hashed once."""
     from valuedetect.models import cache_dir
 
@@ -83,7 +83,7 @@ def model_identity(name: str | None) -> dict[str, Any]:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
     # A single file is keyed by its content alone (the same GGUF under an alias or a path is one
     # model); a folder's files by their names within it.
-    return {"name": name, "weights": {str(p.relative_to(path)) if p != path else "file": _file_sha256(p)
+    return {"name": name, "weights": {str(p.relative_to(path)) if p != path else "file": file_sha256(p)
                                       for p in files}}
 
 
@@ -149,5 +149,5 @@ def check_or_write(folder: Path, fingerprint: dict[str, Any], resume: bool) -> N
     atomic_write_json(path, fingerprint)
 
 
-__all__ = ["FINGERPRINT_FILE", "changed_parts", "check_or_write", "model_identity", "run_fingerprint",
+__all__ = ["FINGERPRINT_FILE", "changed_parts", "check_or_write", "file_sha256", "model_identity", "run_fingerprint",
            "split_digest"]

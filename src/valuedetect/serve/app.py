@@ -25,7 +25,7 @@ from valuedetect.detectors import load_detector, require_values_task
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
 from valuedetect.explain import explain
-from valuedetect.predicting import default_model_dir
+from valuedetect.locate import detector_dir
 from valuedetect.serve.jobs import RESULT_FORMATS, JobsFull, JobStore, parse_upload
 from valuedetect.serve.limits import APIError, BodySizeLimit
 from valuedetect.serve.origin import OriginCheck
@@ -79,7 +79,7 @@ class ServedModel:
 
 
 def load_served_model(model_dir: Path | None) -> ServedModel:
-    directory = Path(model_dir) if model_dir is not None else default_model_dir()
+    directory = Path(model_dir) if model_dir is not None else detector_dir()
     return ServedModel(require_values_task(load_detector(directory), directory), directory.resolve().name)
 
 

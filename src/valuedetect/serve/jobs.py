@@ -27,7 +27,7 @@ import numpy as np
 
 from valuedetect.data import Argument, read_inputs
 from valuedetect.errors import InputError
-from valuedetect.predicting import write_predictions
+from valuedetect.outputs import write_predictions
 from valuedetect.serve.runner import ModelStopped
 
 RESULT_FORMATS = {"tsv": "results.tsv", "csv": "results.csv", "jsonl": "results.jsonl"}

@@ -1,0 +1,172 @@
+"""``ValueDetector``: a trained detector as people use it from Python.
+
+The methods' own ``Detector`` works on lists of Arguments and numpy arrays (what training and
+scoring need); this wraps one with the obvious surface: texts, Arguments or DataFrames in, a
+DataFrame with one column per value category out, the input's index kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from valuedetect.detectors.base import Detector
+from valuedetect.frames import score_frame, to_arguments
+from valuedetect.records import Columns
+from valuedetect.taxonomy import CATEGORY_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from valuedetect.predicting import PredictSummary
+    from valuedetect.training import TrainingResult
+
+Progress = Callable[[str, int, int], None]
+BATCH = 1000  # arguments per call of the detector: memory stays bounded for a large DataFrame
+
+
+class ValueDetector:
+    """A trained value detector: ``predict`` / ``predict_proba`` / ``predict_file`` / ``save``.
+
+    Column names of DataFrame (or dict) inputs are keyword arguments of the predict methods:
+    ``text_column`` (default ``text``), ``id_column``, ``premise_column``, ``conclusion_column``,
+    ``stance_column``; without them ``premise``/``conclusion``/``stance`` are used when present.
+    """
+
+    def __init__(self, detector: Detector, folder: Path | None = None,
+                 training: TrainingResult | None = None):
+        self.detector = detector
+        self.folder = folder
+        self.training = training  # set by valuedetect.train: scores, protocol, files written
+
+    # -- loading and saving ---------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, base_model: str | None = None
+                        ) -> ValueDetector:
+        """The shipped detector (no argument), a shipped one by name, or a saved folder."""
+        from valuedetect.detectors import load_detector, require_values_task
+        from valuedetect.locate import detector_dir
+
+        folder = detector_dir(name_or_path)
+        return cls(require_values_task(load_detector(folder, base_model=base_model), folder), folder)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the detector to ``folder`` (JSON and safetensors, never a pickle)."""
+        path = self.detector.save(folder)
+        self.folder = path
+        return path
+
+    save_pretrained = save
+
+    # -- what it is -------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self.detector.type_name
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return CATEGORY_NAMES
+
+    @property
+    def thresholds(self) -> pd.Series:
+        """The decision threshold of each category (chosen on dev when the detector was trained)."""
+        import pandas as pd
+
+        values = (self.detector.thresholds.values if self.detector.thresholds is not None
+                  else [self.detector.config.fixed_threshold] * len(CATEGORY_NAMES))
+        return pd.Series(values, index=list(CATEGORY_NAMES), name="threshold")
+
+    def __repr__(self) -> str:
+        model = getattr(self.detector.config, "model", None)
+        where = f", folder={str(self.folder)!r}" if self.folder else ""
+        return f"ValueDetector(method={self.method!r}" + (f", model={model!r}" if model else "") + where + ")"
+
+    # -- predicting ---------------------------------------------------------------------------
+    def _scores(self, x: Any, columns: dict[str, Any], progress: Progress | None = None
+                ) -> tuple[np.ndarray, pd.Index]:
+        arguments, index = to_arguments(x, Columns(**columns))
+        parts = []
+        for start in range(0, len(arguments), BATCH):
+            parts.append(self.detector.predict_proba(arguments[start:start + BATCH]))
+            if progress:
+                progress("predicting", min(start + BATCH, len(arguments)), len(arguments))
+        scores = np.concatenate(parts) if parts else np.zeros((0, len(CATEGORY_NAMES)))
+        return scores, index
+
+    def predict_proba(self, x: Any, progress: Progress | None = None, **columns: Any) -> pd.DataFrame:
+        """Each category's probability (0..1) for each text or argument of ``x``. ``progress``
+        is called with ("predicting", done, total) after each batch."""
+        scores, index = self._scores(x, columns, progress)
+        return score_frame(scores, index)
+
+    def predict(self, x: Any, threshold: float | None = None, progress: Progress | None = None,
+                **columns: Any) -> pd.DataFrame:
+        """0/1 per category under the detector's thresholds (or one ``threshold`` for all)."""
+        scores, index = self._scores(x, columns, progress)
+        return score_frame(self.detector.decide(scores, threshold), index, dtype=np.int8)
+
+    def predict_file(self, source: str | Path, output: str | Path, *, resume: bool = False,
+                     chunk_size: int | None = None, unit: str = "argument", language: str = "en",
+                     sentence_output: str | Path | None = None,
+                     progress: Progress | None = None, log: Callable[[str], None] | None = None,
+                     **columns: Any) -> PredictSummary:
+        """Label a file of any size into ``output`` (.tsv run file, .csv, .jsonl or .parquet),
+        in chunks, resumable: see ``valuedetect.predicting``. ``keep_columns`` copies columns
+        of the input to the output; ``unit="sentence"`` labels sentences and sums them up per
+        document (see ``predict_documents``)."""
+        from valuedetect.predicting import DEFAULT_CHUNK_SIZE, PredictSettings, predict_file
+
+        settings = PredictSettings(Columns(**columns), chunk_size or DEFAULT_CHUNK_SIZE, unit, language,
+                                   Path(sentence_output) if sentence_output is not None else None)
+        return predict_file(self.detector, source, output, settings, resume=resume, progress=progress,
+                            detector_folder=self.folder, log=log)
+
+    def predict_documents(self, x: Any, language: str = "en", **columns: Any) -> Documents:
+        """Label each document of ``x`` sentence by sentence: the sentences' probabilities and,
+        per document, the ``mean``, ``max`` and ``share`` of its sentences and ``detected``
+        (in at least one sentence), each a DataFrame with the input's index."""
+        import pandas as pd
+
+        from valuedetect.sentences import aggregate, expand
+
+        documents, index = to_arguments(x, Columns(**columns))
+        sentences, owners = expand(documents, language)
+        scores, _ = self._scores(sentences, {})
+        decisions = self.detector.decide(scores)
+        summary = aggregate(scores, decisions, owners, len(documents))
+        numbers = [int(a.id.rsplit(":", 1)[1]) for a in sentences]
+        sentence_index = pd.MultiIndex.from_arrays([index[owners], numbers], names=[index.name, "sentence"])
+        frame = score_frame(scores, sentence_index)
+        frame.insert(0, "text", [a.premise for a in sentences])
+        return Documents(
+            sentences=frame, counts=pd.Series(summary.sentences, index=index, name="sentences"),
+            mean=score_frame(summary.mean, index), max=score_frame(summary.max, index),
+            share=score_frame(summary.share, index), detected=score_frame(summary.detected, index, dtype=np.int8))
+
+
+@dataclass
+class Documents:
+    """What ``predict_documents`` finds: the sentence level and the document level."""
+
+    sentences: pd.DataFrame  # index (document, sentence number); the text, then each category's probability
+    counts: pd.Series  # sentences per document
+    mean: pd.DataFrame
+    max: pd.DataFrame
+    share: pd.DataFrame
+    detected: pd.DataFrame
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The document level as one DataFrame, columns (aggregate, category) and ``sentences``."""
+        import pandas as pd
+
+        wide = pd.concat({"detected": self.detected, "mean": self.mean, "max": self.max, "share": self.share},
+                         axis=1)
+        wide[("sentences", "")] = self.counts
+        return wide
+
+
+__all__ = ["Documents", "ValueDetector"]
