@@ -114,3 +114,34 @@ def test_importing_the_layer_imports_no_backend_library():
             "print(sorted(m for m in ('torch', 'transformers', 'llama_cpp', 'openai') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_equal_untied_embeddings_are_shared_and_counted_once(tokenizer):
+    """A transformers copy of a tied GGUF model holds two equal embedding matrices: the backend
+    shares them (counted once, held once), and an untied model with its own head stays untied."""
+    from tests.tiny_lm import tiny_causal_model
+
+    untied = tiny_causal_model("llama", len(tokenizer))  # its own, different head
+    copied = tiny_causal_model("llama", len(tokenizer))
+    with torch.no_grad():
+        copied.lm_head.weight.copy_(copied.model.embed_tokens.weight)
+    separate = sum(p.numel() for p in copied.parameters())
+    with torch.no_grad():  # the scores of the untied copy, read before any backend ties it
+        ids = torch.tensor([tokenizer("Fast food harms children. Is it good? The answer is")["input_ids"]])
+        expected = copied(ids).logits[0, -1]
+    lm = backend(copied, tokenizer, "packed").load()
+    assert lm.model.lm_head.weight is lm.model.model.embed_tokens.weight
+    assert lm.parameter_counts()[1] == separate - copied.lm_head.weight.numel()
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(ids).logits[0, -1], expected, atol=1e-6, rtol=0)
+    own = backend(untied, tokenizer, "packed").load()
+    assert own.model.lm_head.weight is not own.model.model.embed_tokens.weight
+    assert own.parameter_counts()[1] == sum(p.numel() for p in untied.parameters())
+
+
+def test_an_alias_counts_its_published_parameters(model, tokenizer, monkeypatch):
+    from valuedetect.lm import gguf
+
+    monkeypatch.setitem(gguf.PARAMETERS, "tiny", 1234)
+    lm = backend(model, tokenizer, "packed", "end")
+    assert lm.parameter_counts() == (4 * 32, 1234 + 4 * 32)

@@ -232,6 +232,9 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
             del config.quantization_config
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(loaded.state_dict())
+        from valuedetect.lm.hf import tie_equal_embeddings
+
+        tie_equal_embeddings(model)  # saved once, counted once
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         (partial / "converted-from.json").write_text(json.dumps({"gguf": str(gguf)}) + "\n", encoding="utf-8")

@@ -133,6 +133,7 @@ class HFLM(LM):
         return self
 
     def _setup(self) -> None:
+        tie_equal_embeddings(self.model)
         self.model.to(self.device).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -165,9 +166,13 @@ class HFLM(LM):
 
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total): the soft prompt, and it plus the frozen LM, tied weights once."""
+        from valuedetect.lm.gguf import PARAMETERS
+
         self.load()
         params = {id(p): p for p in self.model.parameters()}
-        total = sum(p.numel() for p in params.values())
+        # An alias counts as its architecture does (tied embeddings once): the Qwen2.5 GGUF files
+        # store the tied matrix twice, quantised two ways, so their copy holds two unequal ones.
+        total = PARAMETERS.get(self.model_name or "") or sum(p.numel() for p in params.values())
         trainable = self.soft_prompt.weight.numel() if self.soft_prompt is not None else 0
         return trainable, total + trainable
 
@@ -347,4 +352,23 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> 
     return batches
 
 
-__all__ = ["HFLM", "Pieces", "detect_kind", "length_batches"]
+
+def tie_equal_embeddings(model: Any) -> bool:
+    """Share the output head with the input embeddings where they hold the same matrix: a
+    transformers copy of a GGUF file (Qwen2.5, tied there) arrives with two equal copies, which
+    would count the embeddings twice and hold them twice in memory."""
+    import torch
+
+    inputs = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    outputs = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if inputs is None or outputs is None or outputs.weight is inputs.weight:
+        return False
+    if outputs.weight.shape != inputs.weight.shape or getattr(outputs, "bias", None) is not None:
+        return False
+    if not torch.equal(outputs.weight, inputs.weight):
+        return False
+    outputs.weight = inputs.weight
+    model.config.tie_word_embeddings = True
+    return True
+
+__all__ = ["HFLM", "Pieces", "detect_kind", "length_batches", "tie_equal_embeddings"]
