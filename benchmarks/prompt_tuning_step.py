@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ def main() -> None:
             row["cpu_ratio_to_after"] = round(row["cpu_seconds_per_step"] / rows["after"]["cpu_seconds_per_step"], 3)
     summary = {"model": args.model, "template": args.template, "steps": args.steps,
                "pairs_per_step": args.batch_size, "threads": torch.get_num_threads(), "placements": rows,
-               "machine": {"platform": platform.platform(), "cores": len(__import__("os").sched_getaffinity(0))},
+               "machine": {"platform": platform.platform(), "cores": len(os.sched_getaffinity(0))},
                "measured": time.strftime("%Y-%m-%d")}
     target = Path("benchmarks/results") / f"prompt_tuning_step-{args.model}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
