@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -294,16 +294,17 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         return CountsOut(job=job.id, texts=job.total, group=group, categories=list(CATEGORY_NAMES),
                          series=[CountSeries(name=s.name, texts=s.texts, detected=s.detected) for s in series])
 
-    @app.get("/v1/jobs/{job_id}/counts.csv", tags=["files"], response_class=PlainTextResponse,
-             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 410: _GONE,
+    @app.get("/v1/jobs/{job_id}/counts.csv", tags=["files"], response_class=Response,
+             responses={200: {"content": {"text/csv": {}}, "description": "The counts as CSV."},
+                        404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 410: _GONE,
                         401: _ERRORS[401], 422: _ERRORS[422]},
              dependencies=[Depends(require_key)])
-    def job_counts_csv(job_id: str, group: str | None = None) -> PlainTextResponse:
+    def job_counts_csv(job_id: str, group: str | None = None) -> Response:
         """The counts as a table: group, texts, category, detected, share (one row per group and category)."""
         job, series = _job_counts(jobs, job_id, group)
         stem = Path(job.filename).stem or "results"
         suffix = f"-by-{group}" if group else ""
-        return PlainTextResponse(counts_csv(series, group), media_type="text/csv; charset=utf-8", headers={
+        return Response(counts_csv(series, group), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="{_safe_name(f"{stem}-counts{suffix}.csv")}"'})
 
     async def pyvalues_classify(
