@@ -207,3 +207,58 @@ def test_page_asks_for_the_api_key(page):
         listed, bars = shown(page)
         assert listed == result["detected"]
         assert sorted(bars) == sorted(result["detected"])
+
+
+def test_file_counts_chart_through_the_page(page, server, tmp_path):
+    """After an upload the page charts the server's counts, per group on request, and offers the
+    chart as PNG and the counts as CSV."""
+    urls = record_requests(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    rows = (shipped_data_dir() / "arguments-validation.tsv").read_text(encoding="utf-8").splitlines()[:9]
+    page.goto(f"{server}/")
+    page.set_input_files("#file", files=[{"name": "eight.tsv", "mimeType": "text/tab-separated-values",
+                                          "buffer": ("\n".join(rows) + "\n").encode()}])
+    page.get_by_role("button", name="Label file").click()
+    page.wait_for_selector('#corpus-chart[data-ready="1"]')
+    job_id = page.eval_on_selector("#corpus-chart", "e => e.dataset.job")
+    job = httpx.get(f"{server}/v1/jobs/{job_id}", timeout=60).json()
+    assert "Stance" in job["group_columns"]  # 8 arguments: some stance repeats
+
+    def bars() -> dict[tuple[str, str], int]:
+        found = page.eval_on_selector_all(
+            "#corpus-chart rect.cbar", "els => els.map(e => [e.dataset.category, e.dataset.series, e.dataset.count])")
+        return {(c, s): int(n) for c, s, n in found}
+
+    def expected(group: str | None) -> dict[tuple[str, str], int]:
+        counts = httpx.get(f"{server}/v1/jobs/{job_id}/counts", params={"group": group} if group else {},
+                           timeout=60).json()
+        return {(c, s["name"]): s["detected"][j] for s in counts["series"] for j, c in enumerate(counts["categories"])}
+
+    whole = bars()
+    assert whole == expected(None) and len(whole) == len(CATEGORY_NAMES)
+
+    page.select_option("#group-column", "Stance")
+    page.wait_for_function("document.getElementById('corpus-chart').dataset.ready === '1' && "
+                           "document.getElementById('corpus-chart').dataset.series === '2'")
+    by_stance = bars()
+    assert by_stance == expected("Stance") and len(by_stance) == 2 * len(CATEGORY_NAMES)
+
+    with page.expect_download() as download_info:
+        page.click("#corpus-csv")
+    download = download_info.value
+    assert download.suggested_filename == "eight-counts-by-Stance.csv"
+    download.save_as(tmp_path / "counts.csv")
+    served = httpx.get(f"{server}/v1/jobs/{job_id}/counts.csv", params={"group": "Stance"}, timeout=60).text
+    assert (tmp_path / "counts.csv").read_text(encoding="utf-8") == served
+
+    with page.expect_download() as download_info:
+        page.click("#corpus-png")
+    download = download_info.value
+    assert download.suggested_filename == "eight-counts-by-Stance.png"
+    download.save_as(tmp_path / "chart.png")
+    png = (tmp_path / "chart.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000  # a drawn chart, not an empty canvas
+
+    assert_only_loopback(urls)
+    assert errors == []

@@ -47,7 +47,8 @@ def _stop_app_lifespan():
 def test_schema_covers_every_operation():
     paths = APP.openapi()["paths"]
     assert set(paths) == {"/health", "/v1/model", "/v1/predict", "/v1/explain", "/v1/jobs", "/v1/jobs/{job_id}",
-                          "/v1/jobs/{job_id}/results.{fmt}", "/pyvalues/{system}"}
+                          "/v1/jobs/{job_id}/results.{fmt}", "/v1/jobs/{job_id}/counts", "/v1/jobs/{job_id}/counts.csv",
+                          "/pyvalues/{system}"}
     for path, operations in paths.items():
         for method, operation in operations.items():
             for status, response in operation["responses"].items():

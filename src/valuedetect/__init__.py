@@ -18,6 +18,7 @@ _EXPORTS = {
     "load": "valuedetect.api",
     "train": "valuedetect.api",
     "evaluate": "valuedetect.api",
+    "predict_dataset": "valuedetect.api",
     "ValueDetector": "valuedetect.predictor",
     "ValueClassifier": "valuedetect.estimator",
     "Argument": "valuedetect.data",

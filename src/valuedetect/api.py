@@ -22,6 +22,16 @@ def load(name_or_path: str | Path | None = None, base_model: str | None = None) 
     return ValueDetector.from_pretrained(name_or_path, base_model=base_model)
 
 
+def predict_dataset(source: str | Path, output: str | Path, model: ValueDetector | str | Path | None = None, *,
+                    address: str | None = None, actors: int | None = None, cpus_per_actor: float = 1.0,
+                    batch_size: int = 256, output_format: str | None = None, **columns: Any) -> Any:
+    """Label ``source`` into ``output`` on Ray Data with ``model`` (a ValueDetector, a saved
+    folder or a shipped name; default the shipped detector): ``ValueDetector.predict_dataset``."""
+    detector = model if isinstance(model, ValueDetector) else load(model)
+    return detector.predict_dataset(source, output, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
+                                    batch_size=batch_size, output_format=output_format, **columns)
+
+
 def _normalise_template(settings: dict[str, Any]) -> dict[str, Any]:
     """The paper writes BCA, CLS, ...; the built-in template names are lower case."""
     template = settings.get("template")
@@ -118,4 +128,4 @@ def evaluate(run: Any, labels: Any, *, bootstrap: int = 1000, seed: int = 0, run
     return score(truth, aligned, bootstrap=bootstrap, seed=seed)
 
 
-__all__ = ["evaluate", "load", "train", "train_config"]
+__all__ = ["evaluate", "load", "predict_dataset", "train", "train_config"]

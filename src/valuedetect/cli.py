@@ -258,6 +258,19 @@ def predict(
         help="--unit sentence: where the sentences go (default: OUTPUT with .sentences before its suffix).")] = None,
     base_model: Annotated[str | None, typer.Option(
         help="Where the detector's base model is here, if the one it records is not.")] = None,
+    engine: Annotated[str, typer.Option(
+        help="local: this process, streamed and resumable; ray: Ray Data, a pool of actors on a local or "
+             "existing cluster (needs the ray extra).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="--engine ray: the cluster to join (auto: the one `ray start --head` started here; HOST:PORT or "
+             "ray://HOST:10001); default: a local cluster for this run.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        min=1, help="--engine ray: detector copies labelling at once (default: the cluster's CPUs less one).")] = None,
+    ray_cpus_per_actor: Annotated[float, typer.Option(
+        help="--engine ray: CPUs (and torch threads) per actor.")] = 1.0,
+    output_format: Annotated[str | None, typer.Option(
+        help="--engine ray with a folder --output (ending in /, or s3://...): parquet (default), csv or jsonl.")
+    ] = None,
 ) -> None:
     """Label arguments or free text with a saved detector."""
     from dataclasses import asdict
@@ -270,6 +283,28 @@ def predict(
     kept = tuple(c.strip() for c in keep_columns.split(",") if c.strip()) if keep_columns else ()
     columns = Columns(text_column=text_column, id_column=id_column, premise_column=premise_column,
                       conclusion_column=conclusion_column, stance_column=stance_column, keep_columns=kept)
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine is local or ray, not {engine!r}")
+    if engine == "local" and (ray_address or ray_actors or output_format):
+        raise InputError("--ray-address, --ray-actors and --output-format go with --engine ray")
+    if engine == "ray":
+        if input is None or output is None:
+            raise InputError("--engine ray labels a file: give --input and --output")
+        if resume or unit != "argument":
+            raise InputError("--engine ray does not resume and labels whole texts (--unit argument): a stopped Ray "
+                             "run starts again; use the local engine for --resume or --unit sentence")
+        from valuedetect.raydata import require_ray
+
+        require_ray()  # before the detector is loaded
+        detector = load(model, base_model=base_model)
+        with progress_bar() as update:
+            ray_summary = detector.predict_dataset(
+                input, output, address=ray_address, actors=ray_actors, cpus_per_actor=ray_cpus_per_actor,
+                output_format=output_format, chunk_size=chunk_size, progress=update, **asdict(columns))
+        count = f" for {ray_summary.texts} texts" if ray_summary.texts is not None else ""
+        console.print(f"wrote {ray_summary.description}{count} to {escape(str(output))} "
+                      f"({ray_summary.actors} Ray actors)")
+        return
     if input is not None and output is not None:
         detector = load(model, base_model=base_model)
         with progress_bar() as update:

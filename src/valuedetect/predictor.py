@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from valuedetect.predicting import PredictSummary
+    from valuedetect.raydata import RaySummary
     from valuedetect.training import TrainingResult
 
 Progress = Callable[[str, int, int], None]
@@ -124,6 +125,24 @@ class ValueDetector:
                                    Path(sentence_output) if sentence_output is not None else None)
         return predict_file(self.detector, source, output, settings, resume=resume, progress=progress,
                             detector_folder=self.folder, log=log)
+
+    def predict_dataset(self, source: str | Path, output: str | Path, *, address: str | None = None,
+                        actors: int | None = None, cpus_per_actor: float = 1.0, batch_size: int = 256,
+                        output_format: str | None = None, chunk_size: int | None = None,
+                        progress: Progress | None = None, **columns: Any) -> RaySummary:
+        """Label a file (or a folder or URI of files) on Ray Data: a pool of ``actors``, each
+        with this detector loaded once, labels batches of ``batch_size`` texts; ``address``:
+        None starts a local cluster for the run, ``"auto"`` joins the one ``ray start --head``
+        started. A file ``output`` equals the one ``predict_file`` writes; a folder (ending in
+        ``/``, or a URI) gets Ray Data's files (``output_format``: parquet, csv or jsonl). See
+        ``valuedetect.raydata``; needs ``pip install 'valuedetect[ray]'``."""
+        from valuedetect.predicting import DEFAULT_CHUNK_SIZE
+        from valuedetect.raydata import RaySettings, predict_dataset
+
+        return predict_dataset(self.detector, source, output, Columns(**columns),
+                               RaySettings(address, actors, cpus_per_actor, batch_size),
+                               detector_folder=self.folder, output_format=output_format,
+                               chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, progress=progress)
 
     def predict_documents(self, x: Any, language: str = "en", **columns: Any) -> Documents:
         """Label each document of ``x`` sentence by sentence: the sentences' probabilities and,

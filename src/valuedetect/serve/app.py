@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,6 +26,7 @@ from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
 from valuedetect.explain import explain
 from valuedetect.locate import detector_dir
+from valuedetect.serve.counts import category_counts, counts_csv, group_columns
 from valuedetect.serve.jobs import RESULT_FORMATS, JobsFull, JobStore, parse_upload
 from valuedetect.serve.limits import APIError, BodySizeLimit
 from valuedetect.serve.origin import OriginCheck
@@ -35,6 +36,8 @@ from valuedetect.serve.schemas import (
     ArgumentResult,
     CategoryExplanationOut,
     CategoryInfo,
+    CountSeries,
+    CountsOut,
     ErrorResponse,
     ExplainRequest,
     ExplainResponse,
@@ -256,8 +259,10 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         if too_long is not None:
             raise APIError(413, "argument_too_long", f"{name}: argument {excerpt(too_long.id)} is longer than "
                            f"{settings.max_chars} characters", "max_chars")
+        groups = await asyncio.to_thread(group_columns, data, name, len(arguments), text_column)
         job = jobs_full(lambda: jobs.start(
-            name, arguments, lambda batch: runner.run_blocking(model.detector.predict_proba, batch), model.decide))
+            name, arguments, lambda batch: runner.run_blocking(model.detector.predict_proba, batch), model.decide,
+            groups=groups))
         return _job_out(job)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["files"],
@@ -277,6 +282,30 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
             raise APIError(409, "job_not_done", f"job {job_id} is {job.status}")
         stem = Path(job.filename).stem or "results"
         return FileResponse(jobs.result_path(job, fmt), filename=f"{stem}-values.{fmt}")
+
+    @app.get("/v1/jobs/{job_id}/counts", response_model=CountsOut, tags=["files"],
+             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 410: _GONE,
+                        401: _ERRORS[401], 422: _ERRORS[422]},
+             dependencies=[Depends(require_key)])
+    def job_counts(job_id: str, group: str | None = None) -> CountsOut:
+        """How often each category was detected across the file; with `group` (one of the job's
+        `group_columns`), one series per value of that column."""
+        job, series = _job_counts(jobs, job_id, group)
+        return CountsOut(job=job.id, texts=job.total, group=group, categories=list(CATEGORY_NAMES),
+                         series=[CountSeries(name=s.name, texts=s.texts, detected=s.detected) for s in series])
+
+    @app.get("/v1/jobs/{job_id}/counts.csv", tags=["files"], response_class=Response,
+             responses={200: {"content": {"text/csv": {}}, "description": "The counts as CSV."},
+                        404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 410: _GONE,
+                        401: _ERRORS[401], 422: _ERRORS[422]},
+             dependencies=[Depends(require_key)])
+    def job_counts_csv(job_id: str, group: str | None = None) -> Response:
+        """The counts as a table: group, texts, category, detected, share (one row per group and category)."""
+        job, series = _job_counts(jobs, job_id, group)
+        stem = Path(job.filename).stem or "results"
+        suffix = f"-by-{group}" if group else ""
+        return Response(counts_csv(series, group), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{_safe_name(f"{stem}-counts{suffix}.csv")}"'})
 
     async def pyvalues_classify(
         system: Literal["refined", "refined-coarse", "original"],
@@ -336,8 +365,23 @@ def jobs_full(call: Any) -> Any:
 def _job_out(job: Any) -> JobOut:
     downloads = {fmt: f"/v1/jobs/{job.id}/results.{fmt}" for fmt in RESULT_FORMATS} if job.status == "done" else {}
     return JobOut(id=job.id, status=job.status, done=job.done, total=job.total, filename=job.filename,
-                  error=job.error, downloads=downloads,
+                  error=job.error, downloads=downloads, group_columns=list(job.groups),
                   queue_position=job.queue_position if job.status == "queued" else None)
+
+
+def _job_counts(jobs: JobStore, job_id: str, group: str | None) -> tuple[Any, list[Any]]:
+    job = _find_job(jobs, job_id)
+    if job.status != "done" or job.decisions is None:
+        raise APIError(409, "job_not_done", f"job {job_id} is {job.status}")
+    if group is not None and group not in job.groups:
+        offered = ", ".join(repr(g) for g in job.groups) or "none (no column has 2 to 50 distinct values)"
+        raise APIError(422, "unknown_group", f"{excerpt(group)} cannot group this file; its group columns: {offered}")
+    return job, category_counts(job.decisions, job.groups[group] if group is not None else None)
+
+
+def _safe_name(name: str) -> str:
+    """A file name for a Content-Disposition header: no quotes, no line breaks, ASCII."""
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
 
 
 def _find_job(jobs: JobStore, job_id: str) -> Any:

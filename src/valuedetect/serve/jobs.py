@@ -55,6 +55,9 @@ class Job:
     queue_position: int | None = None
     thread: threading.Thread | None = field(default=None, repr=False)
     arguments: list[Argument] = field(default_factory=list, repr=False)
+    # columns that can group the file (serve.counts), each with one value per argument
+    groups: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    decisions: np.ndarray | None = field(default=None, repr=False)  # 0/1 per argument and category, once done
     work: tuple[Callable[..., np.ndarray], Callable[..., np.ndarray]] | None = field(default=None, repr=False)
 
 
@@ -97,10 +100,11 @@ class JobStore:
         arguments: Sequence[Argument],
         predict_proba: Callable[[Sequence[Argument]], np.ndarray],
         decide: Callable[[np.ndarray], np.ndarray],
+        groups: dict[str, list[str]] | None = None,
     ) -> Job:
         job_id = uuid.uuid4().hex[:16]
         job = Job(id=job_id, filename=Path(filename).name, total=len(arguments), folder=self._root / job_id,
-                  arguments=list(arguments), work=(predict_proba, decide))
+                  arguments=list(arguments), work=(predict_proba, decide), groups=groups or {})
         with self._lock:
             self._check_capacity()
             self._jobs[job_id] = job
@@ -184,6 +188,7 @@ class JobStore:
             decisions = decide(scores)
             for name in RESULT_FORMATS.values():  # the suffix picks run file, CSV table or JSON lines
                 write_predictions(job.folder / name, arguments, scores, decisions)
+            job.decisions = np.asarray(decisions, dtype=np.int8)  # for the counts the page charts
             job.status = "done"
         except (concurrent.futures.CancelledError, ModelStopped):  # the model thread stopped with the server
             job.status, job.error = "failed", "the server stopped before this job finished"

@@ -211,6 +211,25 @@ class JobOut(BaseModel):
     filename: str
     error: str | None = None
     downloads: dict[str, str] = Field(default_factory=dict, description="Result formats and their URLs.")
+    group_columns: list[str] = Field(default_factory=list, description=(
+        "Columns of the file that can group the counts (`/v1/jobs/{id}/counts?group=...`): those with 2 to 50 "
+        "distinct values, some of them repeated."))
+
+
+class CountSeries(BaseModel):
+    name: str = Field(description="The group's value in the group column, or 'all texts'.")
+    texts: int
+    detected: list[int] = Field(description="Texts in which each category was detected, in `categories` order.")
+
+
+class CountsOut(BaseModel):
+    """How often each category was detected across a finished job's file, overall or per group."""
+
+    job: str
+    texts: int
+    group: str | None = Field(None, description="The group column, or null for the whole file.")
+    categories: list[str]
+    series: list[CountSeries]
 
 
 class PyvaluesDocument(BaseModel):

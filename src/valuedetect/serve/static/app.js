@@ -244,6 +244,146 @@ async function download(url, filename) {
   setTimeout(() => URL.revokeObjectURL(link.href), 10000);
 }
 
+// ------------------------------------------------------------------ a file's counts
+// The server counts (GET /v1/jobs/{id}/counts); the page only draws. Colours and fonts are
+// attributes, not CSS, so the SVG looks the same when drawn into a PNG.
+const PALETTE = ["#2c6e9b", "#e07b39", "#4a9d5b", "#b3415a", "#7b61a8", "#a08a2c", "#3a9fb0", "#8c564b",
+  "#d16ba5", "#5f6b7a"];
+const CHART_SERIES = PALETTE.length; // the largest groups; the CSV has them all
+let corpusJob = null;
+
+function countsUrl(suffix) {
+  const group = $("group-column").value;
+  return `/v1/jobs/${corpusJob.id}/counts${suffix}` + (group ? `?group=${encodeURIComponent(group)}` : "");
+}
+
+function corpusStem() {
+  const group = $("group-column").value;
+  return (corpusJob.filename.replace(/\.[^.]*$/, "") || "results") + "-counts" + (group ? `-by-${group}` : "");
+}
+
+async function showCorpus(job) {
+  corpusJob = job;
+  const select = $("group-column");
+  select.replaceChildren();
+  for (const [value, label] of [["", "(the whole file)"], ...job.group_columns.map((c) => [c, c])]) {
+    const option = document.createElement("option");
+    option.value = value;
+    option.textContent = label;
+    select.appendChild(option);
+  }
+  select.disabled = !job.group_columns.length;
+  $("corpus").hidden = false;
+  await loadCounts();
+}
+
+async function loadCounts() {
+  const chart = $("corpus-chart");
+  delete chart.dataset.ready;
+  const counts = await (await api(countsUrl(""))).json();
+  drawCorpusChart(counts);
+}
+
+function drawCorpusChart(counts) {
+  const chart = $("corpus-chart");
+  chart.replaceChildren();
+  const shown = counts.series.slice(0, CHART_SERIES);
+  const width = 640, labelWidth = 210, plotWidth = width - labelWidth - 60, barHeight = shown.length > 1 ? 6 : 11;
+  const rowHeight = shown.length * barHeight + 6, legendHeight = 18 * Math.ceil(shown.length / 3) + 6;
+  const shares = shown.map((s) => s.detected.map((d) => (s.texts ? d / s.texts : 0)));
+  const top = Math.max(0.01, ...shares.flat());
+  const height = legendHeight + counts.categories.length * rowHeight + 24;
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("xmlns", SVG);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("font-family", "system-ui, sans-serif");
+  svg.setAttribute("font-size", "11");
+  const add = (tag, attrs, text) => {
+    const el = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text !== undefined) el.textContent = text;
+    svg.appendChild(el);
+    return el;
+  };
+  add("rect", { x: 0, y: 0, width, height, fill: "#ffffff" });
+  shown.forEach((s, i) => {
+    const x = 2 + (i % 3) * (width / 3), y = 4 + 18 * Math.floor(i / 3);
+    add("rect", { x, y: y + 2, width: 10, height: 10, fill: PALETTE[i] });
+    const name = counts.group ? (s.name === "" ? "(blank)" : s.name) : s.name;
+    add("text", { x: x + 14, y: y + 11, fill: "#333", class: "legend" }, `${name} (${s.texts} texts)`);
+  });
+  let y = legendHeight;
+  counts.categories.forEach((category, j) => {
+    add("text", { x: labelWidth - 6, y: y + rowHeight / 2 + 4, "text-anchor": "end", fill: "#333" }, category);
+    shown.forEach((s, i) => {
+      const share = shares[i][j];
+      const bar = add("rect", {
+        x: labelWidth, y: y + 3 + i * barHeight, width: Math.max(0.5, (share / top) * plotWidth),
+        height: barHeight - 1, fill: PALETTE[i], class: "cbar",
+        "data-category": category, "data-series": s.name, "data-count": s.detected[j],
+      });
+      bar.appendChild(document.createElementNS(SVG, "title")).textContent =
+        `${category}, ${s.name}: ${s.detected[j]} of ${s.texts} texts (${(100 * share).toFixed(1)}%)`;
+    });
+    if (shown.length === 1) {
+      const share = shares[0][j];
+      add("text", { x: labelWidth + (share / top) * plotWidth + 4, y: y + rowHeight / 2 + 4, fill: "#555" },
+        `${shown[0].detected[j]} (${(100 * share).toFixed(0)}%)`);
+    }
+    y += rowHeight;
+  });
+  add("line", { x1: labelWidth, x2: labelWidth, y1: legendHeight, y2: y, stroke: "#999" });
+  for (const f of [0, 0.5, 1]) {
+    add("text", { x: labelWidth + f * plotWidth, y: y + 14, "text-anchor": "middle", fill: "#555" },
+      `${(100 * f * top).toFixed(0)}%`);
+  }
+  chart.appendChild(svg);
+  const more = counts.series.length - shown.length;
+  $("corpus-note").textContent = "Bars: the share of the texts (of the file, or of each group) in which the " +
+    "category was detected." + (more > 0 ? ` The chart shows the ${shown.length} largest groups; the CSV has all ` +
+    `${counts.series.length}.` : "");
+  chart.dataset.series = String(shown.length);
+  chart.dataset.job = corpusJob.id;
+  chart.dataset.ready = "1";
+}
+
+function saveBlob(blob, filename) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = filename;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+function downloadPng() {
+  const svg = $("corpus-chart").querySelector("svg");
+  if (!svg) return;
+  const scale = 2, width = Number(svg.getAttribute("width")), height = Number(svg.getAttribute("height"));
+  const image = new Image();
+  image.onload = () => {
+    const canvas = document.createElement("canvas");
+    canvas.width = width * scale;
+    canvas.height = height * scale;
+    const context = canvas.getContext("2d");
+    context.scale(scale, scale);
+    context.drawImage(image, 0, 0, width, height);
+    canvas.toBlob((blob) => saveBlob(blob, corpusStem() + ".png"), "image/png");
+  };
+  image.onerror = () => setStatus($("job-status"), "the chart could not be drawn as an image", true);
+  image.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(new XMLSerializer().serializeToString(svg));
+}
+
+$("group-column").addEventListener("change", () => {
+  loadCounts().catch((error) => setStatus($("job-status"), error.message, true));
+});
+$("corpus-png").addEventListener("click", downloadPng);
+$("corpus-csv").addEventListener("click", () => {
+  download(countsUrl(".csv"), corpusStem() + ".csv").catch((error) => setStatus($("job-status"), error.message, true));
+});
+
 $("upload-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   if ($("api-key").value) sessionStorage.setItem("valuedetect-key", $("api-key").value);
@@ -252,6 +392,7 @@ $("upload-form").addEventListener("submit", async (event) => {
   const button = $("upload");
   button.disabled = true;
   $("downloads").replaceChildren();
+  $("corpus").hidden = true;
   const bar = $("job-progress");
   bar.hidden = false;
   try {
@@ -281,6 +422,7 @@ $("upload-form").addEventListener("submit", async (event) => {
       link.addEventListener("click", (e) => { e.preventDefault(); download(url, `${stem}-values.${fmt}`); });
       $("downloads").appendChild(link);
     }
+    await showCorpus(job);
   } catch (error) {
     bar.hidden = true;
     setStatus($("job-status"), error.message, true);
