@@ -90,3 +90,18 @@ def test_a_training_run_writes_and_scores_the_official_level1_run_file(tiny_mode
     from valuedetect.evaluation import score_run_file
 
     assert score_run_file(path, data / "level1-labels-validation.tsv", bootstrap=0).f1 == pytest.approx(expected)
+
+
+def test_the_cli_trains_level1_and_prints_its_held_out_measure(tiny_model_dir, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from valuedetect.cli import app
+
+    data = small_data_dir(tmp_path / "data", training=80, validation=30, level1=True)
+    result = CliRunner().invoke(app, [
+        "train", "--method", "encoder", "--data-dir", str(data), "--output", str(tmp_path / "out"),
+        "--set", f"model={tiny_model_dir!r}", "--set", "epochs=1", "--set", "trainable_layers=1",
+        "--set", "level1=true"])
+    assert result.exit_code == 0, result.output
+    assert "level-1 values (54): validation F1" in result.output and "held-out" in result.output
+    assert (tmp_path / "out" / "validation-level1-run.tsv").exists()
