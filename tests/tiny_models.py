@@ -111,17 +111,20 @@ def tiny_mpnet_backbone(layers: int = 2, hidden: int = 32) -> torch.nn.Module:
     return MPNetModel(config)
 
 
-def small_data_dir(folder: Path, training: int, validation: int, test: int = 0) -> Path:
+def small_data_dir(folder: Path, training: int, validation: int, test: int = 0, level1: bool = False) -> Path:
     """A dataset folder with the first arguments of each split (test ones, unlabelled, are cut
-    from validation, since the shipped test split has no labels anyway)."""
+    from validation, since the shipped test split has no labels anyway); ``level1`` adds the
+    level-1 label files of training and validation."""
     from valuedetect.data import load_split, write_arguments, write_labels
 
     folder.mkdir(parents=True)
     for name, n in (("training", training), ("validation", validation), ("test", test)):
         if n == 0:
             continue
-        split = load_split("validation" if name == "test" else name).subset(range(n))
+        split = load_split("validation" if name == "test" else name, level1=level1).subset(range(n))
         write_arguments(folder / f"arguments-{name}.tsv", split.arguments)
         if name != "test":
             write_labels(folder / f"labels-{name}.tsv", split.ids, split.labels)
+            if level1:
+                write_labels(folder / f"level1-labels-{name}.tsv", split.ids, split.level1_labels, level=1)
     return folder

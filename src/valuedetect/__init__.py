@@ -27,6 +27,7 @@ _EXPORTS = {
     "Columns": "valuedetect.records",
     "TrainConfig": "valuedetect.config",
     "CATEGORY_NAMES": "valuedetect.taxonomy",
+    "LEVEL1_NAMES": "valuedetect.taxonomy",
     "ValueDetectError": "valuedetect.errors",
     "InputError": "valuedetect.errors",
 }

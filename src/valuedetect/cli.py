@@ -195,6 +195,10 @@ def train(
     else:
         console.print(f"protocol: paper (tuned and scored on validation): the validation {measure} above is "
                       "optimistic.")
+    if result.level1 and result.level1.get("validation"):
+        level1 = result.level1["validation"]
+        console.print(f"level-1 values (54): validation F1 {level1['f1']:.3f} (P {level1['precision']:.3f}, "
+                      f"R {level1['recall']:.3f}), {kind}")
     th = result.detector.thresholds
     if th is not None and th.mode != "fixed" and task_.name == "nli":
         console.print(f"threshold on P(support): {th.global_value:.3f}, chosen on "

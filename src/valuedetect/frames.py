@@ -7,7 +7,7 @@ format uses, so a DataFrame and the CSV it came from are read alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -109,11 +109,13 @@ def _item(item: object, position: int, columns: Columns) -> Argument:
     raise InputError(f"item {position} is a {type(item).__name__}; expected a text, an Argument or a dict")
 
 
-def score_frame(values: np.ndarray, index: pd.Index, dtype: Any = np.float64) -> pd.DataFrame:
-    """``[n, 20]`` values as a DataFrame: one column per category, the input's index."""
+def score_frame(values: np.ndarray, index: pd.Index, dtype: Any = np.float64,
+                columns: Sequence[str] = CATEGORY_NAMES) -> pd.DataFrame:
+    """``[n, 20]`` values as a DataFrame: one column per category (or per level-1 value), the
+    input's index."""
     import pandas as pd
 
-    return pd.DataFrame(np.asarray(values, dtype=dtype), index=index, columns=list(CATEGORY_NAMES))
+    return pd.DataFrame(np.asarray(values, dtype=dtype), index=index, columns=list(columns))
 
 
 def label_matrix(frame: Any, what: str) -> tuple[list[str], np.ndarray]:

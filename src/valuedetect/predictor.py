@@ -17,7 +17,7 @@ import numpy as np
 from valuedetect.detectors.base import Detector
 from valuedetect.frames import score_frame, to_arguments
 from valuedetect.records import Columns
-from valuedetect.taxonomy import CATEGORY_NAMES
+from valuedetect.taxonomy import CATEGORY_NAMES, LEVEL1_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -109,6 +109,28 @@ class ValueDetector:
         """0/1 per category under the detector's thresholds (or one ``threshold`` for all)."""
         scores, index = self._scores(x, columns, progress)
         return score_frame(self.detector.decide(scores, threshold), index, dtype=np.int8)
+
+    @property
+    def predicts_level1(self) -> bool:
+        """Whether the detector was trained on the 54 level-1 values too (``level1 = true``)."""
+        return self.detector.predicts_level1
+
+    def _level1_scores(self, x: Any, columns: dict[str, Any]) -> tuple[np.ndarray, pd.Index]:
+        arguments, index = to_arguments(x, Columns(**columns))
+        parts = [self.detector.predict_level1_proba(arguments[start:start + BATCH])
+                 for start in range(0, len(arguments), BATCH)]
+        return (np.concatenate(parts) if parts else np.zeros((0, len(LEVEL1_NAMES)))), index
+
+    def predict_level1_proba(self, x: Any, **columns: Any) -> pd.DataFrame:
+        """Each level-1 value's probability (54 columns, ``vd.LEVEL1_NAMES`` order); a detector
+        not trained on them says so."""
+        scores, index = self._level1_scores(x, columns)
+        return score_frame(scores, index, columns=LEVEL1_NAMES)
+
+    def predict_level1(self, x: Any, **columns: Any) -> pd.DataFrame:
+        """0/1 per level-1 value under the level-1 thresholds chosen on dev."""
+        scores, index = self._level1_scores(x, columns)
+        return score_frame(self.detector.decide_level1(scores), index, dtype=np.int8, columns=LEVEL1_NAMES)
 
     def predict_file(self, source: str | Path, output: str | Path, *, resume: bool = False,
                      chunk_size: int | None = None, unit: str = "argument", language: str = "en",

@@ -30,8 +30,10 @@ def joined(*splits: Split) -> Split:
     labels = [s.labels for s in splits]
     if any(label is None for label in labels):
         raise ValueError("every split of a refit needs labels")
+    level1 = [s.level1_labels for s in splits]
     return Split(name=" + ".join(s.name for s in splits), arguments=[a for s in splits for a in s.arguments],
-                 labels=np.concatenate(labels))  # type: ignore[arg-type]
+                 labels=np.concatenate(labels),  # type: ignore[arg-type]
+                 level1_labels=None if any(x is None for x in level1) else np.concatenate(level1))  # type: ignore[arg-type]
 
 
 def refit(chosen: Detector, config: TrainConfig, output: Path, resume: bool = False,

@@ -20,7 +20,7 @@ import numpy as np
 
 from valuedetect import __version__
 from valuedetect.config import TrainConfig, stable_settings, to_dict
-from valuedetect.data import Split, atomic_write_json, ensure_folder, load_split
+from valuedetect.data import Split, atomic_write_json, ensure_folder, load_split, write_labels
 from valuedetect.detectors import make_detector
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
@@ -38,6 +38,7 @@ class TrainingResult:
     written: list[str] = field(default_factory=list)
     dev_scores: Any = None
     protocol: dict[str, Any] = field(default_factory=dict)
+    level1: dict[str, Any] | None = None  # level-1 scores on validation, for detectors trained on them
 
 
 def _versions() -> dict[str, str]:
@@ -121,6 +122,27 @@ def training_subset(train: Split, config: TrainConfig) -> tuple[Split, str | Non
 
 
 FINISHED_FILE = "results.json"  # written last: a folder holding it is a finished run
+LEVEL1_RUN_FILES = {"validation": "validation-level1-run.tsv", "test": "test-level1-run.tsv"}
+
+
+def _write_level1(detector: Any, output: Path, validation: Split, scores: np.ndarray | None,
+                  written: list[str]) -> dict[str, Any] | None:
+    """A detector trained on the 54 level-1 values: its validation level-1 run file (the official
+    level-1 format) and the official measure over the 54 values, held out as the categories' is."""
+    if scores is None:
+        return None
+    from valuedetect.metrics import score
+
+    decisions = detector.decide_level1(scores)
+    path = output / LEVEL1_RUN_FILES["validation"]
+    write_labels(path, validation.ids, decisions, level=1)
+    written.append(str(path))
+    if validation.level1_labels is None:
+        return {"validation": None, "note": "no level1-labels-validation.tsv: the level-1 run file is not scored"}
+    result = score(validation.level1_labels, decisions, bootstrap=1000, seed=detector.config.seed)
+    return {"validation": result.to_dict(),
+            "thresholds": detector.level1_thresholds.to_dict() if detector.level1_thresholds else None,
+            "note": "the official measure over the 54 level-1 values; thresholds chosen on dev as the categories' are"}
 
 
 def dev_subset(dev: Split, config: TrainConfig) -> tuple[Split, str | None]:
@@ -216,8 +238,9 @@ def run_training(
     detector.log = log
 
     say = log or (lambda _message: None)
-    train = task.split(load_split("training", config.data_dir))
-    validation = task.split(load_split("validation", config.data_dir))
+    # level-1 labels ride along (a detector trained on them uses them; others ignore them)
+    train = task.split(load_split("training", config.data_dir, level1=True))
+    validation = task.split(load_split("validation", config.data_dir, level1=True))
     if validation.labels is None:
         raise InputError("the validation split has no labels-validation.tsv", config.data_dir)
     validation, subset_note = validation_subset(validation, config)
@@ -264,7 +287,10 @@ def run_training(
     dev_scores = task.score(dev.labels, dev_pred)
     cpu_started, scoring_started = _cpu_seconds(), time.time()
     # Under the paper protocol dev is validation itself: it is not scored a second time.
-    val_raw = dev_raw if splits.optimistic else detector.predict_proba(validation.arguments)
+    if splits.optimistic:
+        val_raw, val_level1 = dev_raw, detector.dev_level1_scores
+    else:
+        val_raw, val_level1 = detector.predict_proba_levels(validation.arguments)
     val_seconds, val_cpu = time.time() - scoring_started, _cpu_seconds() - cpu_started
     val_pred = detector.decide(val_raw)
     val_scores = task.score(validation.labels, val_pred, bootstrap=1000, seed=detector.config.seed)
@@ -283,6 +309,7 @@ def run_training(
         task.write_run(output / task.run_file(role), split, raw, decided)
         written.append(str(output / task.run_file(role)))
     np.save(output / "validation-scores.npy", val_raw.astype(np.float32))
+    level1_scores = _write_level1(detector, output, validation, val_level1, written)
 
     test_written = None
     if config.predict_test:
@@ -291,8 +318,11 @@ def run_training(
         except InputError:
             test = None
         if test is not None:
-            test_raw = detector.predict_proba(test.arguments)
+            test_raw, test_level1 = detector.predict_proba_levels(test.arguments)
             test_pred = detector.decide(test_raw)
+            if test_level1 is not None:
+                write_labels(output / LEVEL1_RUN_FILES["test"], test.ids, detector.decide_level1(test_level1), level=1)
+                written.append(str(output / LEVEL1_RUN_FILES["test"]))
             task.write_run(output / task.run_file("test"), test, test_raw, test_pred)
             test_written = str(output / task.run_file("test"))
             written.append(test_written)
@@ -321,6 +351,7 @@ def run_training(
         "dev_note": f"{task.headline_label} on the dev arguments that chose epochs and thresholds: in-sample for "
                     "those choices",
         "validation": val_scores.to_dict(),
+        **({"level1": level1_scores} if level1_scores else {}),
         "thresholds": detector.thresholds.to_dict() if detector.thresholds else None,
         "train_seconds": round(fit_seconds, 1),
         "compute": {"train_cpu_seconds": round(fit_cpu, 1), "validation_cpu_seconds": round(val_cpu, 1),
@@ -344,4 +375,4 @@ def run_training(
         refit(detector, config, output, resume=resume, progress=progress, log=log)
         written.append(f"{output / REFIT_FOLDER}/ (refit on training + validation: no held-out score)")
     return TrainingResult(detector, val_scores, validation.ids, description, written, dev_scores=dev_scores,
-                          protocol=protocol)
+                          protocol=protocol, level1=level1_scores)

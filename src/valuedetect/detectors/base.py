@@ -19,7 +19,7 @@ from valuedetect import __version__
 from valuedetect.config import from_dict, to_dict
 from valuedetect.data import Argument, Split, atomic_write_json
 from valuedetect.errors import ConfigError, InputError
-from valuedetect.taxonomy import TAXONOMY_VERSION
+from valuedetect.taxonomy import NUM_LEVEL1, TAXONOMY_VERSION
 from valuedetect.thresholds import Thresholds
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -76,6 +76,9 @@ class Detector(ABC):
         self.resume: bool = False
         self.log: Callable[[str], None] | None = None
         self.dev_scores: np.ndarray | None = None
+        # The 54 level-1 values, for detectors trained on them too (``predicts_level1``).
+        self.level1_thresholds: Thresholds | None = None
+        self.dev_level1_scores: np.ndarray | None = None
 
     # -- to implement --------------------------------------------------------------------
     @abstractmethod
@@ -88,6 +91,15 @@ class Detector(ABC):
 
     def check_task(self, where: str) -> None:  # noqa: B027 - optional hook
         """Refuse settings that cannot serve ``self.task`` (e.g. a template of another task)."""
+
+    @property
+    def predicts_level1(self) -> bool:
+        """Whether this detector also scores the 54 level-1 values (it was trained on them)."""
+        return False
+
+    def _predict_both(self, arguments: Sequence[Argument]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Level-2 scores and, where the detector has them, level-1 scores, from one pass."""
+        return self._predict_proba(arguments), None
 
     def refit_settings(self) -> dict[str, Any]:
         """Settings that fix what fitting chose on dev (e.g. the best epoch), so a refit on more
@@ -108,8 +120,59 @@ class Detector(ABC):
             raise InputError(f"the {train.name} split has no labels to train on")
         self._fit(train, dev)
         if dev is not None and dev.labels is not None:
-            self.tune_thresholds(dev)
+            if self.predicts_level1 and dev.level1_labels is not None:
+                level2, level1 = self.predict_proba_levels(dev.arguments)
+                self.tune_thresholds(dev, level2)
+                self.tune_level1_thresholds(dev, level1)
+                self.dev_level1_scores = level1
+            else:
+                self.tune_thresholds(dev)
         return self
+
+    def predict_proba_levels(self, arguments: Sequence[Argument] | Sequence[str] | str
+                             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores [n, 20], level-1 scores [n, 54] or None): both levels from one pass."""
+        arguments = _as_arguments(arguments)
+        if len(arguments) == 0:
+            return np.zeros((0, self.task.width)), (np.zeros((0, NUM_LEVEL1)) if self.predicts_level1 else None)
+        level2, level1 = self._predict_both(arguments)
+        level2 = np.asarray(level2, dtype=np.float64)
+        if level2.shape != (len(arguments), self.task.width):
+            raise RuntimeError(f"{type(self).__name__} returned scores of shape {level2.shape}")
+        if level1 is not None:
+            level1 = np.asarray(level1, dtype=np.float64)
+            if level1.shape != (len(arguments), NUM_LEVEL1):
+                raise RuntimeError(f"{type(self).__name__} returned level-1 scores of shape {level1.shape}")
+        return level2, level1
+
+    def predict_level1_proba(self, arguments: Sequence[Argument] | Sequence[str] | str) -> np.ndarray:
+        """Scores [n, 54] of the level-1 values (``taxonomy.LEVEL1_NAMES`` order)."""
+        if not self.predicts_level1:
+            raise InputError(f"this {self.type_name} detector was not trained on the level-1 values "
+                             "(train an encoder with level1 = true)")
+        level1 = self.predict_proba_levels(arguments)[1]
+        assert level1 is not None
+        return level1
+
+    def decide_level1(self, scores: np.ndarray) -> np.ndarray:
+        """0/1 level-1 decisions by the level-1 thresholds chosen on dev (else the fixed one)."""
+        thresholds = self.level1_thresholds or Thresholds.constant(self.config.fixed_threshold, NUM_LEVEL1)
+        return thresholds.apply(scores)
+
+    def predict_level1(self, arguments: Sequence[Argument] | Sequence[str] | str) -> np.ndarray:
+        return self.decide_level1(self.predict_level1_proba(arguments))
+
+    def tune_level1_thresholds(self, dev: Split, scores: np.ndarray) -> Thresholds:
+        """Level-1 thresholds maximising the official measure over the 54 values on ``dev``
+        (the same rule as the categories'; the measure is the same formula over 54 columns)."""
+        from valuedetect.thresholds import tune
+
+        if dev.level1_labels is None:
+            raise InputError(f"the {dev.name} split has no level-1 labels to tune thresholds on")
+        c = self.config
+        self.level1_thresholds = tune(scores, dev.level1_labels, mode=c.thresholds, shrink=c.threshold_shrink,
+                                      seed=c.seed, fixed=c.fixed_threshold)
+        return self.level1_thresholds
 
     def predict_proba(self, arguments: Sequence[Argument] | Sequence[str] | str) -> np.ndarray:
         """Scores [n, 20]; plain strings are read as free text (``valuedetect.load`` gives the
@@ -163,6 +226,7 @@ class Detector(ABC):
                 "task": self.task.name,
                 "config": to_dict(self.config),
                 "thresholds": self.thresholds.to_dict() if self.thresholds else None,
+                **({"level1_thresholds": self.level1_thresholds.to_dict()} if self.level1_thresholds else {}),
                 "info": self.info,
                 "base_model": base_model_record(getattr(self.config, "model", None)),
                 "valuedetect_version": __version__,
@@ -204,6 +268,14 @@ class Detector(ABC):
                 raise InputError(f"invalid thresholds ({error})", meta_path) from None
             if len(detector.thresholds.values) != width:
                 raise InputError(f"{len(detector.thresholds.values)} thresholds, expected {width}", meta_path)
+        if meta.get("level1_thresholds"):
+            try:
+                detector.level1_thresholds = Thresholds.from_dict(meta["level1_thresholds"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise InputError(f"invalid level1_thresholds ({error})", meta_path) from None
+            if len(detector.level1_thresholds.values) != NUM_LEVEL1:
+                raise InputError(f"{len(detector.level1_thresholds.values)} level-1 thresholds, expected "
+                                 f"{NUM_LEVEL1}", meta_path)
         detector.info = meta.get("info", {})
         detector._load_weights(directory)
         return detector

@@ -20,8 +20,9 @@ import numpy as np
 from valuedetect.data import Argument, Split
 from valuedetect.detectors.base import Detector, DetectorConfig
 from valuedetect.encoder.settings import TrainSettings
-from valuedetect.errors import InputError, ValueDetectError
+from valuedetect.errors import ConfigError, InputError, ValueDetectError
 from valuedetect.models import quiet_transformers
+from valuedetect.taxonomy import NUM_LEVEL1
 from valuedetect.templates import input_template
 
 WEIGHTS_FILE = "trained-weights.safetensors"
@@ -43,6 +44,10 @@ class EncoderConfig(DetectorConfig, TrainSettings):
     save_dtype: str = "float16"  # float16 halves the saved size; scores change < 1e-3
     threads: int = 0  # torch intra-op threads; 0: all cores
     quantize: bool = False  # int8 dynamic quantization of linear layers for CPU inference
+    # Also learn the 54 level-1 values (their labels ship with the data) as 54 more outputs of the
+    # head: auxiliary targets for the 20 categories, and level-1 predictions with their own
+    # thresholds chosen on dev. Early stopping still reads the categories' F1.
+    level1: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -98,12 +103,19 @@ class EncoderDetector(Detector):
                 raise ValueDetectError(f"trainable_layers = {c.trainable_layers}, but {c.model} has {n_blocks}")
             frozen = n_blocks - c.trainable_layers
         torch.manual_seed(c.seed)
-        self.model = EncoderClassifier(backbone, self.task.width, heads=c.heads, pooling=c.pooling,
+        width = self.task.width + (NUM_LEVEL1 if c.level1 else 0)
+        self.model = EncoderClassifier(backbone, width, heads=c.heads, pooling=c.pooling,
                                        head_hidden=c.head_hidden, dropout=c.dropout, frozen_layers=frozen)
         self.pad_id = self.tokenizer.pad_token_id or 0
 
     def check_task(self, where: str) -> None:
         self.task.check_input_template(input_template(self.config.template), where)
+        if self.config.level1 and self.task.name != "values":
+            raise ConfigError(f"{where}: level1 = true needs the values task, not {self.task.name!r}")
+
+    @property
+    def predicts_level1(self) -> bool:
+        return self.config.level1
 
     def _encode(self, arguments: Sequence[Argument]) -> list[list[int]]:
         """Token ids per argument; a template with a second segment (``pair``) is encoded as the
@@ -168,22 +180,33 @@ class EncoderDetector(Detector):
 
         assert train.labels is not None
         c = self.config
+        targets = train.labels
+        if c.level1:
+            if train.level1_labels is None:
+                raise InputError(f"level1 = true, but the {train.name} split has no level-1 labels "
+                                 "(level1-labels-training.tsv)")
+            targets = np.hstack([train.labels, train.level1_labels])
         self._build()
         train_ids = self._encode(train.arguments)
         dev_ids = self._encode(dev.arguments) if dev is not None else None
         cache = self.model.frozen_layers > 0
-        train_data = EncodedArguments(train_ids, train.labels,
+        train_data = EncodedArguments(train_ids, targets,
                                       self._cache_bottom(train_ids, "training") if cache else None)
         dev_data = None
         if dev is not None and dev.labels is not None and dev_ids is not None:
             dev_data = EncodedArguments(dev_ids, None, self._cache_bottom(dev_ids, "dev") if cache else None)
         settings = TrainSettings(**{k: getattr(c, k) for k in TrainSettings.__dataclass_fields__})
-        pos_weight = positive_weights(torch.as_tensor(train.labels, dtype=torch.float32), c.pos_weight)
+        pos_weight = positive_weights(torch.as_tensor(targets, dtype=torch.float32), c.pos_weight)
+        width = self.task.width
+
+        def dev_measure(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+            return self.task.choose(scores[:, :width], labels)  # the categories choose, not level 1
+
         state = run_loop(
             self.model, train_data, dev_data, None if dev is None else dev.labels, settings,
             self.pad_id, pos_weight=pos_weight, checkpoint_dir=self.checkpoint_dir, resume=self.resume,
             progress=self.progress, log=self.log, on_step=getattr(self, "on_step", None),
-            dev_measure=self.task.choose, measure_name=self.task.headline,
+            dev_measure=dev_measure, measure_name=self.task.headline,
         )
         self.model.eval()
         self._round_trip_saved_dtype()
@@ -193,7 +216,7 @@ class EncoderDetector(Detector):
             history=state.history, best_epoch=state.best_epoch, parameters_total=total,
             parameters_trainable=trainable, frozen_layers=self.model.frozen_layers,
             base_model=c.model, processes=state.processes,
-            training=self._training_standard(state, train.labels, pos_weight).to_dict(),
+            training=self._training_standard(state, targets, pos_weight).to_dict(),
         )
 
     def refit_settings(self) -> dict[str, Any]:
@@ -228,6 +251,14 @@ class EncoderDetector(Detector):
         self.model.load_state_dict(state, strict=False)
 
     def _predict_proba(self, arguments: Sequence[Argument]) -> np.ndarray:
+        return self._predict_both(arguments)[0]
+
+    def _predict_both(self, arguments: Sequence[Argument]) -> tuple[np.ndarray, np.ndarray | None]:
+        scores = self._all_scores(arguments)
+        width = self.task.width
+        return scores[:, :width], (scores[:, width:] if self.config.level1 else None)
+
+    def _all_scores(self, arguments: Sequence[Argument]) -> np.ndarray:
         import torch
 
         from valuedetect.encoder.batching import EncodedArguments
