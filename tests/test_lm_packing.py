@@ -145,3 +145,20 @@ def test_an_alias_counts_its_published_parameters(model, tokenizer, monkeypatch)
     monkeypatch.setitem(gguf.PARAMETERS, "tiny", 1234)
     lm = backend(model, tokenizer, "packed", "end")
     assert lm.parameter_counts() == (4 * 32, 1234 + 4 * 32)
+
+
+def test_grouped_mask_keeps_each_pair_to_its_own_argument_and_segment():
+    from valuedetect.lm import packing
+
+    past = packing.Tokens.join([packing.Tokens.shared(0, 2), packing.Tokens.shared(1, 3)])
+    row = packing.Tokens.join([packing.Tokens.suffix(0, 0, 2, 2), packing.Tokens.suffix(1, 1, 3, 1)])
+    allowed = packing.grouped_mask(past, row, torch.float32)[0, 0] == 0
+    # keys: argument 0 (2), argument 1 (3), then the row: pair 0 (2 tokens of argument 0), pair 1 (1 of argument 1)
+    expected = torch.tensor([
+        [1, 1, 0, 0, 0, 1, 0, 0],  # pair 0, first token: its argument and itself
+        [1, 1, 0, 0, 0, 1, 1, 0],  # pair 0, second token: also its earlier token
+        [0, 0, 1, 1, 1, 0, 0, 1],  # pair 1: argument 1 only, never pair 0
+    ], dtype=torch.bool)
+    assert torch.equal(allowed, expected)
+    windowed = packing.grouped_mask(past, row, torch.float32, window=2)[0, 0] == 0
+    assert not windowed[2, 2] and windowed[2, 4]  # position 3 sees position 2, not position 0

@@ -142,7 +142,10 @@ class CausalLM(HFLM):
         groups = self._groups(units)
         use_states = (states is not None and self.mode == "packed" and self.soft_prompt is not None
                       and self.soft_prompt.placement in ("after", "end"))
-        if use_states:
+        if use_states and self.soft_prompt.placement == "end":
+            self._score_at_end(units, [(group, self._argument_states(units, group, states)) for group in groups],
+                               columns, out)
+        elif use_states:
             for group in groups:
                 self._score_on_states(units, group, columns, states, out)
         elif self.mode == "packed":
@@ -271,15 +274,13 @@ class CausalLM(HFLM):
                 out[k] = value
             self.usage.add(processed_tokens=sum(e.shape[0] for e in embedded))
 
-    def _score_on_states(self, units: list[_Unit], group: list[int], columns: Sequence[int], states: Any,
-                         out: list[Any]) -> None:
-        """Prompt tuning with the soft prompt after the argument: the argument's key/values from
-        ``states`` (computed without gradients the first time), then its questions packed."""
+    def _argument_states(self, units: list[_Unit], group: list[int], states: Any) -> list[tuple[Any, Any]]:
+        """A group's shared part (the argument) as per-layer key/values: read from ``states``, or
+        computed without gradients and stored there."""
         import torch
 
         shared = units[group[0]].shared
-        key = shared
-        tensors = states.get(key)
+        tensors = states.get(shared)
         if tensors is None:
             # A cache without the config keeps every position in every layer (a sliding-window
             # layer's own cache would drop old ones); the packed mask applies the window.
@@ -287,13 +288,18 @@ class CausalLM(HFLM):
             with torch.no_grad():
                 self._decoder(inputs_embeds=self.embed(shared)[None], use_cache=True, **{self._cache_arg: cache})
             tensors = cache_tensors(cache)
-            states.put(key, tensors)
+            states.put(shared, tensors)
             self.usage.add(processed_tokens=self._length(shared))
+        return tensors
+
+    def _score_on_states(self, units: list[_Unit], group: list[int], columns: Sequence[int], states: Any,
+                         out: list[Any]) -> None:
+        """Prompt tuning with the soft prompt after the argument: the argument's key/values from
+        ``states`` (computed without gradients the first time), then its questions packed."""
+        import torch
+
+        tensors = self._argument_states(units, group, states)
         past = int(tensors[0][0].shape[-2])
-        if self.soft_prompt.placement == "end":
-            for row in self._chunks(units, group):
-                self._score_at_end(units, row, columns, tensors, out)
-            return
         for row in self._chunks(units, group):
             layout = packing.layout(0, [self._length(units[k].own) for k in row], past=past)
             inputs = torch.cat([self.embed(units[k].own) for k in row])[None]
@@ -303,29 +309,60 @@ class CausalLM(HFLM):
                 out[k] = value
             self.usage.add(processed_tokens=layout.width)
 
-    def _score_at_end(self, units: list[_Unit], row: list[int], columns: Sequence[int],
-                      tensors: list[tuple[Any, Any]], out: list[Any]) -> None:
-        """Soft prompts at the end of each question: the questions run packed after the stored
-        argument without gradients, then the soft tokens alone, each block continuing its own
-        question, so the backward pass covers the soft positions only."""
+    def _score_at_end(self, units: list[_Unit], batch: list[tuple[list[int], list[tuple[Any, Any]]]],
+                      columns: Sequence[int], out: list[Any]) -> None:
+        """Soft prompts at the end of each question, for every argument of a training step at once.
+
+        The arguments' stored key/values are laid side by side in one cache; all their questions
+        then run as one packed row without gradients (each attending to its own argument and to
+        itself), and all soft tokens as a second row (each block continuing its own question),
+        so the backward pass covers the soft positions only. One wide row instead of one narrow
+        pass per argument: a step's matrix products then have hundreds of rows, not tens, which
+        is what a CPU needs to run near its peak.
+        """
         import torch
 
-        past = int(tensors[0][0].shape[-2])
-        questions = [units[k].own[:-1] for k in row]
+        pasts = [int(tensors[0][0].shape[-2]) for _, tensors in batch]
+        if len(batch) == 1:
+            joined = batch[0][1]
+        else:
+            joined = [tuple(torch.cat([t[layer][i] for _, t in batch], dim=-2) for i in (0, 1))
+                      for layer in range(len(batch[0][1]))]
+        cache = self._cache_from(joined)
+        # every token as (group: its argument, segment: -1 for the argument, j for pair j, position id)
+        held = packing.Tokens.join([packing.Tokens.shared(g, n) for g, n in enumerate(pasts)])
+        rows = [(g, k) for g, (members, _) in enumerate(batch) for k in members]
+        questions = [units[k].own[:-1] for _, k in rows]
         lengths = [self._length(q) for q in questions]
-        cache = self._cache_from(tensors)
-        asked = packing.layout(0, lengths, past=past)
+        if min(lengths) < 1:
+            raise ValueError("every packed suffix needs at least one token")
+        asked = packing.Tokens.join([packing.Tokens.suffix(g, j, pasts[g], n)
+                                     for j, ((g, _), n) in enumerate(zip(rows, lengths, strict=True))])
         with torch.no_grad():
             inputs = torch.cat([self.embed(q) for q in questions])[None]
-            self._hidden(inputs, [asked], asked.width, past, cache)
-        held = packing.Layout((*range(past), *asked.positions), (-1,) * past + asked.segments, ())
-        soft = packing.continuation([past + n for n in lengths], [self.soft_tokens] * len(row))
-        inputs = torch.cat([self.embed(units[k].own[-1:]) for k in row])[None]
-        hidden = self._hidden(inputs, [soft], soft.width, past + asked.width, cache, past_layout=held)
-        values = self._logprobs(hidden[0, torch.tensor(list(soft.last))], columns)
-        for value, k in zip(values, row, strict=True):
+            self._grouped_hidden(inputs, held, asked, cache)
+        soft = packing.Tokens.join([packing.Tokens.suffix(g, j, pasts[g] + n, self.soft_tokens)
+                                    for j, ((g, _), n) in enumerate(zip(rows, lengths, strict=True))])
+        inputs = torch.cat([self.embed(units[k].own[-1:]) for _, k in rows])[None]
+        hidden = self._grouped_hidden(inputs, packing.Tokens.join([held, asked]), soft, cache)
+        last = torch.arange(1, len(rows) + 1) * self.soft_tokens - 1
+        values = self._logprobs(hidden[0, last], columns)
+        for value, (_, k) in zip(values, rows, strict=True):
             out[k] = value
         self.usage.add(processed_tokens=asked.width + soft.width)
+
+    def _grouped_hidden(self, inputs: Any, past: packing.Tokens, row: packing.Tokens, cache: Any) -> Any:
+        """Last hidden states of one row continuing ``cache`` (laid out as ``past``), each token
+        attending only to its own argument and its own segment (``packing.grouped_mask``)."""
+        import torch
+
+        mask = packing.grouped_mask(past, row, inputs.dtype).to(self.device)
+        if self._window is not None:
+            window = packing.grouped_mask(past, row, inputs.dtype, self._window).to(self.device)
+            mask = {"full_attention": mask, "sliding_attention": window}
+        positions = torch.tensor([row.positions], dtype=torch.long, device=self.device)
+        return self._decoder(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
+                             **{self._cache_arg: cache, "use_cache": True}).last_hidden_state
 
     def _cache_from(self, tensors: list[tuple[Any, Any]]) -> Any:
         from transformers import DynamicCache

@@ -102,6 +102,58 @@ def attention_mask(rows: Sequence[Layout], width: int, past: int, dtype: Any, wi
     return mask[:, None]
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """Tokens of several arguments in one row (or one cache): for each token its group (which
+    argument), its segment (-1: the argument itself; j: pair j's question or soft tokens) and its
+    position id. Prompt tuning with the soft prompt at the end lays a whole training step out so."""
+
+    groups: tuple[int, ...]
+    segments: tuple[int, ...]
+    positions: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.positions)
+
+    @classmethod
+    def shared(cls, group: int, length: int) -> Tokens:
+        return cls((group,) * length, (-1,) * length, tuple(range(length)))
+
+    @classmethod
+    def suffix(cls, group: int, segment: int, start: int, length: int) -> Tokens:
+        return cls((group,) * length, (segment,) * length, tuple(range(start, start + length)))
+
+    @classmethod
+    def join(cls, parts: Sequence[Tokens]) -> Tokens:
+        return cls(tuple(g for p in parts for g in p.groups), tuple(s for p in parts for s in p.segments),
+                   tuple(x for p in parts for x in p.positions))
+
+
+def grouped_mask(past: Tokens, row: Tokens, dtype: Any, window: int | None = None) -> Any:
+    """Additive float mask [1, 1, row, past + row] for a row continuing a cache: a token sees the
+    keys of its own group that are its argument (segment -1) or its own segment, cached or earlier
+    in the row (and, with ``window``, fewer than ``window`` positions back)."""
+    import torch
+
+    query_groups, query_segments = torch.tensor(row.groups), torch.tensor(row.segments)
+    key_groups = torch.tensor(past.groups + row.groups, dtype=torch.long)
+    key_segments = torch.tensor(past.segments + row.segments, dtype=torch.long)
+    allowed = (query_groups[:, None] == key_groups[None, :]) & (
+        (key_segments == -1)[None, :] | (query_segments[:, None] == key_segments[None, :]))
+    width = row.width
+    causal = torch.ones((width, past.width + width), dtype=torch.bool)
+    causal[:, past.width:] = torch.ones((width, width), dtype=torch.bool).tril()
+    allowed &= causal
+    if window is not None:
+        query_positions = torch.tensor(row.positions)
+        key_positions = torch.tensor(past.positions + row.positions, dtype=torch.long)
+        allowed &= (query_positions[:, None] - key_positions[None, :]) < window
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[None, None]
+
+
 def position_ids(rows: Sequence[Layout], width: int) -> Any:
     """[rows, width] position ids; pads repeat the row's last position (they are never read)."""
     import torch
@@ -114,4 +166,4 @@ def position_ids(rows: Sequence[Layout], width: int) -> Any:
     return out
 
 
-__all__ = ["Layout", "attention_mask", "continuation", "layout", "position_ids"]
+__all__ = ["Layout", "Tokens", "attention_mask", "continuation", "grouped_mask", "layout", "position_ids"]
