@@ -3,13 +3,23 @@
 Torch already spreads one forward pass over every core, so running two at once only makes
 both slower; what pays is fewer, larger passes. Requests wait at most ``wait_ms`` for others
 to join their batch, and a batch never exceeds ``max_arguments`` (a single larger request is
-still served whole). Uploads and explanations go through the same thread, so the model is
-never used by two threads at once. Interactive work (predictions, explanations) goes ahead of
-the batches of background jobs waiting for that thread, so a large upload delays a request by
-at most the one job batch already running.
+still served whole). Explanations and uploads go through the same thread, so the model is
+never used by two threads at once.
+
+What runs next on that thread is chosen by kind of work, so that interactive predictions are
+never stuck behind long work:
+
+- predictions first;
+- explanations are cut into slices of ``explain_slice`` occluded variants, one slice queued at
+  a time per explanation; when a prediction and a slice both wait they take turns, so a
+  prediction waits for at most the one slice already running, and explanations still advance
+  under a steady stream of predictions;
+- background job batches (file uploads) only when no prediction or slice waits, so a large
+  upload delays a request by at most the one job batch already running.
 
 A merged batch that fails is run again request by request, so a request the detector cannot
-handle fails alone instead of taking the requests that shared its batch with it.
+handle fails alone instead of taking the requests that shared its batch with it; a failing
+explanation slice fails only its own explanation.
 """
 
 from __future__ import annotations
@@ -17,10 +27,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import itertools
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,7 +39,8 @@ import numpy as np
 from valuedetect.data import Argument
 
 T = TypeVar("T")
-INTERACTIVE, BULK = 0, 1  # priorities on the model thread: lower runs first
+PREDICT, EXPLAIN, BULK = 0, 1, 2  # kinds of work on the model thread, in order of precedence
+INTERACTIVE = PREDICT  # the name older callers use
 
 
 class ModelStopped(RuntimeError):
@@ -38,47 +48,64 @@ class ModelStopped(RuntimeError):
 
 
 class ModelThread:
-    """One thread that runs every model call, interactive work before bulk work (FIFO within
-    a priority). A ThreadPoolExecutor with one worker would serve them strictly in order."""
+    """One thread that runs every model call (FIFO within a kind of work). Predictions go
+    first, except that a waiting explanation slice takes its turn after each prediction;
+    bulk work runs when nothing interactive waits. A ThreadPoolExecutor with one worker would
+    serve them strictly in order."""
 
     def __init__(self) -> None:
-        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
-        self._order = itertools.count()
+        self._queues: dict[int, deque[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple]]] = {
+            kind: deque() for kind in (PREDICT, EXPLAIN, BULK)}
+        self._condition = threading.Condition()
         self._closed = False
-        self._lock = threading.Lock()
+        self._last: int | None = None
+        self.ran: dict[int, int] = {kind: 0 for kind in self._queues}  # calls run, per kind
         self._thread = threading.Thread(target=self._loop, daemon=True, name="valuedetect-model")
         self._thread.start()
 
     def submit(self, priority: int, function: Callable[..., T], *args: object) -> concurrent.futures.Future[T]:
+        if priority not in self._queues:
+            raise ValueError(f"unknown kind of work {priority!r}")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._lock:
+        with self._condition:
             if self._closed:
                 raise ModelStopped("the model thread has stopped")
-            self._queue.put((priority, next(self._order), (future, function, args)))
+            self._queues[priority].append((future, function, args))
+            self._condition.notify()
         return future
 
     def shutdown(self) -> None:
         """Cancel the work still waiting, let the running call finish, stop the thread."""
-        with self._lock:
+        with self._condition:
             self._closed = True
-            self._queue.put((-1, next(self._order), None))  # ahead of everything still queued
+            self._condition.notify()
         self._thread.join()
-        while True:
-            try:
-                _, _, item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[0].cancel()
+        for waiting in self._queues.values():
+            while waiting:
+                waiting.popleft()[0].cancel()
+
+    def _next_kind(self) -> int | None:
+        """Which queue runs next (lock held); None when all are empty."""
+        predict, explain = self._queues[PREDICT], self._queues[EXPLAIN]
+        if predict and not (explain and self._last == PREDICT):
+            return PREDICT
+        if explain:
+            return EXPLAIN
+        return BULK if self._queues[BULK] else None
 
     def _loop(self) -> None:
         while True:
-            _, _, item = self._queue.get()
-            if item is None:
-                return
-            future, function, args = item
+            with self._condition:
+                while not self._closed and (kind := self._next_kind()) is None:
+                    self._condition.wait()
+                if self._closed:
+                    return
+                assert kind is not None
+                future, function, args = self._queues[kind].popleft()
+                self._last = kind
             if not future.set_running_or_notify_cancel():
                 continue
+            self.ran[kind] += 1
             try:
                 future.set_result(function(*args))
             except BaseException as error:  # handed to the caller, who reports it
@@ -97,7 +124,10 @@ class RunnerStats:
     forward_passes: int = 0
     arguments: int = 0
     largest_batch: int = 0
-    busy_seconds: float = field(default=0.0)
+    busy_seconds: float = field(default=0.0)  # predictions only (the job store's time estimate reads it)
+    explanations: int = 0
+    explain_slices: int = 0
+    explain_seconds: float = 0.0
 
 
 class ModelRunner:
@@ -107,11 +137,15 @@ class ModelRunner:
         batching: bool = True,
         max_arguments: int = 64,
         wait_ms: float = 5.0,
+        explain_slice: int = 8,
     ):
+        if explain_slice < 1:
+            raise ValueError("explain_slice must be at least 1")
         self._predict = predict_proba
         self.batching = batching
         self.max_arguments = max_arguments
         self.wait_seconds = wait_ms / 1000
+        self.explain_slice = explain_slice
         self.stats = RunnerStats()
         self._thread = ModelThread()
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -147,9 +181,27 @@ class ModelRunner:
         await self._queue.put(_Pending(arguments, future))
         return await future
 
+    async def explain(
+        self, argument: Argument, categories: Sequence[str], top_k: int = 5, max_words: int = 200,
+    ) -> tuple[np.ndarray, list[Any]]:
+        """Leave-one-word-out occlusion of ``argument`` (``valuedetect.explain``), its variants
+        scored in slices of ``explain_slice`` so that predictions go in between."""
+        from valuedetect.explain import occlusion_variants, weigh
+
+        spans, variants = occlusion_variants(argument, categories, max_words)
+        self.stats.explanations += 1
+        parts = []
+        for start in range(0, len(variants), self.explain_slice):
+            # One slice queued at a time: the next is asked for only when this one is done, so
+            # concurrent explanations take turns, and a caller that gives up stops its slices.
+            piece = variants[start : start + self.explain_slice]
+            parts.append(await asyncio.wrap_future(self._thread.submit(EXPLAIN, self._timed_slice, piece)))
+        return weigh(np.concatenate(parts), spans, categories, top_k)
+
     async def run(self, function: Callable[..., T], *args: object) -> T:
-        """Run ``function`` on the model thread (for work that is not a plain prediction)."""
-        return await asyncio.wrap_future(self._thread.submit(INTERACTIVE, function, *args))
+        """Run ``function`` on the model thread with a prediction's precedence (for short work
+        that is not a plain prediction; long work belongs in slices, as ``explain`` does)."""
+        return await asyncio.wrap_future(self._thread.submit(PREDICT, function, *args))
 
     def run_blocking(self, function: Callable[..., T], *args: object) -> T:
         """Run ``function`` on the model thread from a worker thread that is not on the event
@@ -157,6 +209,13 @@ class ModelRunner:
         return self._thread.submit(BULK, function, *args).result()
 
     # ------------------------------------------------------------------ internals
+    def _timed_slice(self, arguments: Sequence[Argument]) -> np.ndarray:
+        start = time.perf_counter()
+        scores = np.asarray(self._predict(arguments), dtype=np.float64)
+        self.stats.explain_seconds += time.perf_counter() - start
+        self.stats.explain_slices += 1
+        return scores
+
     def _timed_predict(self, arguments: Sequence[Argument]) -> np.ndarray:
         start = time.perf_counter()
         scores = self._predict(arguments)
