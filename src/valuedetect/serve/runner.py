@@ -10,12 +10,17 @@ What runs next on that thread is chosen by kind of work, so that interactive pre
 never stuck behind long work:
 
 - predictions first;
-- explanations are cut into slices of ``explain_slice`` occluded variants, one slice queued at
-  a time per explanation; when a prediction and a slice both wait they take turns, so a
-  prediction waits for at most the one slice already running, and explanations still advance
-  under a steady stream of predictions;
-- background job batches (file uploads) only when no prediction or slice waits, so a large
-  upload delays a request by at most the one job batch already running.
+- explanations are cut into slices of occluded variants, one slice queued at a time per
+  explanation; when a prediction and a slice both wait they take turns, so a prediction waits
+  for at most the one slice already running, and explanations still advance under a steady
+  stream of predictions;
+- background job batches (file uploads) only when no prediction or slice waits, cut into
+  slices the same way, so a large upload delays a request by at most one slice.
+
+A slice holds at most ``explain_slice`` arguments; while predictions are arriving it is cut
+shorter, to about as long as a recent prediction batch took (measured, per kind of work), so
+that "one slice" costs a waiting prediction no more than one batch. With no prediction in the
+last ``IDLE_SECONDS`` slices are full size.
 
 A merged batch that fails is run again request by request, so a request the detector cannot
 handle fails alone instead of taking the requests that shared its batch with it; a failing
@@ -41,6 +46,8 @@ from valuedetect.data import Argument
 T = TypeVar("T")
 PREDICT, EXPLAIN, BULK = 0, 1, 2  # kinds of work on the model thread, in order of precedence
 INTERACTIVE = PREDICT  # the name older callers use
+IDLE_SECONDS = 2.0  # no prediction for this long: slices need not fit between predictions
+SMOOTHING = 0.3  # weight of the newest measurement in the running averages of durations
 
 
 class ModelStopped(RuntimeError):
@@ -128,6 +135,7 @@ class RunnerStats:
     explanations: int = 0
     explain_slices: int = 0
     explain_seconds: float = 0.0
+    bulk_slices: int = 0
 
 
 class ModelRunner:
@@ -146,6 +154,11 @@ class ModelRunner:
         self.max_arguments = max_arguments
         self.wait_seconds = wait_ms / 1000
         self.explain_slice = explain_slice
+        # Running averages, written on the model thread: seconds per prediction batch, and
+        # seconds per argument of explanation slices and of upload slices.
+        self._batch_seconds: float | None = None
+        self._seconds_per_argument: dict[int, float] = {}
+        self._last_prediction = -float("inf")
         self.stats = RunnerStats()
         self._thread = ModelThread()
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -190,13 +203,36 @@ class ModelRunner:
 
         spans, variants = occlusion_variants(argument, categories, max_words)
         self.stats.explanations += 1
-        parts = []
-        for start in range(0, len(variants), self.explain_slice):
+        parts: list[np.ndarray] = []
+        done = 0
+        while done < len(variants):
             # One slice queued at a time: the next is asked for only when this one is done, so
             # concurrent explanations take turns, and a caller that gives up stops its slices.
-            piece = variants[start : start + self.explain_slice]
-            parts.append(await asyncio.wrap_future(self._thread.submit(EXPLAIN, self._timed_slice, piece)))
+            piece = variants[done : done + self.slice_size(EXPLAIN)]
+            parts.append(await asyncio.wrap_future(self._thread.submit(EXPLAIN, self._timed_slice, EXPLAIN, piece)))
+            done += len(piece)
         return weigh(np.concatenate(parts), spans, categories, top_k)
+
+    def predict_bulk(self, arguments: Sequence[Argument]) -> np.ndarray:
+        """Scores for background work (an upload's batch), from a thread that is not the event
+        loop: in slices behind all interactive work, so a prediction waits for one slice at most."""
+        parts: list[np.ndarray] = []
+        done = 0
+        while done < len(arguments):
+            piece = arguments[done : done + self.slice_size(BULK, len(arguments))]
+            parts.append(self._thread.submit(BULK, self._timed_slice, BULK, piece).result())
+            done += len(piece)
+        return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+    def slice_size(self, kind: int, largest: int | None = None) -> int:
+        """Arguments in the next slice of ``kind``: at most ``largest`` (``explain_slice`` for
+        explanations); while predictions arrive, about as many as run in one prediction batch's time."""
+        largest = largest or self.explain_slice
+        per_argument = self._seconds_per_argument.get(kind)
+        batch = self._batch_seconds
+        if batch is None or per_argument is None or time.perf_counter() - self._last_prediction > IDLE_SECONDS:
+            return largest
+        return max(1, min(largest, int(batch / max(per_argument, 1e-9))))
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
         """Run ``function`` on the model thread with a prediction's precedence (for short work
@@ -205,21 +241,32 @@ class ModelRunner:
 
     def run_blocking(self, function: Callable[..., T], *args: object) -> T:
         """Run ``function`` on the model thread from a worker thread that is not on the event
-        loop (background jobs), behind any interactive work."""
+        loop (background jobs), behind any interactive work. The runner's own ``predict_proba``
+        on a list of arguments is cut into slices (``predict_bulk``)."""
+        if function == self._predict and len(args) == 1 and isinstance(args[0], Sequence):
+            return self.predict_bulk(args[0])  # type: ignore[return-value]
         return self._thread.submit(BULK, function, *args).result()
 
     # ------------------------------------------------------------------ internals
-    def _timed_slice(self, arguments: Sequence[Argument]) -> np.ndarray:
+    def _timed_slice(self, kind: int, arguments: Sequence[Argument]) -> np.ndarray:
         start = time.perf_counter()
         scores = np.asarray(self._predict(arguments), dtype=np.float64)
-        self.stats.explain_seconds += time.perf_counter() - start
-        self.stats.explain_slices += 1
+        seconds = time.perf_counter() - start
+        self._seconds_per_argument[kind] = _smooth(self._seconds_per_argument.get(kind), seconds / len(arguments))
+        if kind == EXPLAIN:
+            self.stats.explain_seconds += seconds
+            self.stats.explain_slices += 1
+        else:
+            self.stats.bulk_slices += 1
         return scores
 
     def _timed_predict(self, arguments: Sequence[Argument]) -> np.ndarray:
         start = time.perf_counter()
         scores = self._predict(arguments)
-        self.stats.busy_seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.stats.busy_seconds += seconds
+        self._batch_seconds = _smooth(self._batch_seconds, seconds)
+        self._last_prediction = time.perf_counter()
         self.stats.forward_passes += 1
         self.stats.arguments += len(arguments)
         self.stats.largest_batch = max(self.stats.largest_batch, len(arguments))
@@ -274,3 +321,7 @@ class ModelRunner:
                 if not p.future.done():
                     p.future.set_result(scores[offset : offset + len(p.arguments)])
                 offset += len(p.arguments)
+
+
+def _smooth(average: float | None, value: float) -> float:
+    return value if average is None else (1 - SMOOTHING) * average + SMOOTHING * value
