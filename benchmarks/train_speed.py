@@ -363,8 +363,11 @@ def main() -> None:
             "scored_on": f"validation ({len(parts.validation)} arguments), scored once",
             "metric": "official F1 (2PR/(P+R) of category-averaged P and R)",
             "all_ones_validation_f1": all_ones, "margin_required": args.margin,
-            "timing": "train_* covers fit() / Trainer.train() only (ours includes computing its frozen-bottom "
-                      "cache); peak_rss_mib is the row process's maximum resident set (load, train, score)",
+            "timing": "train_* covers fit() / Trainer.train() only: ours includes loading the encoder and "
+                      "computing its frozen-bottom cache, the Trainer rows load theirs before the clock starts, "
+                      "SetFit's includes pair sampling and fitting its head; train_cpu_seconds counts every thread "
+                      "of the row's process; peak_rss_mib is that process's maximum resident set (load, train, "
+                      "score)",
             "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
             "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             "date": time.strftime("%Y-%m-%d"), "wall_seconds_all_rows": round(time.perf_counter() - began, 1),
@@ -383,9 +386,10 @@ def main() -> None:
         if "skipped" in row:
             print(f"{name:10} skipped: {row['skipped']}")
             continue
-        ratio = ratios.get(f"{name}/ours", {}).get("train_wall_seconds", 1.0)
+        ratio = 1.0 if name == "ours" else ratios.get(f"{name}/ours", {}).get("train_wall_seconds")
+        shown = "-" if ratio is None else f"{ratio:.2f}x"
         print(f"{name:10} {row['train_wall_seconds']:8.1f} {row['train_cpu_seconds']:8.1f} {row['peak_rss_mib']:9.0f} "
-              f"{row['dev_f1']:7.4f} {row['validation_f1']:7.4f}  {ratio:.2f}x")
+              f"{row['dev_f1']:7.4f} {row['validation_f1']:7.4f}  {shown}")
     print(f"wrote {output}")
     if problems:
         print("\nFAILED: " + "\n        ".join(problems), file=sys.stderr)
