@@ -437,6 +437,8 @@ def serve(
         help="Another site whose pages may POST here, e.g. https://tools.example.org (repeatable).")] = None,
     batching: Annotated[bool, typer.Option(help="Merge concurrent requests into shared forward passes.")] = True,
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a request waits for others to join.")] = 5.0,
+    explain_slice: Annotated[int, typer.Option(
+        min=1, help="Occluded variants per model call of /v1/explain; predictions are answered in between.")] = 8,
 ) -> None:
     """Serve the HTTP API (/docs) and the web page (/) for a detector.
 
@@ -459,7 +461,7 @@ def serve(
     settings = ServeSettings(
         model_dir=model_dir, max_arguments=max_arguments, max_chars=max_chars, max_body_bytes=max_body_bytes,
         max_upload_bytes=max_upload_bytes, batching=batching, batch_wait_ms=batch_wait_ms,
-        max_jobs_running=max_jobs_running, max_jobs_queued=max_jobs_queued,
+        explain_slice=explain_slice, max_jobs_running=max_jobs_running, max_jobs_queued=max_jobs_queued,
         allowed_hosts=tuple(allowed_host) if allowed_host else default_allowed_hosts(host),
         allowed_origins=tuple(allowed_origin or ()),
     )

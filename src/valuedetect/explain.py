@@ -4,7 +4,8 @@ Occlusion needs nothing but ``predict_proba``, so it explains every detector the
 (encoders, TF-IDF, prompt-based ones) and its weights mean something a reader can check: how
 much the probability of a category falls when that word is removed. Gradient methods would
 be cheaper per word but only work for differentiable detectors and give weights in no unit.
-All occluded variants of an argument go through the detector in one batch.
+``explain`` scores all occluded variants of an argument in one call; the server scores the same
+variants in slices so that predictions are answered in between (``serve.runner``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,37 @@ def _without(argument: Argument, span: WordSpan) -> Argument:
     return replace(argument, **{span.field: shortened})
 
 
+def occlusion_variants(
+    argument: Argument, categories: Sequence[str], max_words: int = 200,
+) -> tuple[list[WordSpan], list[Argument]]:
+    """The words occlusion tries and the arguments to score: ``argument`` itself, then one
+    variant per word left out. Unknown categories are refused here, before any model work."""
+    unknown = [c for c in categories if c not in CATEGORY_NAMES]
+    if unknown:
+        raise KeyError(f"unknown value categories: {', '.join(map(repr, unknown))}")
+    spans = word_spans(argument, max_words)
+    return spans, [argument, *(_without(argument, s) for s in spans)]
+
+
+def weigh(
+    scores: np.ndarray, spans: Sequence[WordSpan], categories: Sequence[str], top_k: int = 5,
+) -> tuple[np.ndarray, list[CategoryExplanation]]:
+    """Probabilities of the argument (row 0 of ``scores``) and, for each category, its
+    ``top_k`` words from the scores of the occluded variants (the rows after it)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) != len(spans) + 1:
+        raise ValueError(f"{len(scores)} rows of scores for {len(spans)} words and the argument")
+    full, occluded = scores[0], scores[1:]
+    explanations = []
+    for name in categories:
+        column = CATEGORY_NAMES.index(name)
+        weights = full[column] - occluded[:, column] if len(spans) else np.zeros(0)
+        order = np.argsort(-weights, kind="stable")
+        top = [WordWeight(spans[i], float(weights[i])) for i in order[:top_k] if weights[i] > 0]
+        explanations.append(CategoryExplanation(name, float(full[column]), tuple(top)))
+    return full, explanations
+
+
 def explain(
     predict_proba: Callable[[Sequence[Argument]], np.ndarray],
     argument: Argument,
@@ -74,19 +106,8 @@ def explain(
 
     Words are ranked by how much removing them lowers the category's probability; words
     whose removal raises it are kept out of the top list (they argue against the category).
+    All variants go through ``predict_proba`` in one call; the server scores them in slices
+    instead (``ModelRunner.explain``), with the same two halves.
     """
-    unknown = [c for c in categories if c not in CATEGORY_NAMES]
-    if unknown:
-        raise KeyError(f"unknown value categories: {', '.join(map(repr, unknown))}")
-    spans = word_spans(argument, max_words)
-    variants = [argument, *(_without(argument, s) for s in spans)]
-    scores = np.asarray(predict_proba(variants), dtype=np.float64)
-    full, occluded = scores[0], scores[1:]
-    explanations = []
-    for name in categories:
-        column = CATEGORY_NAMES.index(name)
-        weights = full[column] - occluded[:, column] if len(spans) else np.zeros(0)
-        order = np.argsort(-weights, kind="stable")
-        top = [WordWeight(spans[i], float(weights[i])) for i in order[:top_k] if weights[i] > 0]
-        explanations.append(CategoryExplanation(name, float(full[column]), tuple(top)))
-    return full, explanations
+    spans, variants = occlusion_variants(argument, categories, max_words)
+    return weigh(predict_proba(variants), spans, categories, top_k)

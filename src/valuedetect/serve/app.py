@@ -24,7 +24,6 @@ from valuedetect.data import excerpt
 from valuedetect.detectors import load_detector, require_values_task
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
-from valuedetect.explain import explain
 from valuedetect.locate import detector_dir
 from valuedetect.serve.counts import category_counts, counts_csv, group_columns
 from valuedetect.serve.jobs import RESULT_FORMATS, JobsFull, JobStore, parse_upload
@@ -96,7 +95,8 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
     max_arguments, max_upload_arguments = settings.max_arguments, settings.max_upload_arguments
     explain_max_words = settings.explain_max_words
     runner = ModelRunner(model.detector.predict_proba, batching=settings.batching,
-                         max_arguments=settings.batch_max_arguments, wait_ms=settings.batch_wait_ms)
+                         max_arguments=settings.batch_max_arguments, wait_ms=settings.batch_wait_ms,
+                         explain_slice=settings.explain_slice)
     jobs = JobStore(settings.max_jobs_kept, settings.max_jobs_running, settings.max_jobs_queued,
                     seconds_per_argument=lambda: runner.stats.busy_seconds / max(1, runner.stats.arguments) or 0.01)
     predict_model, pyvalues_model = limited_requests(max_arguments)
@@ -205,12 +205,10 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         """Which words raise each category's probability most (leave-one-word-out occlusion)."""
         check_sizes([request.argument], "argument")
         argument = request.argument.to_argument(0)
-        # One batch holds the argument and all its occluded variants: the argument's own scores
-        # decide what is detected, and weights for every category cost no extra forward pass.
-        full, explanations = await runner.run(
-            explain, model.detector.predict_proba, argument, CATEGORY_NAMES, request.top_k,
-            explain_max_words,
-        )
+        # The argument and its occluded variants, scored in slices between predictions: the
+        # argument's own scores decide what is detected, and weights for every category cost no
+        # extra forward pass.
+        full, explanations = await runner.explain(argument, CATEGORY_NAMES, request.top_k, explain_max_words)
         decisions = model.decide(full[None, :])[0]
         detected = [c for c, d in zip(CATEGORY_NAMES, decisions, strict=True) if d]
         wanted = list(dict.fromkeys(request.categories)) if request.categories is not None else detected

@@ -36,6 +36,7 @@ class ServeSettings:
     batching: bool = True  # False: one forward pass per request (the benchmark's baseline)
     batch_max_arguments: int = 64
     batch_wait_ms: float = 5.0
+    explain_slice: int = 8  # occluded variants per model call of an explanation; predictions go between
     max_jobs_kept: int = 16
     max_jobs_running: int = 1  # file jobs labelling at once
     max_jobs_queued: int = 4  # file jobs waiting; beyond, uploads get 429 with Retry-After
@@ -48,8 +49,8 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_arguments", "max_chars", "max_upload_bytes",
-                     "max_upload_arguments", "explain_max_words", "batch_max_arguments", "max_jobs_kept",
-                     "max_jobs_running"):
+                     "max_upload_arguments", "explain_max_words", "batch_max_arguments", "explain_slice",
+                     "max_jobs_kept", "max_jobs_running"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")
