@@ -111,3 +111,22 @@ def running_server(app, startup_timeout: float = 60.0) -> Iterator[str]:
         sock.close()
         if thread.is_alive():
             raise RuntimeError("uvicorn did not stop within 30 s")
+
+
+class Level1Detector(WordHashDetector):
+    """The fake detector as if trained on the 54 level-1 values: value j of level 1 scores its
+    category's probability times a fixed fraction, so a test can tell the columns apart."""
+
+    type_name = "level1-test"
+
+    @property
+    def predicts_level1(self) -> bool:
+        return True
+
+    def _predict_both(self, arguments: Sequence[Argument]) -> tuple[np.ndarray, np.ndarray | None]:
+        from valuedetect.taxonomy import CATEGORY_NAMES, LEVEL1_NAMES, LEVEL1_TO_CATEGORY
+
+        level2 = self._predict_proba(arguments)
+        column = [CATEGORY_NAMES.index(LEVEL1_TO_CATEGORY[v]) for v in LEVEL1_NAMES]
+        fractions = np.linspace(0.5, 0.9, len(LEVEL1_NAMES))
+        return level2, level2[:, column] * fractions[None, :]

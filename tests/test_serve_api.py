@@ -909,3 +909,21 @@ def test_explain_limits_words_and_keeps_a_premise():
     assert [w.word.text for w in entry.words] == ["success"]
     with pytest.raises(KeyError, match="Wealth"):
         explain(fake, argument, ["Wealth"])
+
+
+def test_predict_fills_level1_for_a_detector_trained_on_it_and_leaves_it_null_otherwise(client) -> None:
+    from tests.serve_helpers import Level1Detector
+
+    from valuedetect.taxonomy import LEVEL1_NAMES
+
+    body = {"arguments": [{"text": "Protect the forests and the rivers."}, {"text": "Lower taxes for families."}]}
+    plain = client.post("/v1/predict", json=body).json()["results"]
+    assert all(r["level1"] is None for r in plain)
+    detector = Level1Detector()
+    with TestClient(create_app(ServeSettings(api_key=None), fake_served_model(detector))) as level1_client:
+        results = level1_client.post("/v1/predict", json=body).json()["results"]
+    expected = detector.predict_level1_proba([Argument(id="a", premise=a["text"]) for a in body["arguments"]])
+    for row, want in zip(results, expected, strict=True):
+        assert list(row["level1"]) == list(LEVEL1_NAMES)
+        assert np.allclose([row["level1"][v] for v in LEVEL1_NAMES], want)
+        assert len(row["probabilities"]) == NUM_CATEGORIES  # the categories are not shifted by level 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from valuedetect import __version__
-from valuedetect.data import excerpt
+from valuedetect.data import Argument, excerpt
 from valuedetect.detectors import load_detector, require_values_task
 from valuedetect.detectors.base import Detector
 from valuedetect.errors import InputError
@@ -51,7 +51,7 @@ from valuedetect.serve.schemas import (
     limited_requests,
 )
 from valuedetect.serve.settings import ServeSettings, limits_profile
-from valuedetect.taxonomy import CATEGORY_NAMES, TAXONOMY_VERSION, categories
+from valuedetect.taxonomy import CATEGORY_NAMES, LEVEL1_NAMES, TAXONOMY_VERSION, categories
 from valuedetect.value_systems import calibrate, to_system
 
 STATIC = resources.files("valuedetect") / "serve" / "static"
@@ -94,7 +94,14 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
     assert settings.max_arguments and settings.max_upload_arguments and settings.explain_max_words
     max_arguments, max_upload_arguments = settings.max_arguments, settings.max_upload_arguments
     explain_max_words = settings.explain_max_words
-    runner = ModelRunner(model.detector.predict_proba, batching=settings.batching,
+    detector = model.detector
+
+    def score_levels(arguments: Sequence[Argument]) -> np.ndarray:
+        """[n, 20] scores, with the 54 level-1 scores after them for a detector trained on those."""
+        level2, level1 = detector.predict_proba_levels(arguments)
+        return level2 if level1 is None else np.hstack([level2, level1])
+
+    runner = ModelRunner(score_levels, batching=settings.batching,
                          max_arguments=settings.batch_max_arguments, wait_ms=settings.batch_wait_ms,
                          explain_slice=settings.explain_slice)
     jobs = JobStore(settings.max_jobs_kept, settings.max_jobs_running, settings.max_jobs_queued,
@@ -139,13 +146,19 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
                                f"{where}[{i}] has {argument.characters} characters; at most {settings.max_chars}",
                                "max_chars")
 
-    def result(argument_id: str, scores: np.ndarray, decisions: np.ndarray) -> ArgumentResult:
+    def result(argument_id: str, scores: np.ndarray, decisions: np.ndarray,
+               level1: np.ndarray | None = None) -> ArgumentResult:
         return ArgumentResult(
             id=argument_id,
             detected=[c for c, d in zip(CATEGORY_NAMES, decisions, strict=True) if d],
             probabilities={c: float(p) for c, p in zip(CATEGORY_NAMES, scores, strict=True)},
-            level1=None,
+            level1=None if level1 is None else {v: float(p) for v, p in zip(LEVEL1_NAMES, level1, strict=True)},
         )
+
+    async def predict_levels(arguments: list[Argument]) -> tuple[np.ndarray, np.ndarray | None]:
+        both = await runner.predict(arguments)
+        width = len(CATEGORY_NAMES)
+        return both[:, :width], (both[:, width:] if both.shape[1] > width else None)
 
     # ------------------------------------------------------------------ endpoints
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -187,11 +200,12 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         """Probabilities and decisions for each argument (20 categories, official order)."""
         check_sizes(request.arguments, "arguments")
         arguments = [a.to_argument(i) for i, a in enumerate(request.arguments)]
-        scores = await runner.predict(arguments)
+        scores, level1 = await predict_levels(arguments)
         decisions = model.decide(scores)
+        rows = [None] * len(arguments) if level1 is None else list(level1)
         return PredictResponse(
             model=model.name,
-            results=[result(a.id, s, d) for a, s, d in zip(arguments, scores, decisions, strict=True)],
+            results=[result(a.id, s, d, v) for a, s, d, v in zip(arguments, scores, decisions, rows, strict=True)],
         )
 
     # The body's model carries this server's argument limit, so it is built here, per app.
@@ -334,7 +348,7 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         if not segments:
             return PyvaluesResponse(values=[])
         arguments = [ArgumentIn(text=s).to_argument(i) for i, s in enumerate(segments)]
-        raw = await runner.predict(arguments)
+        raw, _ = await predict_levels(arguments)
         if scores == "calibrated":
             shown = calibrate(raw, model.thresholds)
         elif scores == "decision":
