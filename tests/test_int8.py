@@ -156,3 +156,15 @@ def test_a_damaged_int8_file_gives_a_clear_error(tiny_model_dir, split, tmp_path
     path.unlink()  # deleted: built again, identical to the checked one
     rebuilt = load_detector(folder)
     assert rebuilt.inference[0] == "int8"
+
+
+def test_the_python_api_uses_the_check_and_can_force_fp32(tiny_model_dir, split, tmp_path) -> None:
+    import valuedetect as vd
+
+    detector = _detector(tiny_model_dir)
+    detector.check_int8(split, bound=1.0)
+    folder = detector.save(tmp_path / "det")
+    assert vd.load(folder).detector.inference[0] == "int8"
+    assert vd.load(folder, inference="fp32").detector.inference == ("fp32", "inference = fp32")
+    with pytest.raises(InputError, match="auto, int8 or fp32"):
+        vd.load(folder, inference="int4")

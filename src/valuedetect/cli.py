@@ -258,6 +258,9 @@ def predict(
         help="--unit sentence: where the sentences go (default: OUTPUT with .sentences before its suffix).")] = None,
     base_model: Annotated[str | None, typer.Option(
         help="Where the detector's base model is here, if the one it records is not.")] = None,
+    inference: Annotated[str | None, typer.Option(
+        help="auto (int8 where the detector's check kept the F1 within 0.005 of fp32), int8 or fp32 "
+             "(default: the detector's setting).")] = None,
 ) -> None:
     """Label arguments or free text with a saved detector."""
     from dataclasses import asdict
@@ -271,7 +274,7 @@ def predict(
     columns = Columns(text_column=text_column, id_column=id_column, premise_column=premise_column,
                       conclusion_column=conclusion_column, stance_column=stance_column, keep_columns=kept)
     if input is not None and output is not None:
-        detector = load(model, base_model=base_model)
+        detector = load(model, base_model=base_model, inference=inference)
         with progress_bar() as update:
             summary = detector.predict_file(input, output, resume=resume, chunk_size=chunk_size, unit=unit,
                                             language=language, sentence_output=sentence_output, progress=update,
@@ -295,7 +298,7 @@ def predict(
         arguments = read_all(input, columns)
     else:
         arguments = to_arguments(list(texts or []))[0]
-    detector = load(model, base_model=base_model)
+    detector = load(model, base_model=base_model, inference=inference)
     with progress_bar() as update:
         scores = detector.predict_proba(arguments, progress=update).to_numpy()
     decisions = detector.detector.decide(scores)

@@ -212,3 +212,24 @@ class Int8Session:
 
     def scores(self, input_ids: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
         return bucketed_scores(self.run, input_ids, pad_id)
+
+
+def record_check(folder: str | Path, split: Any, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Check the saved encoder detector in ``folder`` on the labelled ``split`` (``check_int8``)
+    and write the record into its ``detector.json``; only ``info.int8`` changes there."""
+    import json
+
+    from valuedetect.data import atomic_write_json
+    from valuedetect.detectors import load_detector
+
+    folder = Path(folder)
+    detector = load_detector(folder)
+    if not hasattr(detector, "check_int8"):
+        raise InputError(f"holds a {detector.type_name!r} detector; only the encoder detector has an int8 path", folder)
+    detector.log = log
+    record = detector.check_int8(split)
+    meta_path = folder / "detector.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta.setdefault("info", {})["int8"] = record
+    atomic_write_json(meta_path, meta)
+    return record
