@@ -168,3 +168,22 @@ def test_the_python_api_uses_the_check_and_can_force_fp32(tiny_model_dir, split,
     assert vd.load(folder, inference="fp32").detector.inference == ("fp32", "inference = fp32")
     with pytest.raises(InputError, match="auto, int8 or fp32"):
         vd.load(folder, inference="int4")
+
+
+def test_training_records_the_check_and_keeps_its_own_scores_fp32(tiny_model_dir, tmp_path) -> None:
+    from tests.tiny_models import small_data_dir
+
+    from valuedetect.config import TrainConfig
+    from valuedetect.training import run_training
+
+    data = small_data_dir(tmp_path / "data", training=80, validation=30)
+    settings = {"model": tiny_model_dir, "epochs": 1, "batch_size": 16, "trainable_layers": 1, "thresholds": "global"}
+    run_training(TrainConfig(method="encoder", data_dir=str(data), output=str(tmp_path / "out"),
+                             predict_test=False, detector=settings))
+    record = json.loads((tmp_path / "out" / "detector.json").read_text())["info"]["int8"]
+    assert record["arguments"] == 30 and record["measure"] == "f1"
+    stored = np.load(tmp_path / "out" / "validation-scores.npy")
+    fp32 = load_detector(tmp_path / "out")
+    fp32.config.inference = "fp32"
+    assert np.allclose(stored, fp32.predict_proba(load_split("validation", data).arguments), atol=1e-6)
+    assert load_detector(tmp_path / "out").inference[0] == ("int8" if record["within_bound"] else "fp32")

@@ -292,16 +292,13 @@ class EncoderDetector(Detector):
 
     def _int8_file(self) -> Path:
         """The detector folder's own int8 file, else the per-machine cache entry for these weights."""
-        import onnxruntime
-        import torch
-
         from valuedetect.encoder import int8
         from valuedetect.models import cache_dir
 
         folder = getattr(self, "_folder", None)
         if folder is not None and (folder / int8.FILE).is_file():
             return folder / int8.FILE
-        key = hashlib.blake2b(f"{int8.RECIPE};{onnxruntime.__version__};{torch.__version__};"
+        key = hashlib.blake2b(f"{int8.RECIPE};{sorted(int8.versions().items())};"
                               f"{int8.weights_digest(self.model)}".encode(), digest_size=16).hexdigest()
         return cache_dir() / "int8" / f"{key}.onnx"
 
@@ -330,11 +327,11 @@ class EncoderDetector(Detector):
         path = self._int8_file()
         built = False
         if not path.is_file():
-            import onnxruntime
-
-            if record.get("onnxruntime") != onnxruntime.__version__:
-                return None, (f"int8 checked with onnxruntime {record.get('onnxruntime')}, this is "
-                              f"{onnxruntime.__version__}: check it again to use it")
+            here = int8.versions()
+            differ = [f"{k} {record.get('versions', {}).get(k)} (here {v})" for k, v in here.items()
+                      if record.get("versions", {}).get(k) != v]
+            if differ:
+                return None, f"int8 checked with {', '.join(differ)}: check it again to use it"
             self._ensure_int8_file()
             built = True
         if int8.file_digest(path) != record.get("sha256"):
@@ -363,8 +360,6 @@ class EncoderDetector(Detector):
         record in ``info["int8"]`` whether int8 keeps the task's measure (the official F1) within
         ``bound``; ``inference = "auto"`` then follows the record. ``fp32_scores``: the split's
         fp32 scores when already computed."""
-        import onnxruntime
-
         from valuedetect.encoder import int8
 
         if split.labels is None:
@@ -393,7 +388,7 @@ class EncoderDetector(Detector):
             "fp32": fp32_value, "int8": int8_value, "bound": bound,
             "within_bound": bool(int8_value >= fp32_value - bound),
             "max_score_difference": float(np.max(np.abs(np.asarray(fp32_scores) - int8_scores))),
-            "recipe": int8.RECIPE, "onnxruntime": onnxruntime.__version__,
+            "recipe": int8.RECIPE, "versions": int8.versions(),
             "weights": int8.weights_digest(self.model), "sha256": int8.file_digest(path),
         }
         self.info["int8"] = record

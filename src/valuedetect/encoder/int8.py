@@ -111,6 +111,16 @@ def weights_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
+def versions() -> dict[str, str]:
+    """The packages that build the int8 file: a check holds for the file these versions build."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    # torch's local build tag (+cpu, +cu124) does not change what its exporter writes
+    return {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__.split("+")[0]}
+
+
 def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
