@@ -207,6 +207,10 @@ class Int8Session:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Idle threads sleep rather than spin: each batch's products take milliseconds, so waking
+        # costs little, and on a shared machine spinning threads take cores from other work
+        # (measured under load on 2 cores: 31-43 arguments/s without spinning, 29 with).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own types for a truncated or garbled file
