@@ -111,6 +111,7 @@ def main() -> None:
                         "transformers_loop", help="comma-separated rows to run")
     parser.add_argument("--limit", type=int, default=None,
                         help="only the first N validation arguments (a smoke test: its F1 is not the official figure)")
+    parser.add_argument("--note", default=None, help="a remark kept with the figures (e.g. what else ran)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/inference_speed.json"))
     args = parser.parse_args()
     os.environ.pop("VALUEDETECT_INFERENCE", None)  # the default path is the saved setting's
@@ -220,7 +221,7 @@ def main() -> None:
 
     summary = {
         "setting": {
-            "detector": str(folder), "split": f"validation ({len(arguments)} arguments)",
+            "detector": str(folder), "split": f"validation ({len(arguments)} arguments)", "note": args.note,
             "metric": "official F1 at the detector's own thresholds", "repeats": args.repeats,
             "baseline_batch_size": args.batch_size, "max_length": max_length,
             "machine": _machine(), "load_average_start": load_started, "load_average_end": _load_average(),

@@ -101,7 +101,7 @@ def test_auto_uses_int8_only_after_a_check_within_the_bound(tiny_model_dir, spli
 
 def test_auto_falls_back_to_fp32_beyond_the_bound_or_when_forced(tiny_model_dir, split, monkeypatch) -> None:
     detector = _detector(tiny_model_dir)
-    record = detector.check_int8(split, bound=-1.0)  # int8 would have to gain 1.0 F1: never met
+    record = detector.check_int8(split, bound=-1.0)  # |int8 - fp32| <= -1: never met
     assert not record["within_bound"]
     assert detector.inference[0] == "fp32" and "beyond" in detector.inference[1]
     fp32 = detector.predict_proba(split.arguments)

@@ -358,8 +358,8 @@ class EncoderDetector(Detector):
                    bound: float | None = None) -> dict[str, Any]:
         """Score ``split`` (labelled) through fp32 and int8 with this detector's thresholds and
         record in ``info["int8"]`` whether int8 keeps the task's measure (the official F1) within
-        ``bound``; ``inference = "auto"`` then follows the record. ``fp32_scores``: the split's
-        fp32 scores when already computed."""
+        ``bound`` of fp32, either way; ``inference = "auto"`` then follows the record.
+        ``fp32_scores``: the split's fp32 scores when already computed."""
         from valuedetect.encoder import int8
 
         if split.labels is None:
@@ -370,11 +370,12 @@ class EncoderDetector(Detector):
         bound = int8.F1_BOUND if bound is None else bound
         if fp32_scores is None:
             previous = os.environ.pop(INFERENCE_VARIABLE, None)
-            saved, self.config.inference, self._int8_state = self.config.inference, "fp32", None
+            saved = (self.config.inference, self.config.quantize)
+            self.config.inference, self.config.quantize, self._int8_state = "fp32", False, None
             try:
                 fp32_scores = self.predict_proba(split.arguments)
             finally:
-                self.config.inference, self._int8_state = saved, None
+                (self.config.inference, self.config.quantize), self._int8_state = saved, None
                 if previous is not None:
                     os.environ[INFERENCE_VARIABLE] = previous
         path = self._ensure_int8_file()
@@ -386,7 +387,7 @@ class EncoderDetector(Detector):
         record = {
             "split": split.name, "arguments": len(split), "measure": measure,
             "fp32": fp32_value, "int8": int8_value, "bound": bound,
-            "within_bound": bool(int8_value >= fp32_value - bound),
+            "within_bound": bool(abs(int8_value - fp32_value) <= bound),
             "max_score_difference": float(np.max(np.abs(np.asarray(fp32_scores) - int8_scores))),
             "recipe": int8.RECIPE, "versions": int8.versions(),
             "weights": int8.weights_digest(self.model), "sha256": int8.file_digest(path),
