@@ -298,7 +298,7 @@ class EncoderDetector(Detector):
         folder = getattr(self, "_folder", None)
         if folder is not None and (folder / int8.FILE).is_file():
             return folder / int8.FILE
-        key = hashlib.blake2b(f"{int8.RECIPE};{sorted(int8.versions().items())};"
+        key = hashlib.blake2b(f"{int8.FILE_RECIPE};{sorted(int8.versions().items())};"
                               f"{int8.weights_digest(self.model)}".encode(), digest_size=16).hexdigest()
         return cache_dir() / "int8" / f"{key}.onnx"
 
