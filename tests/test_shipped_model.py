@@ -34,9 +34,22 @@ def test_shipped_detector_reproduces_its_recorded_validation_f1(shipped) -> None
     validation = load_split("validation")
     recorded = json.loads((shipped_model_dir() / "results.json").read_text())["validation"]["f1"]
     assert shipped.info["validation_f1"] == pytest.approx(recorded, abs=1e-9)
-    f1 = score(validation.labels, shipped.predict(validation.arguments)).f1
+    fp32 = load_detector(shipped_model_dir())
+    fp32.config.inference = "fp32"  # the recorded figure is the fp32 model's
+    f1 = score(validation.labels, fp32.predict(validation.arguments)).f1
     assert f1 == pytest.approx(recorded, abs=5e-4)
     assert f1 > 0.45  # far above the TF-IDF baseline (0.39) and the all-ones baseline (0.29)
+
+
+def test_shipped_detector_predicts_in_int8_by_default_within_the_f1_bound(shipped) -> None:
+    pytest.importorskip("onnxruntime")
+    validation = load_split("validation")
+    record = shipped.info["int8"]
+    assert record["split"] == "validation" and record["within_bound"]
+    assert shipped.inference[0] == "int8", shipped.inference
+    f1 = score(validation.labels, shipped.predict(validation.arguments)).f1
+    assert f1 == pytest.approx(record["int8"], abs=1e-6)  # the file checked is the file used
+    assert f1 >= shipped.info["validation_f1"] - 0.005
 
 
 def test_shipped_detector_finds_obvious_values(shipped) -> None:

@@ -21,8 +21,9 @@ from valuedetect.errors import InputError
 
 FINGERPRINT_FILE = "fingerprint.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".onnx")
-# Settings that change how a run is carried out, never what it computes.
-NEUTRAL_KEYS = frozenset({"checkpoint_every", "output", "threads", "concurrency"})
+# Settings that change how a run is carried out, never what it computes. ``inference`` picks the
+# prediction path after a run (a run's own scores are fp32 until a check is recorded).
+NEUTRAL_KEYS = frozenset({"checkpoint_every", "output", "threads", "concurrency", "inference"})
 
 
 def file_sha256(path: Path) -> str:

@@ -30,6 +30,18 @@ Progress = Callable[[str, int, int], None]
 BATCH = 1000  # arguments per call of the detector: memory stays bounded for a large DataFrame
 
 
+def set_inference(detector: Detector, inference: str) -> None:
+    """Choose the prediction path: auto (int8 where the detector's check allows it), int8 or fp32."""
+    from valuedetect.errors import InputError
+
+    if inference not in ("auto", "int8", "fp32"):
+        raise InputError(f"inference must be auto, int8 or fp32, not {inference!r}")
+    if hasattr(detector.config, "inference"):
+        detector.config.inference = inference  # type: ignore[attr-defined]
+    elif inference == "int8":
+        raise InputError(f"a {detector.type_name!r} detector has no int8 path (the encoder detector has)")
+
+
 class ValueDetector:
     """A trained value detector: ``predict`` / ``predict_proba`` / ``predict_file`` / ``save``.
 
@@ -46,14 +58,18 @@ class ValueDetector:
 
     # -- loading and saving ---------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path | None = None, base_model: str | None = None
-                        ) -> ValueDetector:
-        """The shipped detector (no argument), a shipped one by name, or a saved folder."""
+    def from_pretrained(cls, name_or_path: str | Path | None = None, base_model: str | None = None,
+                        inference: str | None = None) -> ValueDetector:
+        """The shipped detector (no argument), a shipped one by name, or a saved folder.
+        ``inference``: auto | int8 | fp32 over the saved setting (encoder detectors)."""
         from valuedetect.detectors import load_detector, require_values_task
         from valuedetect.locate import detector_dir
 
         folder = detector_dir(name_or_path)
-        return cls(require_values_task(load_detector(folder, base_model=base_model), folder), folder)
+        detector = require_values_task(load_detector(folder, base_model=base_model), folder)
+        if inference is not None:
+            set_inference(detector, inference)
+        return cls(detector, folder)
 
     def save(self, folder: str | Path) -> Path:
         """Write the detector to ``folder`` (JSON and safetensors, never a pickle)."""

@@ -199,14 +199,42 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _check_int8(detector: Any, validation: Split, fp32_scores: np.ndarray, task: str,
+                say: Callable[[str], None]) -> bool:
+    """Record the int8 check of an encoder detector in its info (skipped, saying why, where
+    it cannot run); nothing the run reports changes. True when a record was made."""
+    if not hasattr(detector, "check_int8") or task != "values" or detector.inference_mode() != "auto":
+        return False
+    from valuedetect.encoder.int8 import runtime_missing
+    from valuedetect.errors import ValueDetectError
+
+    missing = runtime_missing()
+    if missing:
+        say(f"int8 check skipped: {missing}")
+        return False
+    try:
+        record = detector.check_int8(validation, fp32_scores=fp32_scores)
+    except ValueDetectError as error:
+        say(f"int8 check skipped: {error}")
+        return False
+    verdict = "predictions use int8" if record["within_bound"] else "predictions stay fp32"
+    say(f"int8 check on validation: F1 {record['int8']:.4f} against fp32 {record['fp32']:.4f} ({verdict})")
+    return True
+
+
 def run_training(
     config: TrainConfig,
     source: str = "config",
     resume: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    check_int8: bool = True,
 ) -> TrainingResult:
     """Train under the evaluation protocol, then score validation once and write every output.
+
+    ``check_int8``: for an encoder detector (``inference = "auto"``, ONNX Runtime installed),
+    also score validation through the int8 path and record whether its official F1 stays within
+    0.005 of fp32 (``valuedetect.encoder.int8``); the run's own scores and files stay fp32.
 
     Held-out protocol: the detector learns from training minus a dev slice and chooses (epochs,
     thresholds) on dev; validation is scored once. The outputs are written detector first and
@@ -328,6 +356,8 @@ def run_training(
             written.append(test_written)
             if test.labels is not None and task.scores_test:
                 detector.info[f"test_{task.headline}"] = getattr(task.score(test.labels, test_pred), task.headline)
+    if check_int8 and _check_int8(detector, validation, val_raw, task.name, say):
+        detector.save(output)  # detector.json now holds the check
     model = getattr(detector.config, "model", None)
     description = ("" if task.name == "values" else f"task {task.name}, ") + f"method {config.method}" + \
         (f", model {model}" if model else "") + \

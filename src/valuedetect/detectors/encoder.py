@@ -9,6 +9,7 @@ a MiniLM detector is a few MB.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from valuedetect.taxonomy import NUM_LEVEL1
 from valuedetect.templates import input_template
 
 WEIGHTS_FILE = "trained-weights.safetensors"
+INFERENCE_MODES = ("auto", "int8", "fp32")
+INFERENCE_VARIABLE = "VALUEDETECT_INFERENCE"  # overrides the saved setting (predict, serve, the API)
 
 
 @dataclass
@@ -42,8 +45,13 @@ class EncoderConfig(DetectorConfig, TrainSettings):
     trainable_layers: int = 2  # top blocks that train; -1 (or the number of blocks): the whole model
     pos_weight: str = "none"  # none | sqrt | balanced
     save_dtype: str = "float16"  # float16 halves the saved size; scores change < 1e-3
-    threads: int = 0  # torch intra-op threads; 0: all cores
-    quantize: bool = False  # int8 dynamic quantization of linear layers for CPU inference
+    threads: int = 0  # intra-op threads (torch and ONNX Runtime); 0: one per core this process may use
+    # torch's dynamic int8 of the linear layers on the fp32 path (kept for saved detectors; the
+    # faster, checked int8 path is ``inference``)
+    quantize: bool = False
+    # auto: the int8 ONNX Runtime path where a check recorded its official F1 within 0.005 of fp32
+    # (valuedetect.encoder.int8), else fp32; int8 / fp32: force one. VALUEDETECT_INFERENCE overrides.
+    inference: str = "auto"
     # Also learn the 54 level-1 values (their labels ship with the data) as 54 more outputs of the
     # head: auxiliary targets for the 20 categories, and level-1 predictions with their own
     # thresholds chosen on dev. Early stopping still reads the categories' F1.
@@ -63,6 +71,8 @@ class EncoderConfig(DetectorConfig, TrainSettings):
             raise ValueError("trainable_layers must be -1 (all) or a positive number of top layers")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"inference must be auto, int8 or fp32, not {self.inference!r}")
 
 
 
@@ -107,6 +117,7 @@ class EncoderDetector(Detector):
         self.model = EncoderClassifier(backbone, width, heads=c.heads, pooling=c.pooling,
                                        head_hidden=c.head_hidden, dropout=c.dropout, frozen_layers=frozen)
         self.pad_id = self.tokenizer.pad_token_id or 0
+        self._int8_state = None  # a new model: the inference path is chosen again
 
     def check_task(self, where: str) -> None:
         self.task.check_input_template(input_template(self.config.template), where)
@@ -266,9 +277,13 @@ class EncoderDetector(Detector):
 
         if not hasattr(self, "model"):
             raise InputError("the encoder detector must be fitted or loaded before predicting")
+        input_ids = self._encode(arguments)
+        session = self._int8_session()
+        if session is not None:
+            return session.scores(input_ids, self.pad_id)
         model = self._inference_model()
         with torch.inference_mode():
-            return predict_scores(model, EncodedArguments(self._encode(arguments)), 64, self.pad_id)
+            return predict_scores(model, EncodedArguments(input_ids), 64, self.pad_id)
 
     def _inference_model(self) -> Any:
         if not self.config.quantize:
@@ -278,6 +293,139 @@ class EncoderDetector(Detector):
 
             self._quantized = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         return self._quantized
+
+    # -- the int8 path (valuedetect.encoder.int8) ------------------------------------------------
+    def inference_mode(self) -> str:
+        """auto | int8 | fp32: the environment's choice over the saved one."""
+        mode = os.environ.get(INFERENCE_VARIABLE, "").strip().lower() or self.config.inference
+        if mode not in INFERENCE_MODES:
+            raise ValueDetectError(f"{INFERENCE_VARIABLE} must be auto, int8 or fp32, not {mode!r}")
+        return mode
+
+    @property
+    def inference(self) -> tuple[str, str]:
+        """("int8" | "fp32", why): the path ``predict_proba`` takes (decided on first use)."""
+        self._int8_session()
+        return self._inference_choice
+
+    def _int8_session(self) -> Any:
+        """The int8 session where the mode and the check allow it, else None (fp32)."""
+        mode = self.inference_mode()
+        cached = getattr(self, "_int8_state", None)
+        if cached is not None and cached[0] == mode:
+            return cached[1]
+        session, why = self._choose_int8(mode)
+        self._int8_state = (mode, session)
+        self._inference_choice = ("int8" if session is not None else "fp32", why)
+        if self.log:
+            self.log(f"inference: {self._inference_choice[0]} ({why})")
+        return session
+
+    def _int8_file(self) -> Path:
+        """The detector folder's own int8 file, else the per-machine cache entry for these weights."""
+        from valuedetect.encoder import int8
+        from valuedetect.models import cache_dir
+
+        folder = getattr(self, "_folder", None)
+        if folder is not None and (folder / int8.FILE).is_file():
+            return folder / int8.FILE
+        key = hashlib.blake2b(f"{int8.FILE_RECIPE};{sorted(int8.versions().items())};"
+                              f"{int8.weights_digest(self.model)}".encode(), digest_size=16).hexdigest()
+        return cache_dir() / "int8" / f"{key}.onnx"
+
+    def _choose_int8(self, mode: str) -> tuple[Any, str]:
+        from valuedetect.encoder import int8
+
+        if mode == "fp32":
+            return None, "inference = fp32"
+        missing = int8.runtime_missing()
+        if missing:
+            if mode == "int8":
+                raise ValueDetectError(f"inference = int8: {missing}")
+            return None, missing
+        if mode == "int8":  # forced: no check asked for
+            return int8.Int8Session(self._ensure_int8_file(), self.config.threads), "inference = int8"
+        record = self.info.get("int8")
+        if not isinstance(record, dict):
+            return None, "int8 not checked for this detector (EncoderDetector.check_int8)"
+        if record.get("recipe") != int8.RECIPE:
+            return None, f"int8 checked under another recipe ({record.get('recipe')})"
+        if not record.get("within_bound"):
+            return None, (f"int8 {record.get('measure', 'F1')} {record.get('int8'):.4f} against fp32 "
+                          f"{record.get('fp32'):.4f} on {record.get('split')}: beyond the {int8.F1_BOUND} bound")
+        if record.get("weights") != int8.weights_digest(self.model):
+            return None, "the int8 check was made on other weights"
+        path = self._int8_file()
+        built = False
+        if not path.is_file():
+            here = int8.versions()
+            differ = [f"{k} {record.get('versions', {}).get(k)} (here {v})" for k, v in here.items()
+                      if record.get("versions", {}).get(k) != v]
+            if differ:
+                return None, f"int8 checked with {', '.join(differ)}: check it again to use it"
+            self._ensure_int8_file()
+            built = True
+        if int8.file_digest(path) != record.get("sha256"):
+            if built:  # this machine's export differs from the checked one: not what was measured
+                path.unlink(missing_ok=True)
+                return None, "the int8 model built here differs from the checked one"
+            raise InputError("is not the int8 model that was checked (its sha256 differs): damaged or replaced; "
+                             "delete it and it is built again, or set inference = 'fp32'", path)
+        why = (f"checked on {record.get('split')}: {record.get('measure', 'F1')} {record['int8']:.4f} against fp32 "
+               f"{record['fp32']:.4f}")
+        return int8.Int8Session(path, self.config.threads), why
+
+    def _ensure_int8_file(self) -> Path:
+        from valuedetect.encoder import int8
+
+        path = self._int8_file()
+        if not path.is_file():
+            if self.log:
+                self.log("exporting the encoder to int8 ONNX (once per machine and detector)")
+            int8.export_int8(self.model, path, self.log)
+        return path
+
+    def check_int8(self, split: Split, fp32_scores: np.ndarray | None = None,
+                   bound: float | None = None) -> dict[str, Any]:
+        """Score ``split`` (labelled) through fp32 and int8 with this detector's thresholds and
+        record in ``info["int8"]`` whether int8 keeps the task's measure (the official F1) within
+        ``bound`` of fp32, either way; ``inference = "auto"`` then follows the record.
+        ``fp32_scores``: the split's fp32 scores when already computed."""
+        from valuedetect.encoder import int8
+
+        if split.labels is None:
+            raise InputError(f"the {split.name} split has no labels to check int8 against")
+        missing = int8.runtime_missing()
+        if missing:
+            raise ValueDetectError(missing)
+        bound = int8.F1_BOUND if bound is None else bound
+        if fp32_scores is None:
+            previous = os.environ.pop(INFERENCE_VARIABLE, None)
+            saved = (self.config.inference, self.config.quantize)
+            self.config.inference, self.config.quantize, self._int8_state = "fp32", False, None
+            try:
+                fp32_scores = self.predict_proba(split.arguments)
+            finally:
+                (self.config.inference, self.config.quantize), self._int8_state = saved, None
+                if previous is not None:
+                    os.environ[INFERENCE_VARIABLE] = previous
+        path = self._ensure_int8_file()
+        session = int8.Int8Session(path, self.config.threads)
+        int8_scores = session.scores(self._encode(split.arguments), self.pad_id)
+        measure = self.task.headline
+        fp32_value = float(getattr(self.task.score(split.labels, self.decide(fp32_scores)), measure))
+        int8_value = float(getattr(self.task.score(split.labels, self.decide(int8_scores)), measure))
+        record = {
+            "split": split.name, "arguments": len(split), "measure": measure,
+            "fp32": fp32_value, "int8": int8_value, "bound": bound,
+            "within_bound": bool(abs(int8_value - fp32_value) <= bound),
+            "max_score_difference": float(np.max(np.abs(np.asarray(fp32_scores) - int8_scores))),
+            "recipe": int8.RECIPE, "versions": int8.versions(),
+            "weights": int8.weights_digest(self.model), "sha256": int8.file_digest(path),
+        }
+        self.info["int8"] = record
+        self._int8_state = None
+        return record
 
     def _save_weights(self, directory: Path) -> None:
         import torch
@@ -315,3 +463,4 @@ class EncoderDetector(Detector):
                 raise InputError(f"{WEIGHTS_FILE}: weight {k} does not fit base model {self.config.model!r}", directory)
         self.model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=False)
         self.model.eval()
+        self._folder = directory  # where a shipped int8-model.onnx may lie
