@@ -50,6 +50,19 @@ def _as_arguments(items: Sequence[Argument] | Sequence[str] | str) -> Sequence[A
             for i, item in enumerate(items)]
 
 
+def _read_thresholds(meta: dict[str, Any], key: str, width: int, where: Path) -> Thresholds | None:
+    """``meta[key]`` as Thresholds of ``width`` values (None when absent), or an error naming the file."""
+    if not meta.get(key):
+        return None
+    try:
+        thresholds = Thresholds.from_dict(meta[key])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"invalid {key} ({error})", where) from None
+    if len(thresholds.values) != width:
+        raise InputError(f"{len(thresholds.values)} values in {key}, expected {width}", where)
+    return thresholds
+
+
 class Detector(ABC):
     """fit(train, dev) -> self; predict_proba(arguments) -> [n, columns]; save/load.
 
@@ -261,21 +274,8 @@ class Detector(ABC):
         resolved = resolve_base_model(meta.get("base_model"), base_model, directory)
         if resolved is not None:
             detector.config.model = resolved  # type: ignore[attr-defined]
-        if meta.get("thresholds"):
-            try:
-                detector.thresholds = Thresholds.from_dict(meta["thresholds"])
-            except (KeyError, TypeError, ValueError) as error:
-                raise InputError(f"invalid thresholds ({error})", meta_path) from None
-            if len(detector.thresholds.values) != width:
-                raise InputError(f"{len(detector.thresholds.values)} thresholds, expected {width}", meta_path)
-        if meta.get("level1_thresholds"):
-            try:
-                detector.level1_thresholds = Thresholds.from_dict(meta["level1_thresholds"])
-            except (KeyError, TypeError, ValueError) as error:
-                raise InputError(f"invalid level1_thresholds ({error})", meta_path) from None
-            if len(detector.level1_thresholds.values) != NUM_LEVEL1:
-                raise InputError(f"{len(detector.level1_thresholds.values)} level-1 thresholds, expected "
-                                 f"{NUM_LEVEL1}", meta_path)
+        detector.thresholds = _read_thresholds(meta, "thresholds", width, meta_path)
+        detector.level1_thresholds = _read_thresholds(meta, "level1_thresholds", NUM_LEVEL1, meta_path)
         detector.info = meta.get("info", {})
         detector._load_weights(directory)
         return detector

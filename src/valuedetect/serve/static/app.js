@@ -3,6 +3,17 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
+
+// add(tag, attrs, text) appends an SVG element with those attributes (and text) to svg.
+function svgAdder(svg) {
+  return (tag, attrs, text) => {
+    const el = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text !== undefined) el.textContent = text;
+    svg.appendChild(el);
+    return el;
+  };
+}
 const $ = (id) => document.getElementById(id);
 let modelInfo = null;      // GET /v1/model: categories (official order), groups, thresholds
 let lastPrediction = null; // {argument, result}
@@ -61,13 +72,7 @@ function drawChart(probabilities, detected) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("role", "img");
-  const add = (tag, attrs, text) => {
-    const el = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-    if (text !== undefined) el.textContent = text;
-    svg.appendChild(el);
-    return el;
-  };
+  const add = svgAdder(svg);
   let y = 4;
   for (const g of groups) {
     add("text", { x: 0, y: y + 14, class: "group" }, g.name);
@@ -301,13 +306,7 @@ function drawCorpusChart(counts) {
   svg.setAttribute("role", "img");
   svg.setAttribute("font-family", "system-ui, sans-serif");
   svg.setAttribute("font-size", "11");
-  const add = (tag, attrs, text) => {
-    const el = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-    if (text !== undefined) el.textContent = text;
-    svg.appendChild(el);
-    return el;
-  };
+  const add = svgAdder(svg);
   add("rect", { x: 0, y: 0, width, height, fill: "#ffffff" });
   shown.forEach((s, i) => {
     const x = 2 + (i % 3) * (width / 3), y = 4 + 18 * Math.floor(i / 3);
