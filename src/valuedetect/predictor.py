@@ -103,15 +103,18 @@ class ValueDetector:
         return f"ValueDetector(method={self.method!r}" + (f", model={model!r}" if model else "") + where + ")"
 
     # -- predicting ---------------------------------------------------------------------------
-    def _scores(self, x: Any, columns: dict[str, Any], progress: Progress | None = None
+    def _scores(self, x: Any, columns: dict[str, Any], progress: Progress | None = None,
+                score: Callable[[Any], np.ndarray] | None = None, width: int = len(CATEGORY_NAMES)
                 ) -> tuple[np.ndarray, pd.Index]:
+        """``score`` (default: the categories' ``predict_proba``) over ``x`` in batches."""
+        score = score or self.detector.predict_proba
         arguments, index = to_arguments(x, Columns(**columns))
         parts = []
         for start in range(0, len(arguments), BATCH):
-            parts.append(self.detector.predict_proba(arguments[start:start + BATCH]))
+            parts.append(score(arguments[start:start + BATCH]))
             if progress:
                 progress("predicting", min(start + BATCH, len(arguments)), len(arguments))
-        scores = np.concatenate(parts) if parts else np.zeros((0, len(CATEGORY_NAMES)))
+        scores = np.concatenate(parts) if parts else np.zeros((0, width))
         return scores, index
 
     def predict_proba(self, x: Any, progress: Progress | None = None, **columns: Any) -> pd.DataFrame:
@@ -132,10 +135,7 @@ class ValueDetector:
         return self.detector.predicts_level1
 
     def _level1_scores(self, x: Any, columns: dict[str, Any]) -> tuple[np.ndarray, pd.Index]:
-        arguments, index = to_arguments(x, Columns(**columns))
-        parts = [self.detector.predict_level1_proba(arguments[start:start + BATCH])
-                 for start in range(0, len(arguments), BATCH)]
-        return (np.concatenate(parts) if parts else np.zeros((0, len(LEVEL1_NAMES)))), index
+        return self._scores(x, columns, score=self.detector.predict_level1_proba, width=len(LEVEL1_NAMES))
 
     def predict_level1_proba(self, x: Any, **columns: Any) -> pd.DataFrame:
         """Each level-1 value's probability (54 columns, ``vd.LEVEL1_NAMES`` order); a detector

@@ -178,13 +178,9 @@ class Detector(ABC):
     def tune_level1_thresholds(self, dev: Split, scores: np.ndarray) -> Thresholds:
         """Level-1 thresholds maximising the official measure over the 54 values on ``dev``
         (the same rule as the categories'; the measure is the same formula over 54 columns)."""
-        from valuedetect.thresholds import tune
-
         if dev.level1_labels is None:
             raise InputError(f"the {dev.name} split has no level-1 labels to tune thresholds on")
-        c = self.config
-        self.level1_thresholds = tune(scores, dev.level1_labels, mode=c.thresholds, shrink=c.threshold_shrink,
-                                      seed=c.seed, fixed=c.fixed_threshold)
+        self.level1_thresholds = self.task.tune(scores, dev.level1_labels, self.config)
         return self.level1_thresholds
 
     def predict_proba(self, arguments: Sequence[Argument] | Sequence[str] | str) -> np.ndarray:
