@@ -927,3 +927,36 @@ def test_predict_fills_level1_for_a_detector_trained_on_it_and_leaves_it_null_ot
         assert list(row["level1"]) == list(LEVEL1_NAMES)
         assert np.allclose([row["level1"][v] for v in LEVEL1_NAMES], want)
         assert len(row["probabilities"]) == NUM_CATEGORIES  # the categories are not shifted by level 1
+
+
+def test_level1_decisions_use_the_level1_thresholds_and_model_info_lists_them(client) -> None:
+    from tests.serve_helpers import Level1Detector
+
+    from valuedetect.taxonomy import LEVEL1_NAMES, LEVEL1_TO_CATEGORY
+    from valuedetect.thresholds import Thresholds
+
+    body = {"arguments": [{"text": "Protect the forests and the rivers."}, {"text": "Lower taxes for families."}]}
+    plain = client.post("/v1/predict", json=body).json()["results"]
+    assert all(r["level1_detected"] is None for r in plain)
+    info = client.get("/v1/model").json()
+    assert info["predicts_level1"] is False
+    assert all(v["threshold"] is None for c in info["categories"] for v in c["level1"])
+
+    detector = Level1Detector()
+    cutoffs = np.linspace(0.05, 0.6, len(LEVEL1_NAMES))  # distinct per value: a shifted column would show
+    detector.level1_thresholds = Thresholds(values=list(cutoffs), mode="per_category", global_value=0.3)
+    with TestClient(create_app(ServeSettings(api_key=None), fake_served_model(detector))) as level1_client:
+        results = level1_client.post("/v1/predict", json=body).json()["results"]
+        info = level1_client.get("/v1/model").json()
+    detected_somewhere = False
+    for row in results:
+        want = [v for v, cut in zip(LEVEL1_NAMES, cutoffs, strict=True) if row["level1"][v] >= cut]
+        assert row["level1_detected"] == want
+        detected_somewhere |= bool(want) and len(want) < len(LEVEL1_NAMES)
+    assert detected_somewhere, "the thresholds should split the values, else the test shows nothing"
+    assert info["predicts_level1"] is True
+    listed = [(v["name"], c["name"], v["threshold"]) for c in info["categories"] for v in c["level1"]]
+    assert sorted(name for name, _, _ in listed) == sorted(LEVEL1_NAMES)
+    for name, category, threshold in listed:
+        assert category == LEVEL1_TO_CATEGORY[name]
+        assert threshold == pytest.approx(cutoffs[LEVEL1_NAMES.index(name)])

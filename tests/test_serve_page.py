@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 from tests.serve_helpers import fake_served_model, running_server, shipped_model
 
@@ -118,6 +119,7 @@ def test_page_shows_what_the_api_detects(page, server, argument):
     detect(page, server, argument)
 
     assert not page.is_visible("#key-row")  # this server needs no key: the page must not ask for one
+    assert not page.is_visible("#level1")  # the shipped detector predicts no level-1 values
     listed, bars = shown(page)
     assert listed == argument["detected"]  # same categories, same (official) order
     assert sorted(bars) == sorted(argument["detected"])
@@ -150,6 +152,30 @@ def test_page_shows_what_the_api_detects(page, server, argument):
     assert_only_loopback(urls)
     assert any(urlsplit(u).path == "/v1/explain" for u in urls)
     assert errors == []
+
+
+def test_page_lists_level1_values_under_their_category(page, validation):
+    from tests.serve_helpers import Level1Detector
+
+    from valuedetect.taxonomy import LEVEL1_NAMES, LEVEL1_TO_CATEGORY
+    from valuedetect.thresholds import Thresholds
+
+    detector = Level1Detector()
+    detector.level1_thresholds = Thresholds(values=list(np.linspace(0.05, 0.6, len(LEVEL1_NAMES))),
+                                            mode="per_category", global_value=0.3)
+    with running_server(create_app(ServeSettings(api_key=None), fake_served_model(detector))) as base:
+        a = validation.arguments[0]
+        argument = {"premise": a.premise, "conclusion": a.conclusion, "stance": a.stance}
+        with httpx.Client(base_url=base, timeout=60) as http:
+            (result,) = http.post("/v1/predict", json={"arguments": [argument]}).json()["results"]
+        assert result["level1_detected"], "the fake detector should detect some level-1 value here"
+        detect(page, base, argument)
+        page.wait_for_selector("#level1", state="visible")
+        values = page.eval_on_selector_all("#level1-list dd[data-value]", "els => els.map(e => e.dataset.value)")
+        headings = page.eval_on_selector_all("#level1-list dt", "els => els.map(e => e.textContent)")
+    assert sorted(values) == sorted(result["level1_detected"])
+    assert headings == list(dict.fromkeys(  # each value's category, once, in the official order
+        c for c in CATEGORY_NAMES for v in result["level1_detected"] if LEVEL1_TO_CATEGORY[v] == c))
 
 
 def test_plain_text_through_the_page(page, server):

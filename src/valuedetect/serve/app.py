@@ -42,6 +42,7 @@ from valuedetect.serve.schemas import (
     ExplainResponse,
     Health,
     JobOut,
+    Level1Info,
     ModelInfo,
     PredictRequest,
     PredictResponse,
@@ -75,9 +76,17 @@ class ServedModel:
             self.thresholds = np.asarray(detector.thresholds.values, dtype=np.float64)
         else:
             self.thresholds = np.full(len(CATEGORY_NAMES), detector.config.fixed_threshold)
+        self.level1_thresholds: np.ndarray | None = None
+        if detector.predicts_level1:
+            self.level1_thresholds = np.asarray(
+                detector.level1_thresholds.values if detector.level1_thresholds is not None
+                else np.full(len(LEVEL1_NAMES), detector.config.fixed_threshold), dtype=np.float64)
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         return self.detector.decide(scores)
+
+    def decide_level1(self, scores: np.ndarray) -> np.ndarray:
+        return self.detector.decide_level1(scores)
 
 
 def load_served_model(model_dir: Path | None) -> ServedModel:
@@ -153,6 +162,8 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
             detected=[c for c, d in zip(CATEGORY_NAMES, decisions, strict=True) if d],
             probabilities={c: float(p) for c, p in zip(CATEGORY_NAMES, scores, strict=True)},
             level1=None if level1 is None else {v: float(p) for v, p in zip(LEVEL1_NAMES, level1, strict=True)},
+            level1_detected=None if level1 is None else [
+                v for v, d in zip(LEVEL1_NAMES, model.decide_level1(level1[None, :])[0], strict=True) if d],
         )
 
     async def predict_levels(arguments: list[Argument]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -174,6 +185,11 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
     @app.get("/v1/model", response_model=ModelInfo, tags=["service"], responses={401: _ERRORS[401]},
              dependencies=[Depends(require_key)])
     def model_info() -> ModelInfo:
+        def level1_threshold(value: str) -> float | None:
+            if model.level1_thresholds is None:
+                return None
+            return float(model.level1_thresholds[LEVEL1_NAMES.index(value)])
+
         info = model.detector.info or {}
         thresholds = model.detector.thresholds
         return ModelInfo(
@@ -187,7 +203,10 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
             taxonomy_version=TAXONOMY_VERSION,
             valuedetect_version=__version__,
             categories=[CategoryInfo(name=c.name, group=c.group, description=c.description,
-                                     threshold=float(model.thresholds[c.index])) for c in categories()],
+                                     threshold=float(model.thresholds[c.index]),
+                                     level1=[Level1Info(name=v, threshold=level1_threshold(v)) for v in c.level1])
+                        for c in categories()],
+            predicts_level1=model.level1_thresholds is not None,
             limits={k: getattr(settings, k) for k in ("max_body_bytes", "max_arguments", "max_chars",
                                                       "max_upload_bytes", "max_upload_arguments")},
             limits_profile=profile,

@@ -113,6 +113,10 @@ class ArgumentResult(BaseModel):
     level1: dict[str, float] | None = Field(
         None, description="Probabilities of the 54 level-1 values, when the detector predicts them; else null."
     )
+    level1_detected: list[str] | None = Field(
+        None, description="Level-1 values whose probability reaches their own threshold (chosen on dev, as the "
+                          "categories' are), in the official order; null when the detector does not predict them."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -156,11 +160,19 @@ class ExplainResponse(BaseModel):
     explanations: list[CategoryExplanationOut]
 
 
+class Level1Info(BaseModel):
+    name: str
+    threshold: float | None = Field(description="Its decision threshold; null when the detector does not "
+                                                "predict level-1 values.")
+
+
 class CategoryInfo(BaseModel):
     name: CategoryName
     group: str
     description: str
     threshold: float
+    level1: list[Level1Info] = Field(description="The category's level-1 values (a category is present when "
+                                                 "any of them is), in the official order.")
 
 
 class ModelInfo(BaseModel):
@@ -174,6 +186,7 @@ class ModelInfo(BaseModel):
     taxonomy_version: str
     valuedetect_version: str
     categories: list[CategoryInfo]
+    predicts_level1: bool = Field(description="Whether results carry the 54 level-1 values.")
     limits: dict[str, int]
     limits_profile: Literal["encoder", "language-model"] = Field(
         description="Which defaults the limits come from: a language-model detector asks 20 questions per "

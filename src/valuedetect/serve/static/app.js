@@ -120,6 +120,36 @@ function renderDetected(detected) {
   }
 }
 
+// The detected level-1 values, each under its category (a category is present when any of its
+// level-1 values is, so a detected value whose category fell short of its threshold still shows).
+function renderLevel1(result) {
+  const box = $("level1"), list = $("level1-list");
+  list.replaceChildren();
+  box.hidden = !result.level1;
+  if (!result.level1) return;
+  const detected = new Set(result.level1_detected);
+  for (const c of modelInfo.categories) {
+    const values = c.level1.filter((v) => detected.has(v.name));
+    if (!values.length) continue;
+    const dt = document.createElement("dt");
+    dt.textContent = c.name;
+    dt.classList.toggle("off", !result.detected.includes(c.name));
+    list.appendChild(dt);
+    for (const v of values) {
+      const dd = document.createElement("dd");
+      dd.dataset.value = v.name;
+      dd.textContent = `${v.name} (p = ${result.level1[v.name].toFixed(2)})`;
+      list.appendChild(dd);
+    }
+  }
+  if (!list.children.length) {
+    const dd = document.createElement("dd");
+    dd.className = "none";
+    dd.textContent = "none above threshold";
+    list.appendChild(dd);
+  }
+}
+
 function highlightField(container, label, text, words) {
   if (label) {
     const span = document.createElement("span");
@@ -198,6 +228,7 @@ $("argument-form").addEventListener("submit", async (event) => {
     selectedCategory = result.detected[0] || null;
     $("result").hidden = false;
     renderDetected(result.detected);
+    renderLevel1(result);
     drawChart(result.probabilities, result.detected);
     $("chart").dataset.ready = "1";
     renderExplanation();
