@@ -3,6 +3,7 @@ uninterrupted run ends: the command line, a real process, a real kill."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -55,3 +56,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     for key, value in expected.items():
         assert (got[key] - value).abs().max().item() < 1e-6, key
     assert (out / "validation-run.tsv").read_text() == (tmp_path / "ref" / "validation-run.tsv").read_text()
+    # Its cost counts both processes that trained it, not only the one that finished.
+    compute = json.loads((out / "results.json").read_text())["compute"]
+    assert compute["train_processes"] == 2
+    assert json.loads((tmp_path / "ref" / "results.json").read_text())["compute"]["train_processes"] == 1

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from valuedetect import __version__
+from valuedetect.compute import LEDGER, ComputeLedger
 from valuedetect.config import TrainConfig, stable_settings, to_dict
 from valuedetect.data import Split, atomic_write_json, ensure_folder, load_split, write_labels
 from valuedetect.detectors import make_detector
@@ -291,18 +292,20 @@ def run_training(
         fingerprint.check_or_write(output, fingerprint.run_fingerprint(
             run_settings, to_dict(detector.config), getattr(detector.config, "model", None), fit, dev), resume)
 
-    cpu_started, started = _cpu_seconds(), time.time()
     trained_before = resume and (output / "detector.json").exists() and not (output / "checkpoint").exists()
-    if trained_before:  # killed after saving the detector, before its scores: only score and write
-        from valuedetect.detectors import load_detector
+    # Training time counts every process that worked on the run (a resumed one repeats some work).
+    with ComputeLedger(output / LEDGER if _is_main_process() else None, fresh=not resume) as ledger:
+        if trained_before:  # killed after saving the detector, before its scores: only score and write
+            from valuedetect.detectors import load_detector
 
-        say("the detector was saved before the interruption; scoring it and writing the remaining outputs")
-        detector = load_detector(output)
-        fit_seconds = float(detector.info.get("train_seconds") or 0.0)
-        fit_cpu = float(detector.info.get("train_cpu_seconds") or 0.0)
-    else:
-        detector.fit(fit, dev)
-        fit_seconds, fit_cpu = time.time() - started, _cpu_seconds() - cpu_started
+            say("the detector was saved before the interruption; scoring it and writing the remaining outputs")
+            detector = load_detector(output)
+        else:
+            detector.fit(fit, dev)
+    fit_seconds, fit_cpu = ledger.wall_seconds, ledger.cpu_seconds
+    if trained_before and not ledger.processes_before:  # a run folder from before the ledger
+        fit_seconds = max(fit_seconds, float(detector.info.get("train_seconds") or 0.0))
+        fit_cpu = max(fit_cpu, float(detector.info.get("train_cpu_seconds") or 0.0))
     if not _is_main_process():
         # Under `accelerate launch`, every process trains; one writes the outputs.
         assert detector.dev_scores is not None and dev.labels is not None
@@ -329,7 +332,7 @@ def run_training(
     detector.info.update(
         protocol=protocol, **task.summary("dev", dev_scores), **task.summary("validation", val_scores),
         validation_held_out=not splits.optimistic, train_seconds=round(fit_seconds, 1),
-        train_cpu_seconds=round(fit_cpu, 1),
+        train_cpu_seconds=round(fit_cpu, 1), train_processes=ledger.processes,
     )
     detector.save(output)
     written = [f"{output}/ (detector)"]
@@ -386,8 +389,10 @@ def run_training(
         "train_seconds": round(fit_seconds, 1),
         "compute": {"train_cpu_seconds": round(fit_cpu, 1), "validation_cpu_seconds": round(val_cpu, 1),
                     "validation_seconds": round(val_seconds, 1), "cores": _cores(),
-                    "note": "CPU-seconds of this process (all its threads); work done by a remote server "
-                            "(an OpenAI-compatible backend) is not counted"},
+                    "train_processes": ledger.processes,
+                    "note": "CPU-seconds of the processes that trained it (all their threads; a resumed "
+                            "run's earlier processes included, work they repeated too); work done by a "
+                            "remote server (an OpenAI-compatible backend) is not counted"},
         "training": detector.info.get("training"),
         "info": detector.info,
         "test_run": test_written,

@@ -1,0 +1,58 @@
+"""The compute ledger: a run's cost over every process that worked on it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from valuedetect.compute import ComputeLedger
+
+
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_a_resumed_process_adds_to_what_earlier_ones_spent(tmp_path: Path) -> None:
+    path = tmp_path / "compute.json"
+    with ComputeLedger(path, fresh=True) as first:
+        _burn(0.2)
+    recorded = json.loads(path.read_text())
+    assert recorded["processes"] == 1 and recorded["cpu_seconds"] >= 0.2
+    with ComputeLedger(path, fresh=False) as second:
+        _burn(0.1)
+    assert second.processes == 2
+    assert second.cpu_seconds >= first.cpu_seconds + 0.1 - 0.01  # the ledger keeps 2 decimals
+    assert second.wall_seconds >= first.wall_seconds
+    assert json.loads(path.read_text())["processes"] == 2
+
+
+def test_a_fresh_run_forgets_an_old_ledger_and_a_torn_one_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "compute.json"
+    path.write_text(json.dumps({"cpu_seconds": 1000.0, "wall_seconds": 1000.0, "processes": 7}))
+    with ComputeLedger(path, fresh=True) as ledger:
+        pass
+    assert ledger.processes == 1 and ledger.cpu_seconds < 1000
+    path.write_text('{"cpu_seconds": 12')  # a crash mid-write (the ledger itself writes atomically)
+    with ComputeLedger(path, fresh=False) as ledger:
+        pass
+    assert ledger.processes == 1 and ledger.cpu_seconds < 1000
+
+
+def test_a_killed_process_has_written_its_time_within_the_interval(tmp_path: Path) -> None:
+    path = tmp_path / "compute.json"
+    ledger = ComputeLedger(path, fresh=True, interval=0.05)
+    ledger.__enter__()  # never left: as if the process were killed inside the block
+    _burn(0.3)
+    time.sleep(0.2)
+    assert json.loads(path.read_text())["cpu_seconds"] >= 0.25
+    ledger._stop.set()
+
+
+def test_without_a_path_it_measures_and_writes_nothing(tmp_path: Path) -> None:
+    with ComputeLedger(None, fresh=True) as ledger:
+        _burn(0.05)
+    assert ledger.cpu_seconds >= 0.05
+    assert list(tmp_path.iterdir()) == []
