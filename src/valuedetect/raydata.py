@@ -342,10 +342,14 @@ def _write_file(labelled: Any, output: Path, layout: Layout, chunk_size: int, so
     registry = IdRegistry()
     count = 0
     writer = None
+    # Closed explicitly: an error raised here (a duplicate ID) would otherwise keep the generator,
+    # and with it Ray's executor and its actors, alive for as long as the traceback is held; the
+    # next dataset's pool then waits for CPUs that never come back.
+    batches = iter(labelled.iter_batches(batch_size=chunk_size, batch_format="pyarrow"))
     try:
         with atomic_file(output) as handle:
             handle.write(layout.header())
-            for table in labelled.iter_batches(batch_size=chunk_size, batch_format="pyarrow"):
+            for table in batches:
                 ids, kept, scores, decisions = _from_table(table, layout)
                 ids = [i if i is not None else f"text-{count + k + 1}" for k, i in enumerate(ids)]
                 registry.add([(i, None) for i in ids], Path(str(source)),
@@ -367,6 +371,9 @@ def _write_file(labelled: Any, output: Path, layout: Layout, chunk_size: int, so
             if writer is not None:
                 writer.close()
     finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
         registry.close()
     return count
 
