@@ -122,7 +122,7 @@ def test_cli_engine_ray(cluster, detector, tmp_path):
     result = invoke("predict", "--input", str(source), "--output", str(output), "--model", str(detector.folder),
                     "--text-column", "body", "--id-column", "post_id", "--engine", "ray", "--ray-actors", "1")
     assert result.exit_code == 0, result.output
-    assert "for 5 texts" in result.output and "1 Ray actors" in result.output
+    assert "for 5 texts" in result.output and "(1 Ray actor)" in result.output
     assert sorted(read_output(output)[CATEGORY_NAMES[0]].unique()) <= [0, 1]
 
 

@@ -310,7 +310,7 @@ def predict(
                 output_format=output_format, chunk_size=chunk_size, progress=update, **asdict(columns))
         count = f" for {ray_summary.texts} texts" if ray_summary.texts is not None else ""
         console.print(f"wrote {ray_summary.description}{count} to {escape(str(output))} "
-                      f"({ray_summary.actors} Ray actors)")
+                      f"({ray_summary.actors} Ray actor{'' if ray_summary.actors == 1 else 's'})")
         return
     if input is not None and output is not None:
         detector = load(model, base_model=base_model, inference=inference)

@@ -290,7 +290,7 @@ def _labelled(ray: Any, detector: Detector, detector_folder: Path | None, source
     threads = max(1, int(settings.cpus_per_actor))
     labelled = dataset.map_batches(
         Labeller, fn_constructor_args=(shipped, kind, columns, layout, threads, need_ids),
-        batch_size=settings.batch_size, batch_format="pyarrow", concurrency=actors,
+        batch_size=settings.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=settings.cpus_per_actor, zero_copy_batch=True)
     return labelled, actors
 
