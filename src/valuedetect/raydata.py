@@ -30,6 +30,7 @@ record stops the run when its block is reached; nothing is written to the output
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -151,6 +152,10 @@ def _folder_format(output: str | Path, output_format: str | None) -> str:
     return fmt
 
 
+# Reading is I/O, not model work: read tasks reserve no CPU, so a pool holding every CPU (or one a
+# failed run in the same session has not yet released) can never starve the reads it waits for.
+READ_TASKS = {"num_cpus": 0}
+
 # ----------------------------------------------------------------------------- reading
 
 def _csv_header(path: Path, delimiter: str) -> list[str]:
@@ -187,7 +192,7 @@ def read_dataset(source: str | Path, columns: Columns = DEFAULT_COLUMNS) -> tupl
         suffixes = {p.suffix.lower() for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_"))}
         kind = input_format(f"x{next(iter(suffixes))}") if len(suffixes) == 1 else kind
     if kind == "parquet":
-        return ray.data.read_parquet(text), kind
+        return ray.data.read_parquet(text, ray_remote_args=READ_TASKS), kind
     if kind in ("csv", "tsv"):
         delimiter = "," if kind == "csv" else "\t"
         parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=kind == "csv",
@@ -196,8 +201,9 @@ def read_dataset(source: str | Path, columns: Columns = DEFAULT_COLUMNS) -> tupl
         if local and path.is_file():
             convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in _csv_header(path, delimiter)},
                                            strings_can_be_null=False, quoted_strings_can_be_null=False)
-        return ray.data.read_csv(text, parse_options=parse, convert_options=convert), kind
-    return ray.data.read_text(text, encoding="utf-8"), kind
+        return ray.data.read_csv(text, parse_options=parse, convert_options=convert,
+                                 ray_remote_args=READ_TASKS), kind
+    return ray.data.read_text(text, encoding="utf-8", ray_remote_args=READ_TASKS), kind
 
 
 def _records(kind: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
@@ -428,6 +434,7 @@ def predict_dataset(
         _quiet(ray)
         labelled, actors = _labelled(ray, detector, detector_folder, source, columns, layout, settings, folder)
         texts: int | None = None
+        found: tuple[str, Path | str | None, int | None] | None = None
         try:
             if folder:
                 _write_folder(labelled, str(output), fmt)
@@ -436,10 +443,18 @@ def predict_dataset(
         except InputError:
             raise
         except Exception as error:
-            found = _user_error(error)
-            if found is not None:
-                raise InputError(found.problem, source if found.path is None else found.path, found.line) from None
-            raise
+            worker_error = _user_error(error)
+            if worker_error is None:
+                raise
+            found = (worker_error.problem, worker_error.path, worker_error.line)
+        if found is not None:
+            # Raised outside the except block, with nothing of Ray's error attached: its traceback
+            # holds the executor, whose actors would otherwise keep their CPUs while the caller
+            # holds this error, and a next run in the same session would wait for them forever.
+            del labelled
+            gc.collect()
+            problem, path, line = found
+            raise InputError(problem, source if path is None else path, line)
     description = DESCRIPTIONS[layout.format] if not folder else f"a folder of {fmt} files"
     return RaySummary(output, texts, description, actors)
 
