@@ -30,7 +30,6 @@ record stops the run when its block is reached; nothing is written to the output
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -434,7 +433,6 @@ def predict_dataset(
         _quiet(ray)
         labelled, actors = _labelled(ray, detector, detector_folder, source, columns, layout, settings, folder)
         texts: int | None = None
-        found: tuple[str, Path | str | None, int | None] | None = None
         try:
             if folder:
                 _write_folder(labelled, str(output), fmt)
@@ -443,18 +441,10 @@ def predict_dataset(
         except InputError:
             raise
         except Exception as error:
-            worker_error = _user_error(error)
-            if worker_error is None:
-                raise
-            found = (worker_error.problem, worker_error.path, worker_error.line)
-        if found is not None:
-            # Raised outside the except block, with nothing of Ray's error attached: its traceback
-            # holds the executor, whose actors would otherwise keep their CPUs while the caller
-            # holds this error, and a next run in the same session would wait for them forever.
-            del labelled
-            gc.collect()
-            problem, path, line = found
-            raise InputError(problem, source if path is None else path, line)
+            found = _user_error(error)
+            if found is not None:
+                raise InputError(found.problem, source if found.path is None else found.path, found.line) from None
+            raise
     description = DESCRIPTIONS[layout.format] if not folder else f"a folder of {fmt} files"
     return RaySummary(output, texts, description, actors)
 

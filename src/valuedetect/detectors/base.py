@@ -167,10 +167,13 @@ class Detector(ABC):
         assert level1 is not None
         return level1
 
+    def level1_thresholds_in_use(self) -> Thresholds:
+        """The level-1 thresholds chosen on dev, else the fixed one for all 54 values."""
+        return self.level1_thresholds or Thresholds.constant(self.config.fixed_threshold, NUM_LEVEL1)
+
     def decide_level1(self, scores: np.ndarray) -> np.ndarray:
-        """0/1 level-1 decisions by the level-1 thresholds chosen on dev (else the fixed one)."""
-        thresholds = self.level1_thresholds or Thresholds.constant(self.config.fixed_threshold, NUM_LEVEL1)
-        return thresholds.apply(scores)
+        """0/1 level-1 decisions by ``level1_thresholds_in_use``."""
+        return self.level1_thresholds_in_use().apply(scores)
 
     def predict_level1(self, arguments: Sequence[Argument] | Sequence[str] | str) -> np.ndarray:
         return self.decide_level1(self.predict_level1_proba(arguments))

@@ -78,9 +78,7 @@ class ServedModel:
             self.thresholds = np.full(len(CATEGORY_NAMES), detector.config.fixed_threshold)
         self.level1_thresholds: np.ndarray | None = None
         if detector.predicts_level1:
-            self.level1_thresholds = np.asarray(
-                detector.level1_thresholds.values if detector.level1_thresholds is not None
-                else np.full(len(LEVEL1_NAMES), detector.config.fixed_threshold), dtype=np.float64)
+            self.level1_thresholds = np.asarray(detector.level1_thresholds_in_use().values, dtype=np.float64)
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         return self.detector.decide(scores)
@@ -156,14 +154,14 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
                                "max_chars")
 
     def result(argument_id: str, scores: np.ndarray, decisions: np.ndarray,
-               level1: np.ndarray | None = None) -> ArgumentResult:
+               level1: np.ndarray | None = None, level1_decisions: np.ndarray | None = None) -> ArgumentResult:
         return ArgumentResult(
             id=argument_id,
             detected=[c for c, d in zip(CATEGORY_NAMES, decisions, strict=True) if d],
             probabilities={c: float(p) for c, p in zip(CATEGORY_NAMES, scores, strict=True)},
             level1=None if level1 is None else {v: float(p) for v, p in zip(LEVEL1_NAMES, level1, strict=True)},
-            level1_detected=None if level1 is None else [
-                v for v, d in zip(LEVEL1_NAMES, model.decide_level1(level1[None, :])[0], strict=True) if d],
+            level1_detected=None if level1_decisions is None else [
+                v for v, d in zip(LEVEL1_NAMES, level1_decisions, strict=True) if d],
         )
 
     async def predict_levels(arguments: list[Argument]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -222,9 +220,11 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         scores, level1 = await predict_levels(arguments)
         decisions = model.decide(scores)
         rows = [None] * len(arguments) if level1 is None else list(level1)
+        level1_rows = [None] * len(arguments) if level1 is None else list(model.decide_level1(level1))
         return PredictResponse(
             model=model.name,
-            results=[result(a.id, s, d, v) for a, s, d, v in zip(arguments, scores, decisions, rows, strict=True)],
+            results=[result(a.id, s, d, v, vd) for a, s, d, v, vd
+                     in zip(arguments, scores, decisions, rows, level1_rows, strict=True)],
         )
 
     # The body's model carries this server's argument limit, so it is built here, per app.
