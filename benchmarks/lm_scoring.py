@@ -11,7 +11,8 @@ token positions computed per argument and arguments per second, for one model, i
 
 Each mode scores the same arguments and must give the same scores (the largest difference is
 printed); ratios are against ``separate``. ``--templates bca,bca_name`` also measures the
-shorter question (the value's name instead of its description). With ``--arguments 1896`` and
+shorter question (the value's name instead of its description); ``--dtypes float32,bfloat16``
+the bf16 matrix units (rows ``MODE-bfloat16``). With ``--arguments 1896`` and
 ``--modes packed`` it is the full-validation target run (SmolLM2 <= 15 min, Qwen-0.5B <= 45 min,
 Qwen-1.5B <= 2.5 h on 2 cores).
 
@@ -30,10 +31,13 @@ from pathlib import Path
 import numpy as np
 
 
-def score(model: str, template: str, arguments: list, sharing: str | None, batch_size: int) -> dict:
+def score(model: str, template: str, arguments: list, sharing: str | None, batch_size: int,
+          dtype: str = "float32") -> dict:
     from valuedetect.detectors import make_detector
 
     settings = {"model": model, "template": template, "batch_size": batch_size, "thresholds": "fixed"}
+    if dtype != "float32":
+        settings["dtype"] = dtype
     if sharing is None:
         settings["backend"] = "llamacpp"
     elif sharing == "none":
@@ -61,6 +65,8 @@ def main() -> None:
     parser.add_argument("--arguments", type=int, default=40, help="first N validation arguments")
     parser.add_argument("--templates", default="bca", help="comma-separated, e.g. bca,bca_name")
     parser.add_argument("--modes", default="separate,kv-cache,packed")
+    parser.add_argument("--dtypes", default="float32",
+                        help="comma-separated transformers dtypes, e.g. float32,bfloat16 (rows MODE-DTYPE)")
     parser.add_argument("--llamacpp", action="store_true", help="also llama.cpp in-process")
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/lm_scoring.json"))
@@ -77,8 +83,10 @@ def main() -> None:
     for template in args.templates.split(","):
         rows = {}
         for mode in wanted:
-            rows[mode] = score(args.model, template, validation.arguments, modes[mode], args.batch_size)
-            print(template, mode, {k: v for k, v in rows[mode].items() if k != "scores"}, flush=True)
+            for dtype in args.dtypes.split(","):
+                name = mode if dtype == "float32" else f"{mode}-{dtype}"
+                rows[name] = score(args.model, template, validation.arguments, modes[mode], args.batch_size, dtype)
+                print(template, name, {k: v for k, v in rows[name].items() if k != "scores"}, flush=True)
         if args.llamacpp:
             rows["llamacpp"] = score(args.model, template, validation.arguments, None, args.batch_size)
             print(template, "llamacpp", {k: v for k, v in rows["llamacpp"].items() if k != "scores"}, flush=True)

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--arguments", type=int, default=120, help="first N training arguments")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--dtype", default="float32", help="the frozen model's dtype (float32 | bfloat16)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
 
@@ -49,7 +50,8 @@ def main() -> None:
     rows: dict[str, dict] = {}
     for placement in args.placements.split(","):
         detector = PromptDetector(PromptConfig(model=args.model, template=args.template, soft_prompt_tokens=8,
-                                               soft_prompt_placement=placement, batch_size=args.batch_size))
+                                               soft_prompt_placement=placement, batch_size=args.batch_size,
+                                               dtype=args.dtype))
         lm = detector.lm()
         template = detector.config.prompt_template()
         verbalizer = template.verbalizer
@@ -73,11 +75,12 @@ def main() -> None:
     if "after" in rows:
         for row in rows.values():
             row["cpu_ratio_to_after"] = round(row["cpu_seconds_per_step"] / rows["after"]["cpu_seconds_per_step"], 3)
-    summary = {"model": args.model, "template": args.template, "steps": args.steps,
+    summary = {"model": args.model, "template": args.template, "dtype": args.dtype, "steps": args.steps,
                "pairs_per_step": args.batch_size, "threads": torch.get_num_threads(), "placements": rows,
                "machine": {"platform": platform.platform(), "cores": len(os.sched_getaffinity(0))},
                "measured": time.strftime("%Y-%m-%d")}
-    target = Path("benchmarks/results") / f"prompt_tuning_step-{args.model}.json"
+    suffix = "" if args.dtype == "float32" else f"-{args.dtype}"
+    target = Path("benchmarks/results") / f"prompt_tuning_step-{args.model}{suffix}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

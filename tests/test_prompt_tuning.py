@@ -242,3 +242,25 @@ def test_interrupted_prompt_tuning_resumes_to_the_same_prompt(models, tmp_path):
     other.checkpoint_dir, other.resume = tmp_path / "checkpoint", True
     with pytest.raises(ValueDetectError, match="other settings"):
         other.fit(SPLIT)
+
+
+def test_bfloat16_scores_near_float32_and_its_prompt_trains(models):
+    """dtype = bfloat16 loads the frozen model in bf16 (the CPU's bf16 units); its scores differ
+    from float32's by rounding only, and the soft prompt (kept in float32) still learns."""
+    full = detector(models, soft_prompt_tokens=0)
+    half = detector(models, soft_prompt_tokens=0, dtype="bfloat16")
+    difference = np.abs(half.predict_proba(SPLIT.arguments) - full.predict_proba(SPLIT.arguments))
+    assert next(half.lm().model.parameters()).dtype == torch.bfloat16
+    assert next(full.lm().model.parameters()).dtype == torch.float32
+    assert 0 < difference.max() < 0.05
+    tuned = detector(models, epochs=5, negative_ratio=10.0, lr=0.03, soft_prompt_tokens=8,
+                     soft_prompt_placement="end", dtype="bfloat16")
+    before = loss(tuned)
+    tuned.fit(SPLIT)
+    assert tuned.lm().soft_prompt.weight.dtype == torch.float32
+    assert loss(tuned) < before - 0.02
+
+
+def test_unknown_dtype_is_refused(models):
+    with pytest.raises((ValueError, ValueDetectError), match="dtype must be one of float32, bfloat16"):
+        detector(models, dtype="int4")
