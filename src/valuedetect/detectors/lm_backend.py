@@ -31,7 +31,7 @@ class BackendSettings:
     cache_namespace: str | None = None
     n_ctx: int = 4096  # llamacpp: context length
     # transformers: the weights' and activations' type. bfloat16 runs the matrix products on the
-    # CPU's bf16 units where it has them (AMX, AVX512-BF16: 1.6x faster per pass measured on
+    # CPU's bf16 instructions where it has them (AVX512-BF16, AMX: 1.6x faster per pass measured on
     # SmolLM2); scores move by rounding, so thresholds must be chosen with the dtype that scores.
     dtype: str = "float32"
 
