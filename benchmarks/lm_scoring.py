@@ -35,9 +35,8 @@ def score(model: str, template: str, arguments: list, sharing: str | None, batch
           dtype: str = "float32") -> dict:
     from valuedetect.detectors import make_detector
 
-    settings = {"model": model, "template": template, "batch_size": batch_size, "thresholds": "fixed"}
-    if dtype != "float32":
-        settings["dtype"] = dtype
+    settings = {"model": model, "template": template, "batch_size": batch_size, "thresholds": "fixed",
+                "dtype": dtype}
     if sharing is None:
         settings["backend"] = "llamacpp"
     elif sharing == "none":

@@ -31,8 +31,9 @@ class BackendSettings:
     cache_namespace: str | None = None
     n_ctx: int = 4096  # llamacpp: context length
     # transformers: the weights' and activations' type. bfloat16 runs the matrix products on the
-    # CPU's bf16 instructions where it has them (AVX512-BF16, AMX: 1.6x faster per pass measured on
-    # SmolLM2); scores move by rounding, so thresholds must be chosen with the dtype that scores.
+    # CPU's bf16 instructions where it has them (AVX512-BF16: packed scoring 2.3x on SmolLM2,
+    # benchmarks/results/lm_scoring-smollm2-bf16.json); scores move by rounding, so thresholds
+    # must be chosen with the dtype that scores.
     dtype: str = "float32"
 
     def check_backend(self) -> None:
