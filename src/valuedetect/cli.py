@@ -473,6 +473,24 @@ def serve(
     run_server(settings, host=host, port=port)
 
 
+@app.command("teacher-scores")
+@user_errors
+def teacher_scores(
+    teacher: Annotated[Path, typer.Argument(help="Saved detector folder of the teacher (a held-out run).")],
+    output: Annotated[Path, typer.Option(help="Scores file to write (TSV), with its sidecar .json beside it.")],
+    data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (default: the shipped copy).")] = None,
+) -> None:
+    """Write a teacher's probabilities on the training arguments, soft targets for distillation
+    (an encoder's distill_from)."""
+    from valuedetect.data import check_output, load_split
+    from valuedetect.distill import sidecar, write_teacher_scores
+
+    check_output(output)
+    meta = write_teacher_scores(teacher, load_split("training", data_dir), output)
+    console.print(f"wrote {escape(str(output))} ({meta['arguments']} training arguments) and "
+                  f"{escape(str(sidecar(output)))}; teacher validation F1 {meta['teacher_validation_f1']}")
+
+
 @app.command()
 @user_errors
 def data(

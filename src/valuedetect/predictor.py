@@ -98,7 +98,7 @@ class ValueDetector:
         return pd.Series(values, index=list(CATEGORY_NAMES), name="threshold")
 
     def __repr__(self) -> str:
-        model = getattr(self.detector.config, "model", None)
+        model = self.detector.base_model
         where = f", folder={str(self.folder)!r}" if self.folder else ""
         return f"ValueDetector(method={self.method!r}" + (f", model={model!r}" if model else "") + where + ")"
 

@@ -159,7 +159,8 @@ def constant_answer_loss(labels: np.ndarray, pos_weight: np.ndarray | None = Non
     """The mean binary cross-entropy of the best constant answer per category (its training prior,
     moved by ``pos_weight`` where the loss weighs positives): a model whose training loss is not
     below this has learned nothing about the arguments."""
-    y = (np.asarray(labels) > 0).astype(np.float64)
+    # soft targets (distillation) count as they are; 0/1 labels are the usual case
+    y = np.clip(np.asarray(labels, dtype=np.float64), 0.0, 1.0)
     q = y.mean(axis=0)
     w = np.ones_like(q) if pos_weight is None else np.asarray(pos_weight, dtype=np.float64).reshape(-1)
     p = np.clip(w * q / (w * q + (1 - q)), 1e-12, 1 - 1e-12)

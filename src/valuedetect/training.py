@@ -290,7 +290,7 @@ def run_training(
                                     if k not in ("detector", "output", "refit")})
     if _is_main_process():
         fingerprint.check_or_write(output, fingerprint.run_fingerprint(
-            run_settings, to_dict(detector.config), getattr(detector.config, "model", None), fit, dev), resume)
+            run_settings, to_dict(detector.config), detector.base_model, fit, dev), resume)
 
     trained_before = resume and (output / "detector.json").exists() and not (output / "checkpoint").exists()
     # Training time counts every process that worked on the run (a resumed one repeats some work).
@@ -361,7 +361,7 @@ def run_training(
                 detector.info[f"test_{task.headline}"] = getattr(task.score(test.labels, test_pred), task.headline)
     if check_int8 and _check_int8(detector, validation, val_raw, task.name, say):
         detector.save(output)  # detector.json now holds the check
-    model = getattr(detector.config, "model", None)
+    model = detector.base_model
     description = ("" if task.name == "values" else f"task {task.name}, ") + f"method {config.method}" + \
         (f", model {model}" if model else "") + \
         f", seed {detector.config.seed}, thresholds {detector.thresholds.mode if detector.thresholds else '-'}" + \

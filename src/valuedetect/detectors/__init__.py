@@ -17,6 +17,7 @@ _REGISTRY: dict[str, str] = {
     "encoder": "valuedetect.detectors.encoder:EncoderDetector",
     "llm": "valuedetect.detectors.llm:LLMDetector",
     "prompt": "valuedetect.detectors.prompt:PromptDetector",
+    "ensemble": "valuedetect.detectors.ensemble:EnsembleDetector",
 }
 
 METHODS = tuple(_REGISTRY)

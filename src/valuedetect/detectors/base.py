@@ -110,6 +110,11 @@ class Detector(ABC):
         """Whether this detector also scores the 54 level-1 values (it was trained on them)."""
         return False
 
+    @property
+    def base_model(self) -> str | None:
+        """The pretrained model the detector builds on (a name or path), None for a method without one."""
+        return getattr(self.config, "model", None)
+
     def _predict_both(self, arguments: Sequence[Argument]) -> tuple[np.ndarray, np.ndarray | None]:
         """Level-2 scores and, where the detector has them, level-1 scores, from one pass."""
         return self._predict_proba(arguments), None

@@ -56,9 +56,16 @@ class EncoderConfig(DetectorConfig, TrainSettings):
     # head: auxiliary targets for the 20 categories, and level-1 predictions with their own
     # thresholds chosen on dev. Early stopping still reads the categories' F1.
     level1: bool = False
+    # Distillation (valuedetect.distill): a teacher (a saved detector folder, or a teacher-scores
+    # file from `valuedetect teacher-scores`) whose probabilities on the training arguments are
+    # mixed into the targets: (1 - distill_weight) * gold + distill_weight * teacher.
+    distill_from: str = ""
+    distill_weight: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError("distill_weight must lie in [0, 1]")
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {self.pooling!r}")
         if self.heads not in ("single", "multiple"):
@@ -197,6 +204,8 @@ class EncoderDetector(Detector):
                 raise InputError(f"level1 = true, but the {train.name} split has no level-1 labels "
                                  "(level1-labels-training.tsv)")
             targets = np.hstack([train.labels, train.level1_labels])
+        if c.distill_from:
+            targets = self._distilled(targets, train, dev)
         self._build()
         train_ids = self._encode(train.arguments)
         dev_ids = self._encode(dev.arguments) if dev is not None else None
@@ -229,6 +238,22 @@ class EncoderDetector(Detector):
             base_model=c.model, processes=state.processes,
             training=self._training_standard(state, targets, pos_weight).to_dict(),
         )
+
+    def _distilled(self, targets: np.ndarray, train: Split, dev: Split | None) -> np.ndarray:
+        """The gold targets with the teacher's probabilities mixed into the 20 category columns
+        (level-1 columns, where trained, stay gold: the teacher scores categories only)."""
+        from valuedetect.distill import teacher_targets
+
+        c = self.config
+        soft, note = teacher_targets(c.distill_from, train, dev)
+        width = self.task.width
+        mixed = np.asarray(targets, dtype=np.float32).copy()
+        mixed[:, :width] = (1.0 - c.distill_weight) * mixed[:, :width] + c.distill_weight * soft
+        self.info["distillation"] = {**note, "weight": c.distill_weight, "arguments": len(train)}
+        if self.log:
+            self.log(f"distillation: targets are {1 - c.distill_weight:g} x gold + {c.distill_weight:g} x the "
+                     f"teacher's probabilities ({note['teacher']})")
+        return mixed
 
     def refit_settings(self) -> dict[str, Any]:
         """The epoch dev chose, trained to without early stopping (the schedule then spans it)."""

@@ -83,6 +83,8 @@ class Experiment:
 
 def family_of(method: str, detector: dict[str, Any]) -> str:
     """The comparison family a run belongs to, when its config does not say."""
+    if method == "ensemble":  # an ensemble belongs to its members' family
+        return family_of(str(detector.get("method", "encoder")), detector.get("member") or {})
     if method == "encoder":
         return "fine-tuning"
     if method == "prompt":

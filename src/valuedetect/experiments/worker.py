@@ -115,7 +115,7 @@ def _training_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> 
     results = json.loads((output / "results.json").read_text(encoding="utf-8"))
     info = results.get("info", {})
     record.method = config.method
-    record.model = getattr(detector.config, "model", None) or record.model
+    record.model = detector.base_model or record.model
     record.seed = getattr(detector.config, "seed", None)
     record.detector_config = results.get("detector_config", {})
     record.train_seconds = results.get("train_seconds")

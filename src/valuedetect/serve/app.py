@@ -193,7 +193,7 @@ def create_app(settings: ServeSettings | None = None, model: ServedModel | None 
         return ModelInfo(
             name=model.name,
             type=model.detector.type_name,
-            base_model=info.get("base_model") or getattr(model.detector.config, "model", None),
+            base_model=info.get("base_model") or model.detector.base_model,
             threshold_mode=thresholds.mode if thresholds is not None else None,
             validation_f1=info.get("validation_f1"),
             parameters_total=info.get("parameters_total"),

@@ -1,0 +1,164 @@
+"""Knowledge distillation: a teacher's probabilities on the training arguments as soft targets.
+
+An encoder detector with ``distill_from`` learns from ``(1 - distill_weight) * gold +
+distill_weight * teacher`` instead of the gold 0/1 labels. The teacher is a saved detector
+(typically an ensemble) or a teacher-scores file written from one by ``valuedetect
+teacher-scores``, so the student's main job need not retrain the teacher.
+
+What keeps this honest under the held-out protocol: the teacher must have been trained under it
+on exactly the student's fit arguments with the same dev slice, so neither dev (which chooses the
+student's epochs and thresholds) nor validation (which scores it) ever reached the student through
+the teacher. The check compares the ID digests that every run records. Only training arguments
+get teacher scores: never validation, test or the supplementary splits.
+
+A teacher-scores file is the official run-file layout with probabilities instead of 0/1
+(``Argument ID`` then the 20 categories), and a sidecar ``<name>.json`` that says which teacher
+made it, under which protocol, and the sha256 of the scores file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from valuedetect.data import ID_COLUMN, Split, _read_tsv, atomic_write_json, atomic_write_text
+from valuedetect.errors import InputError
+from valuedetect.protocol import ids_digest
+from valuedetect.taxonomy import CATEGORY_NAMES
+
+DECIMALS = 4
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _teacher_protocol(info: dict[str, Any], where: Path) -> dict[str, Any]:
+    protocol = info.get("protocol") or {}
+    if protocol.get("name") != "heldout" or not protocol.get("fit_ids_sha256"):
+        raise InputError("the teacher was not trained under the held-out protocol (its record states no fit and "
+                         "dev slice), so it may have learned from the arguments that choose or score the student; "
+                         "train the teacher with the default protocol", where)
+    if info.get("refit"):
+        raise InputError("the teacher is a refit (trained on validation too): it cannot teach a held-out student",
+                         where)
+    return protocol
+
+
+def check_teacher(protocol: dict[str, Any], train: Split, dev: Split | None, where: Path) -> None:
+    """Refuse a teacher that trained on other arguments than the student's fit split, or chose on
+    another dev slice: it would carry dev or validation arguments into the student."""
+    if dev is None:  # a refit: it has no held-out score to protect
+        return
+    if protocol.get("dev_ids_sha256") != ids_digest(dev.ids):
+        raise InputError(f"the teacher chose on another dev slice (digest {protocol.get('dev_ids_sha256')}, the "
+                         f"student's is {ids_digest(dev.ids)}): use the same dev_seed and dev_fraction", where)
+    if protocol.get("fit_ids_sha256") != ids_digest(train.ids):
+        raise InputError(f"the teacher trained on other arguments (digest {protocol.get('fit_ids_sha256')}, the "
+                         f"student's fit split is {ids_digest(train.ids)}): train both on the same split, "
+                         "without a training subset", where)
+
+
+def teacher_targets(source: str | Path, train: Split, dev: Split | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The teacher's probabilities [n, 20] for ``train``'s arguments, and what to record about it."""
+    path = Path(source)
+    if path.is_dir():
+        from valuedetect.detectors import load_detector
+
+        teacher = load_detector(path)
+        protocol = _teacher_protocol(teacher.info, path / "detector.json")
+        check_teacher(protocol, train, dev, path / "detector.json")
+        scores = teacher.predict_proba(train.arguments)
+        return scores, {"teacher": str(path), "teacher_type": teacher.type_name,
+                        "teacher_validation_f1": teacher.info.get("validation_f1")}
+    if not path.exists():
+        raise InputError("no such teacher: expected a saved detector folder or a teacher-scores file", path)
+    meta = read_sidecar(path)
+    check_teacher(meta.get("protocol") or {}, train, dev, sidecar(path))
+    ids, scores = read_teacher_scores(path)
+    position = {arg_id: i for i, arg_id in enumerate(ids)}
+    missing = [arg_id for arg_id in train.ids if arg_id not in position]
+    if missing:
+        raise InputError(f"no teacher scores for {len(missing)} of the {len(train)} arguments the student trains on, "
+                         f"e.g. {missing[0]!r}", path)
+    return scores[[position[i] for i in train.ids]], {
+        "teacher": str(path), "teacher_type": meta.get("teacher_type"),
+        "teacher_validation_f1": meta.get("teacher_validation_f1"), "teacher_scores_sha256": meta.get("sha256")}
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    meta_path = sidecar(path)
+    if not meta_path.exists():
+        raise InputError(f"a teacher-scores file needs its sidecar {meta_path.name} (written with it by "
+                         "`valuedetect teacher-scores`), which says which teacher made it", path)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"unreadable sidecar ({error})", meta_path) from None
+    if not isinstance(meta, dict):
+        raise InputError("the sidecar must be a JSON object", meta_path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if meta.get("sha256") != digest:
+        raise InputError(f"the scores file does not match its sidecar (sha256 {digest[:16]}..., the sidecar says "
+                         f"{str(meta.get('sha256'))[:16]}...): it was changed after it was written", path)
+    return meta
+
+
+def read_teacher_scores(path: Path) -> tuple[list[str], np.ndarray]:
+    """IDs and probabilities [n, 20] in the official category order; errors name the line."""
+    header, rows = _read_tsv(path, (ID_COLUMN,))
+    missing = [name for name in CATEGORY_NAMES if name not in header]
+    if missing:
+        raise InputError(f"missing value category column {missing[0]!r}", path, 1)
+    order = [header.index(name) for name in CATEGORY_NAMES]
+    id_col = header.index(ID_COLUMN)
+    ids, matrix = [], np.zeros((len(rows), len(CATEGORY_NAMES)), dtype=np.float32)
+    seen: set[str] = set()
+    for r, (number, fields) in enumerate(rows):
+        arg_id = fields[id_col].strip()
+        if arg_id in seen:
+            raise InputError(f"Argument ID {arg_id!r} appears twice", path, number)
+        seen.add(arg_id)
+        ids.append(arg_id)
+        for c, col in enumerate(order):
+            try:
+                value = float(fields[col])
+            except ValueError:
+                value = float("nan")
+            if not 0.0 <= value <= 1.0:
+                raise InputError(f"value {fields[col][:20]!r} in column {header[col]!r} is not a probability", path,
+                                 number)
+            matrix[r, c] = value
+    return ids, matrix
+
+
+def write_teacher_scores(teacher_dir: str | Path, split: Split, output: str | Path) -> dict[str, Any]:
+    """Score ``split`` (the training split) with the teacher; write the scores file and its sidecar."""
+    from valuedetect.detectors import load_detector
+
+    teacher_dir, output = Path(teacher_dir), Path(output)
+    if split.name != "training":
+        raise InputError(f"teacher scores are written for the training split only, not {split.name!r} (the other "
+                         "splits are evaluation data)")
+    teacher = load_detector(teacher_dir)
+    protocol = _teacher_protocol(teacher.info, teacher_dir / "detector.json")
+    scores = teacher.predict_proba(split.arguments)
+    lines = ["\t".join((ID_COLUMN, *CATEGORY_NAMES))]
+    lines += ["\t".join((arg_id, *(f"{v:.{DECIMALS}f}" for v in row))) for arg_id, row in zip(split.ids, scores,
+                                                                                             strict=True)]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(output, text)
+    meta = {
+        "what": "a teacher's probabilities on the training arguments, soft targets for distillation",
+        "teacher": str(teacher_dir), "teacher_type": teacher.type_name, "base_model": teacher.base_model,
+        "members": teacher.info.get("members"), "protocol": protocol,
+        "teacher_dev_f1": teacher.info.get("dev_f1"), "teacher_validation_f1": teacher.info.get("validation_f1"),
+        "split": split.name, "arguments": len(split), "decimals": DECIMALS,
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    }
+    atomic_write_json(sidecar(output), meta)
+    return meta

@@ -1,0 +1,159 @@
+"""Distillation: a held-out teacher's probabilities on the training arguments become soft targets
+of an encoder student, from the teacher's folder or a teacher-scores file; teachers that saw the
+student's dev or validation arguments are refused, as are damaged scores files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.tiny_models import small_data_dir, tiny_bert
+
+from valuedetect.config import TrainConfig
+from valuedetect.data import load_split
+from valuedetect.distill import read_teacher_scores, sidecar, write_teacher_scores
+from valuedetect.errors import InputError
+from valuedetect.protocol import constant_answer_loss
+from valuedetect.training import run_training
+
+
+def _encoder(model_dir: str, **extra: object) -> dict:
+    return {"model": model_dir, "epochs": 2, "batch_size": 8, "trainable_layers": 1, "lr": 1e-3,
+            "head_lr": 1e-2, "patience": 0, "thresholds": "global", "seed": 3} | extra
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny model, a small dataset, and a held-out teacher trained on it."""
+    root = tmp_path_factory.mktemp("distill")
+    model = str(tiny_bert(root / "tiny-bert"))
+    data = small_data_dir(root / "data", training=90, validation=30)
+    teacher = root / "teacher"
+    run_training(TrainConfig(method="encoder", detector=_encoder(model, seed=11), data_dir=str(data),
+                             output=str(teacher), predict_test=False), check_int8=False)
+    return {"root": root, "model": model, "data": data, "teacher": teacher}
+
+
+def _student(setup: dict, output: Path, source: str, weight: float = 0.5, **config: object):
+    detector = _encoder(setup["model"], distill_from=source, distill_weight=weight)
+    return run_training(TrainConfig(method="encoder", detector=detector, data_dir=str(setup["data"]),
+                                    output=str(output), predict_test=False, **config), check_int8=False)
+
+
+def test_a_student_learns_from_the_teachers_folder_and_from_its_scores_file(setup, tmp_path) -> None:
+    from_folder = _student(setup, tmp_path / "a", str(setup["teacher"]))
+    note = from_folder.detector.info["distillation"]
+    assert note["teacher_type"] == "encoder" and note["weight"] == 0.5
+    training = load_split("training", setup["data"])
+    meta = write_teacher_scores(setup["teacher"], training, tmp_path / "teacher.tsv")
+    assert meta["arguments"] == len(training) and meta["protocol"]["name"] == "heldout"
+    ids, scores = read_teacher_scores(tmp_path / "teacher.tsv")
+    from valuedetect.detectors import load_detector
+
+    expected = load_detector(setup["teacher"]).predict_proba(training.arguments)
+    assert ids == training.ids and np.allclose(scores, expected, atol=6e-5)  # 4 decimals
+    from_file = _student(setup, tmp_path / "b", str(tmp_path / "teacher.tsv"))
+    assert from_file.detector.info["distillation"]["teacher_scores_sha256"] == meta["sha256"]
+    # the same targets up to the file's rounding: the same student
+    a = from_folder.detector.predict_proba(training.arguments[:20])
+    b = from_file.detector.predict_proba(training.arguments[:20])
+    assert np.allclose(a, b, atol=2e-3)
+
+
+def test_the_teacher_moves_the_student_and_weight_zero_is_plain_training(setup, tmp_path) -> None:
+    plain = run_training(TrainConfig(method="encoder", detector=_encoder(setup["model"]), data_dir=str(setup["data"]),
+                                     output=str(tmp_path / "plain"), predict_test=False), check_int8=False)
+    zero = _student(setup, tmp_path / "zero", str(setup["teacher"]), weight=0.0)
+    full = _student(setup, tmp_path / "full", str(setup["teacher"]), weight=1.0)
+    arguments = load_split("validation", setup["data"]).arguments
+    assert np.allclose(plain.detector.predict_proba(arguments), zero.detector.predict_proba(arguments), atol=1e-6)
+    assert not np.allclose(plain.detector.predict_proba(arguments), full.detector.predict_proba(arguments), atol=1e-3)
+    # the training standard is measured against the soft targets' own constant answer
+    standard = full.detector.info["training"]
+    assert standard["constant_loss"] != plain.detector.info["training"]["constant_loss"]
+
+
+def test_a_teacher_that_chose_on_another_dev_slice_is_refused(setup, tmp_path) -> None:
+    with pytest.raises(InputError, match="another dev slice"):
+        _student(setup, tmp_path / "s", str(setup["teacher"]), dev_seed=1)
+    assert not (tmp_path / "s" / "results.json").exists()
+
+
+def test_a_teacher_trained_on_other_arguments_is_refused(setup, tmp_path) -> None:
+    with pytest.raises(InputError, match="trained on other arguments"):
+        _student(setup, tmp_path / "s", str(setup["teacher"]), training_fraction=0.5)
+
+
+def test_a_teacher_under_the_paper_protocol_is_refused(setup, tmp_path) -> None:
+    paper = tmp_path / "paper-teacher"
+    run_training(TrainConfig(method="encoder", detector=_encoder(setup["model"], epochs=1), data_dir=str(setup["data"]),
+                             output=str(paper), predict_test=False, protocol="paper"), check_int8=False)
+    with pytest.raises(InputError, match="not trained under the held-out protocol"):
+        _student(setup, tmp_path / "s", str(paper))
+    with pytest.raises(InputError, match="not trained under the held-out protocol"):
+        write_teacher_scores(paper, load_split("training", setup["data"]), tmp_path / "t.tsv")
+
+
+def test_teacher_scores_are_written_for_training_only(setup, tmp_path) -> None:
+    with pytest.raises(InputError, match="training split only"):
+        write_teacher_scores(setup["teacher"], load_split("validation", setup["data"]), tmp_path / "t.tsv")
+
+
+def test_damaged_teacher_scores_files_are_refused_naming_the_problem(setup, tmp_path) -> None:
+    path = tmp_path / "teacher.tsv"
+    write_teacher_scores(setup["teacher"], load_split("training", setup["data"]), path)
+    lines = path.read_text().splitlines()
+    fields = lines[3].split("\t")
+    fields[5] = "1.7"
+    path.write_text("\n".join([*lines[:3], "\t".join(fields), *lines[4:]]) + "\n")
+    with pytest.raises(InputError, match="changed after it was written"):
+        _student(setup, tmp_path / "s1", str(path))
+    with pytest.raises(InputError, match=r"line 4.*not a probability|not a probability.*line 4"):
+        read_teacher_scores(path)
+    sidecar(path).unlink()
+    with pytest.raises(InputError, match="needs its sidecar"):
+        _student(setup, tmp_path / "s2", str(path))
+    with pytest.raises(InputError, match="no such teacher"):
+        _student(setup, tmp_path / "s3", str(tmp_path / "nowhere"))
+
+
+def test_a_scores_file_missing_training_arguments_is_refused(setup, tmp_path) -> None:
+    path = tmp_path / "teacher.tsv"
+    write_teacher_scores(setup["teacher"], load_split("training", setup["data"]), path)
+    meta = json.loads(sidecar(path).read_text())
+    lines = path.read_text().splitlines()
+    text = "\n".join(lines[:-5]) + "\n"
+    path.write_text(text)
+    import hashlib
+
+    meta["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    sidecar(path).write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="no teacher scores for"):
+        _student(setup, tmp_path / "s", str(path))
+
+
+def test_the_constant_answer_of_soft_targets_is_their_mean() -> None:
+    soft = np.array([[0.2, 1.0], [0.6, 0.0], [0.4, 0.5]])
+    q = soft.mean(axis=0)
+    expected = np.mean(-(q * np.log(q) + (1 - q) * np.log(1 - q)))
+    assert constant_answer_loss(soft) == pytest.approx(expected)
+    # 0/1 labels give what they always gave
+    hard = np.array([[1, 0], [0, 0], [1, 1], [0, 0]])
+    assert constant_answer_loss(hard) == pytest.approx(np.log(2) * 0.5 + 0.5 * -(0.25 * np.log(0.25)
+                                                                                  + 0.75 * np.log(0.75)))
+
+
+def test_the_teacher_scores_command_writes_the_file_and_names_a_bad_teacher(setup, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from valuedetect.cli import app
+
+    out = tmp_path / "t.tsv"
+    result = CliRunner().invoke(app, ["teacher-scores", str(setup["teacher"]), "--output", str(out),
+                                      "--data-dir", str(setup["data"])])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and sidecar(out).exists()
+    bad = CliRunner().invoke(app, ["teacher-scores", str(tmp_path / "nowhere"), "--output", str(tmp_path / "u.tsv")])
+    assert bad.exit_code == 2 and "nowhere" in bad.output and "Traceback" not in bad.output
