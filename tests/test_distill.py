@@ -14,7 +14,7 @@ from tests.tiny_models import small_data_dir, tiny_bert
 from valuedetect.config import TrainConfig
 from valuedetect.data import load_split
 from valuedetect.distill import read_teacher_scores, sidecar, write_teacher_scores
-from valuedetect.errors import InputError
+from valuedetect.errors import ConfigError, InputError
 from valuedetect.protocol import constant_answer_loss
 from valuedetect.training import run_training
 
@@ -96,9 +96,23 @@ def test_a_teacher_under_the_paper_protocol_is_refused(setup, tmp_path) -> None:
         write_teacher_scores(paper, load_split("training", setup["data"]), tmp_path / "t.tsv")
 
 
+def test_a_refitted_teacher_and_a_distilled_refit_are_refused(setup, tmp_path) -> None:
+    teacher = tmp_path / "teacher"
+    run_training(TrainConfig(method="encoder", detector=_encoder(setup["model"], epochs=1, seed=11),
+                             data_dir=str(setup["data"]), output=str(teacher), predict_test=False, refit=True),
+                 check_int8=False)
+    with pytest.raises(InputError, match="is a refit"):
+        _student(setup, tmp_path / "s", str(teacher / "refit"))
+    with pytest.raises(ConfigError, match="refit = true with distill_from"):
+        _student(setup, tmp_path / "r", str(setup["teacher"]), refit=True)
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
 def test_teacher_scores_are_written_for_training_only(setup, tmp_path) -> None:
     with pytest.raises(InputError, match="training split only"):
         write_teacher_scores(setup["teacher"], load_split("validation", setup["data"]), tmp_path / "t.tsv")
+    with pytest.raises(InputError, match=r"must not end in \.json"):
+        write_teacher_scores(setup["teacher"], load_split("training", setup["data"]), tmp_path / "t.json")
 
 
 def test_damaged_teacher_scores_files_are_refused_naming_the_problem(setup, tmp_path) -> None:

@@ -49,6 +49,10 @@ def test_an_ensemble_averages_members_that_differ_by_seed(tiny_model_dir, tmp_pa
     loaded = load_detector(tmp_path / "ens")
     assert np.allclose(loaded.predict_proba(dev.arguments), averaged, atol=1e-6)
     assert np.array_equal(loaded.predict(dev.arguments), ensemble.predict(dev.arguments))
+    import valuedetect as vd
+
+    labelled = vd.load(tmp_path / "ens").predict(["We should protect the forests for our children."])
+    assert labelled.shape == (1, 20) and set(np.unique(labelled.to_numpy())) <= {0, 1}
 
 
 def test_an_ensemble_of_level1_members_averages_both_levels(tiny_model_dir) -> None:
@@ -87,10 +91,29 @@ def test_an_interrupted_ensemble_resumes_from_its_finished_members(tiny_model_di
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["method"] == "ensemble" and [m["seed"] for m in record["info"]["members"]] == [7, 1007]
     assert record["training"]["epochs_completed"] == 1.0
-    # the resumed run scores what a fresh one would
+    # the resumed run scores what a fresh one would, score for score
     fresh = run_training(TrainConfig(method="ensemble", detector=detector, data_dir=str(data),
                                      output=str(tmp_path / "fresh"), predict_test=False), check_int8=False)
     assert result.validation_scores.f1 == pytest.approx(fresh.validation_scores.f1, abs=1e-9)
+    resumed_scores = np.load(tmp_path / "run" / "validation-scores.npy")
+    assert np.allclose(resumed_scores, np.load(tmp_path / "fresh" / "validation-scores.npy"), atol=1e-6)
+    assert result.detector.thresholds.values == fresh.detector.thresholds.values
+
+
+def test_a_refit_ensemble_trains_each_member_to_the_epochs_dev_chose(tiny_model_dir, tmp_path) -> None:
+    data = small_data_dir(tmp_path / "data", training=80, validation=30)
+    detector = {"member": _member(tiny_model_dir, epochs=3, patience=1), "members": 2, "seed": 7}
+    config = TrainConfig(method="ensemble", detector=detector, data_dir=str(data), output=str(tmp_path / "run"),
+                         predict_test=False, refit=True)
+    result = run_training(config, check_int8=False)
+    chosen = [m.info["best_epoch"] for m in result.detector.members]
+    record = json.loads((tmp_path / "run" / "refit" / "refit.json").read_text())
+    assert record["fixed_on_dev"] == {"member_epochs": chosen}
+    refitted = load_detector(tmp_path / "run" / "refit")
+    assert [m.config.epochs for m in refitted.members] == chosen
+    assert all(m.config.patience == 0 for m in refitted.members)
+    with pytest.raises(ConfigError, match="one value per member"):
+        make_detector("ensemble", {"members": 2, "member_epochs": [1]})
 
 
 @pytest.mark.parametrize(("settings", "message"), [
@@ -131,3 +154,12 @@ def test_an_ensemble_belongs_to_its_members_family() -> None:
 
     assert family_of("ensemble", {"method": "encoder", "member": {}}) == "fine-tuning"
     assert family_of("ensemble", {"method": "prompt", "member": {"soft_prompt_tokens": 8}}) == "prompt-tuning"
+
+
+def test_ensembles_and_distilled_students_stay_out_of_the_papers_claims() -> None:
+    from valuedetect.experiments.records import RunRecord
+    from valuedetect.experiments.report.verdicts import is_composite
+
+    assert is_composite(RunRecord(name="e", status="done", method="ensemble", detector_config={"member": {}}))
+    assert is_composite(RunRecord(name="d", status="done", method="encoder", detector_config={"distill_from": "t.tsv"}))
+    assert not is_composite(RunRecord(name="p", status="done", method="encoder", detector_config={"distill_from": ""}))

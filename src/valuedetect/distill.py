@@ -38,14 +38,14 @@ def sidecar(path: Path) -> Path:
 
 
 def _teacher_protocol(info: dict[str, Any], where: Path) -> dict[str, Any]:
-    protocol = info.get("protocol") or {}
-    if protocol.get("name") != "heldout" or not protocol.get("fit_ids_sha256"):
-        raise InputError("the teacher was not trained under the held-out protocol (its record states no fit and "
-                         "dev slice), so it may have learned from the arguments that choose or score the student; "
-                         "train the teacher with the default protocol", where)
     if info.get("refit"):
         raise InputError("the teacher is a refit (trained on validation too): it cannot teach a held-out student",
                          where)
+    protocol = info.get("protocol") or {}
+    if not isinstance(protocol, dict) or protocol.get("name") != "heldout" or not protocol.get("fit_ids_sha256"):
+        raise InputError("the teacher was not trained under the held-out protocol (its record states no fit and "
+                         "dev slice), so it may have learned from the arguments that choose or score the student; "
+                         "train the teacher with the default protocol", where)
     return protocol
 
 
@@ -63,13 +63,25 @@ def check_teacher(protocol: dict[str, Any], train: Split, dev: Split | None, whe
                          "without a training subset", where)
 
 
+def _load_teacher(folder: Path) -> Any:
+    """The teacher, on its fp32 path: soft targets must not depend on this machine's int8 record
+    or on VALUEDETECT_INFERENCE. It must label the 20 categories."""
+    from valuedetect.detectors import load_detector
+    from valuedetect.predictor import set_inference
+
+    teacher = load_detector(folder)
+    if teacher.task.name != "values":
+        raise InputError(f"the teacher is a detector of the {teacher.task.name} task; a teacher must label the 20 "
+                         "value categories", folder)
+    set_inference(teacher, "fp32")
+    return teacher
+
+
 def teacher_targets(source: str | Path, train: Split, dev: Split | None) -> tuple[np.ndarray, dict[str, Any]]:
     """The teacher's probabilities [n, 20] for ``train``'s arguments, and what to record about it."""
     path = Path(source)
     if path.is_dir():
-        from valuedetect.detectors import load_detector
-
-        teacher = load_detector(path)
+        teacher = _load_teacher(path)
         protocol = _teacher_protocol(teacher.info, path / "detector.json")
         check_teacher(protocol, train, dev, path / "detector.json")
         scores = teacher.predict_proba(train.arguments)
@@ -77,8 +89,13 @@ def teacher_targets(source: str | Path, train: Split, dev: Split | None) -> tupl
                         "teacher_validation_f1": teacher.info.get("validation_f1")}
     if not path.exists():
         raise InputError("no such teacher: expected a saved detector folder or a teacher-scores file", path)
+    if path.suffix == ".json":
+        raise InputError("expected a saved detector folder or a teacher-scores .tsv, not a JSON file", path)
     meta = read_sidecar(path)
-    check_teacher(meta.get("protocol") or {}, train, dev, sidecar(path))
+    protocol = meta.get("protocol")
+    if not isinstance(protocol, dict):
+        raise InputError("the sidecar states no teacher protocol (a 'protocol' object)", sidecar(path))
+    check_teacher(protocol, train, dev, sidecar(path))
     ids, scores = read_teacher_scores(path)
     position = {arg_id: i for i, arg_id in enumerate(ids)}
     missing = [arg_id for arg_id in train.ids if arg_id not in position]
@@ -138,13 +155,13 @@ def read_teacher_scores(path: Path) -> tuple[list[str], np.ndarray]:
 
 def write_teacher_scores(teacher_dir: str | Path, split: Split, output: str | Path) -> dict[str, Any]:
     """Score ``split`` (the training split) with the teacher; write the scores file and its sidecar."""
-    from valuedetect.detectors import load_detector
-
     teacher_dir, output = Path(teacher_dir), Path(output)
+    if output.suffix == ".json":
+        raise InputError("the scores file must not end in .json: its sidecar is written beside it as NAME.json", output)
     if split.name != "training":
         raise InputError(f"teacher scores are written for the training split only, not {split.name!r} (the other "
                          "splits are evaluation data)")
-    teacher = load_detector(teacher_dir)
+    teacher = _load_teacher(teacher_dir)
     protocol = _teacher_protocol(teacher.info, teacher_dir / "detector.json")
     scores = teacher.predict_proba(split.arguments)
     lines = ["\t".join((ID_COLUMN, *CATEGORY_NAMES))]

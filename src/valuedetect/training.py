@@ -24,7 +24,7 @@ from valuedetect.config import TrainConfig, stable_settings, to_dict
 from valuedetect.data import Split, atomic_write_json, ensure_folder, load_split, write_labels
 from valuedetect.detectors import make_detector
 from valuedetect.detectors.base import Detector
-from valuedetect.errors import InputError
+from valuedetect.errors import ConfigError, InputError
 from valuedetect.tasks import get_task
 
 
@@ -259,6 +259,11 @@ def run_training(
     task = get_task(config.task)
     # A bad config fails before any write.
     detector = make_detector(config.method, config.detector, source, task=task.name)
+    if config.refit and (getattr(detector.config, "distill_from", "") or
+                         (config.method == "ensemble" and (config.detector.get("member") or {}).get("distill_from"))):
+        raise ConfigError(f"{source}: refit = true with distill_from: a refit trains on validation too, and a "
+                          "teacher's scores are made for the training arguments only; refit the teacher instead, "
+                          "or drop refit")
     _wait_for_everyone()
     ensure_folder(output)
     detector.progress = progress

@@ -110,6 +110,8 @@ class Detector(ABC):
         """Whether this detector also scores the 54 level-1 values (it was trained on them)."""
         return False
 
+    has_members: ClassVar[bool] = False  # made of other saved detectors, which load base models themselves
+
     @property
     def base_model(self) -> str | None:
         """The pretrained model the detector builds on (a name or path), None for a method without one."""
@@ -271,11 +273,12 @@ class Detector(ABC):
         except ConfigError as error:
             raise InputError(str(error), meta_path) from None
         width = detector.task.width
-        if base_model is not None and not hasattr(detector.config, "model"):
+        detector.base_model_override = base_model  # for detectors made of saved detectors (ensembles)
+        if base_model is not None and not hasattr(detector.config, "model") and not detector.has_members:
             raise InputError(f"a {cls.type_name!r} detector has no base model to replace", meta_path)
         from valuedetect.provenance import resolve_base_model
 
-        resolved = resolve_base_model(meta.get("base_model"), base_model, directory)
+        resolved = None if detector.has_members else resolve_base_model(meta.get("base_model"), base_model, directory)
         if resolved is not None:
             detector.config.model = resolved  # type: ignore[attr-defined]
         detector.thresholds = _read_thresholds(meta, "thresholds", width, meta_path)

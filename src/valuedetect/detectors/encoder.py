@@ -245,8 +245,10 @@ class EncoderDetector(Detector):
         from valuedetect.distill import teacher_targets
 
         c = self.config
-        soft, note = teacher_targets(c.distill_from, train, dev)
         width = self.task.width
+        if self.task.name != "values":
+            raise ConfigError(f"distill_from: distillation needs the values task, not {self.task.name!r}")
+        soft, note = teacher_targets(c.distill_from, train, dev)
         mixed = np.asarray(targets, dtype=np.float32).copy()
         mixed[:, :width] = (1.0 - c.distill_weight) * mixed[:, :width] + c.distill_weight * soft
         self.info["distillation"] = {**note, "weight": c.distill_weight, "arguments": len(train)}

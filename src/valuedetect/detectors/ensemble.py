@@ -25,7 +25,7 @@ import numpy as np
 
 from valuedetect.data import Argument, Split
 from valuedetect.detectors.base import Detector, DetectorConfig
-from valuedetect.errors import ConfigError, InputError
+from valuedetect.errors import InputError
 
 SEED_STRIDE = 1000
 MEMBER_METHODS = ("encoder", "tfidf", "prompt")
@@ -34,11 +34,14 @@ MEMBER_METHODS = ("encoder", "tfidf", "prompt")
 @dataclass
 class EnsembleConfig(DetectorConfig):
     """``method`` and ``member`` (that method's settings) describe every member; ``members`` says
-    how many. The members' own ``seed`` and threshold settings are set by the ensemble."""
+    how many. Each member's ``seed`` is set by the ensemble; the ensemble's own thresholds are
+    chosen on the averaged dev scores (the members' are not used). ``member_epochs``, when given,
+    fixes each member's epochs without early stopping: what a refit repeats of the epochs dev chose."""
 
     method: str = "encoder"
     member: dict[str, Any] = field(default_factory=dict)
     members: int = 3
+    member_epochs: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,6 +51,8 @@ class EnsembleConfig(DetectorConfig):
             raise ValueError("members must be at least 1")
         if "seed" in self.member:
             raise ValueError("member settings must not hold a seed: member k trains with seed + 1000 * k")
+        if self.member_epochs and len(self.member_epochs) != self.members:
+            raise ValueError(f"member_epochs needs one value per member ({self.members}), not {self.member_epochs}")
 
 
 def member_seed(seed: int, index: int) -> int:
@@ -58,20 +63,25 @@ class EnsembleDetector(Detector):
     type_name = "ensemble"
     config_class = EnsembleConfig
     config: EnsembleConfig
+    has_members = True
 
     def check_task(self, where: str) -> None:
-        try:
-            self._member(0, where)
-        except ConfigError as error:
-            raise ConfigError(f"{where}: member settings: {error}") from None
+        self._member(0, f"{where}: member settings")
 
     def _member(self, index: int, where: str = "") -> Detector:
         from valuedetect.detectors import make_detector
 
         c = self.config
         settings = {**c.member, "seed": member_seed(c.seed, index)}
+        if c.member_epochs:
+            settings.update(epochs=c.member_epochs[index], patience=0)
         return make_detector(c.method, settings, task=self.task.name,
                              where=where or f"ensemble member {index + 1} ({c.method})")
+
+    def refit_settings(self) -> dict[str, Any]:
+        """Each member's chosen epochs (a refit trains every member to its own)."""
+        chosen = [m.refit_settings().get("epochs") for m in getattr(self, "members", [])]
+        return {"member_epochs": chosen} if chosen and all(e is not None for e in chosen) else {}
 
     @property
     def base_model(self) -> str | None:
@@ -106,7 +116,7 @@ class EnsembleDetector(Detector):
             member.resume = self.resume
             member.fit(train, dev)  # each member early-stops on dev by itself
             if done is not None:
-                member.save(done)
+                _save_on_main_process(member, done)
             self.members.append(member)
         self._record_members()
 
@@ -145,7 +155,16 @@ class EnsembleDetector(Detector):
         missing = [f.name for f in folders if not (f / "detector.json").exists()]
         if missing:
             raise InputError(f"ensemble of {self.config.members} members lacks {', '.join(missing)}", directory)
-        self.members = [load_detector(f) for f in folders]
+        self.members = [load_detector(f, base_model=getattr(self, "base_model_override", None)) for f in folders]
+
+
+def _save_on_main_process(member: Detector, folder: Path) -> None:
+    """Under ``accelerate launch`` every process trains the member; one writes it, the others wait."""
+    from valuedetect.training import _is_main_process, _wait_for_everyone
+
+    if _is_main_process():
+        member.save(folder)
+    _wait_for_everyone()
 
 
 def weakest_standard(standards: list[dict[str, Any]]) -> dict[str, Any]:

@@ -68,7 +68,8 @@ class RunSpec:
 
     @property
     def model(self) -> str | None:
-        model = self.settings.get("detector", {}).get("model")
+        detector = self.settings.get("detector", {})
+        model = detector.get("model", (detector.get("member") or {}).get("model"))
         return str(model) if model is not None else None
 
 

@@ -57,6 +57,9 @@ def _budget(spec: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     else the settings that bound the work (epochs, steps, seconds, subsets)."""
     budget = dict(info.get("budget") or {})
     detector = spec.get("detector", {})
+    if spec.get("method") == "ensemble":
+        budget.setdefault("members", detector.get("members", 3))
+        detector = {**(detector.get("member") or {}), **detector}
     for key in ("epochs", "max_steps", "max_seconds", "trainable_layers", "soft_prompt_tokens", "strategy"):
         if key in detector and key not in budget:
             budget[key] = detector[key]

@@ -95,6 +95,8 @@ def parameters_png(points: Sequence[tuple[ScoredConfig, float]], baselines: Sequ
         # and a line through exact counts would zigzag between variants of one model.
         best: dict[str, tuple[float, int]] = {}
         for run, f1 in members:
+            if run.record.method == "ensemble":  # several models' parameters: not a point of the size line
+                continue
             total = run.record.parameters_total or 0
             model = run.record.model or run.name
             if f1 > best.get(model, (-1.0, 0))[0]:

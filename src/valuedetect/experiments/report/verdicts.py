@@ -35,8 +35,19 @@ def is_full_data(record: RunRecord) -> bool:
 
 
 def setting(run: ScoredConfig, key: str, default: Any) -> Any:
-    value = run.record.detector_config.get(key, default)
+    """A detector setting of the run; an ensemble's are its members'."""
+    config = run.record.detector_config
+    if run.record.method == "ensemble":
+        config = config.get("member") or {}
+    value = config.get(key, default)
     return default if value is None else value
+
+
+def is_composite(record: RunRecord) -> bool:
+    """An ensemble or a distilled student: more than one training run stands behind its number (the
+    members', the teacher's), which its own compute does not count; the paper's claims compare
+    single models, so these stay out of them."""
+    return record.method == "ensemble" or bool(record.detector_config.get("distill_from"))
 
 
 def is_plain(run: ScoredConfig) -> bool:
@@ -51,7 +62,7 @@ def linear_heads(run: ScoredConfig) -> bool:
 
 
 def select(ctx: Context, family: str, test: Callable[[ScoredConfig], bool] = lambda run: True) -> list[ScoredConfig]:
-    return [run for run in ctx.runs if run.record.family == family and test(run)]
+    return [run for run in ctx.runs if run.record.family == family and not is_composite(run.record) and test(run)]
 
 
 def by_model(runs: Sequence[ScoredConfig], heads: bool = False) -> dict[str, list[ScoredConfig]]:
