@@ -265,6 +265,36 @@ def test_significance_against_the_best(experiment: dict) -> None:
     assert "Corrected p" in table
 
 
+def test_an_experiment_reference_replaces_the_best_run_in_section_6(experiment: dict, tmp_path: Path) -> None:
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(experiment["results"], results)
+    meta = json.loads((results / EXPERIMENT_FILE).read_text(encoding="utf-8"))
+    (results / EXPERIMENT_FILE).write_text(json.dumps({**meta, "reference": "ft-single"}), encoding="utf-8")
+    markdown = read(write_report(results, data_dir=experiment["data"], resamples=RESAMPLES), "report.md")
+    start = markdown.index("## 6. Significance against the reference run")
+    table = markdown[start:markdown.index(f"## {SECTION_TITLES[6]}")]
+    assert "Reference: ft-single, named by the experiment" in table and "Best run:" not in table
+    assert table_row(table, ("ft-single",))[3] == "reference"
+    assert table_row(table, ("ft-multi-hidden",))[3].startswith(("+", "-"))
+    assert "Difference (run - reference)" in table
+
+
+def test_an_experiment_reference_must_name_one_of_its_runs(tmp_path: Path) -> None:
+    from valuedetect.errors import ConfigError
+    from valuedetect.experiments.config import load_experiment
+
+    config = tmp_path / "x.toml"
+    config.write_text('name = "x"\nreference = "nope"\n[[run]]\nname = "base"\nmethod = "all-ones"\n',
+                      encoding="utf-8")
+    with pytest.raises(ConfigError, match="reference 'nope' is not one of its runs"):
+        load_experiment(config)
+    config.write_text('name = "x"\nreference = "base"\n[[run]]\nname = "base"\nmethod = "all-ones"\n',
+                      encoding="utf-8")
+    assert load_experiment(config).reference == "base"
+
+
 def test_figures_sections(experiment: dict) -> None:
     markdown = read(experiment["paths"], "report.md")
     assert "100 validation arguments every run scored" in section(markdown, 4)

@@ -80,6 +80,9 @@ class Experiment:
     results: Path
     runs: list[RunSpec] = field(default_factory=list)
     description: str = ""
+    # A configuration (a run's group name) that the report compares every other one with, instead
+    # of the best run: an ablation study's baseline recipe.
+    reference: str | None = None
 
 
 def family_of(method: str, detector: dict[str, Any]) -> str:
@@ -185,7 +188,7 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
     """Read, expand and validate an experiment config (every run, before anything runs)."""
     path = Path(path)
     raw = read_toml(path)
-    known = {"name", "results", "description", "defaults", "run"}
+    known = {"name", "results", "description", "reference", "defaults", "run"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
@@ -198,7 +201,11 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
     default_seeds = _seeds(defaults.pop("seeds", None), f"{path}: [defaults]")
     name = str(raw.get("name") or path.stem)
     folder = Path(results) if results is not None else Path(raw.get("results") or f"runs/experiments/{name}")
-    experiment = Experiment(name=name, path=path, results=folder, description=str(raw.get("description", "")))
+    reference = raw.get("reference")
+    if reference is not None and not isinstance(reference, str):
+        raise ConfigError(f"{path}: reference must be the name of one of its [[run]] entries, not {reference!r}")
+    experiment = Experiment(name=name, path=path, results=folder, description=str(raw.get("description", "")),
+                            reference=reference)
     seen: dict[str, str] = {}
     for number, entry in enumerate(runs_raw, 1):
         where = f"{path}: run {number}"
@@ -250,6 +257,9 @@ def load_experiment(path: str | Path, results: str | Path | None = None) -> Expe
             if family not in FAMILIES:
                 raise ConfigError(f"{run_where}: family must be one of {', '.join(FAMILIES)}, not {family!r}")
             experiment.runs.append(RunSpec(run_name, config.task, family, resolved, group=group, seed=seed))
+    if reference is not None and reference not in {spec.group for spec in experiment.runs}:
+        groups = sorted({spec.group for spec in experiment.runs})
+        raise ConfigError(f"{path}: reference {reference!r} is not one of its runs ({', '.join(groups)})")
     return experiment
 
 

@@ -69,6 +69,7 @@ def _write_experiment_file(experiment: Experiment) -> None:
     atomic_write_json(experiment.results / EXPERIMENT_FILE, {
         "name": experiment.name, "config": str(experiment.path), "description": experiment.description,
         "runs": [spec.name for spec in experiment.runs],
+        **({"reference": experiment.reference} if experiment.reference else {}),
     })
 
 

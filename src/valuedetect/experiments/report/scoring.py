@@ -209,6 +209,7 @@ class Context:
     seed: int
     test: dict[str, ScoredConfig | str] | None = None
     seed_runs: list[ScoredRun] = field(default_factory=list)
+    reference: str | None = None  # the configuration section 6 compares with (else the best run)
     _pairs: dict[tuple[str, str, int], Pair | None] = field(default_factory=dict)
     holm_applied: bool = False
 
@@ -403,6 +404,7 @@ def build_context(
     context = Context(
         name=str(meta.get("name") or results.resolve().name), records=records, pending=pending, runs=configs,
         unscored=unscored, common=common_ids(configs), resamples=resamples, seed=seed, seed_runs=runs,
+        reference=meta.get("reference") if isinstance(meta.get("reference"), str) else None,
     )
     if test_labels is not None:
         test_ids, test_matrix = read_labels(test_labels, level=2)

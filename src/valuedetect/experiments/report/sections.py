@@ -306,6 +306,16 @@ def significance_section(ctx: Context) -> list[Block]:
     blocks: list[Block] = [Heading(SECTION_TITLES[5])]
     if len(ctx.runs) < 2:
         return [*blocks, Paragraph("Fewer than two scored values-task runs: nothing to compare in this experiment.")]
+    reference = next((run for run in ctx.runs if run.name == ctx.reference), None)
+    if reference is not None:
+        blocks = [Heading(SECTION_TITLES[5].replace("the best run", "the reference run"))]
+        blocks.append(Paragraph(
+            f"Reference: {reference.name}, named by the experiment (the recipe every other configuration changes one "
+            f"thing of). Each configuration is compared with it by the seed-aware paired test ({ctx.resamples} "
+            "bootstrap resamples of the arguments, seeds resampled too; see section 8) on the validation arguments "
+            f"both scored; p is Holm-corrected across the report; significant means corrected p < {ALPHA}. Which "
+            "change to keep is read from the dev F1 (section 2), not from these validation differences."))
+        return [*blocks, comparison_table(ctx, reference, "reference")]
     best = best_run(ctx.runs)
     assert best is not None
     basis = chosen_on(ctx.runs)
@@ -319,6 +329,11 @@ def significance_section(ctx: Context) -> list[Block]:
         f"Best run: {best.name}, chosen by {basis}. Each configuration is compared with it by the seed-aware paired "
         f"test ({ctx.resamples} bootstrap resamples; see section 8) on the validation arguments both scored; p is "
         f"Holm-corrected across the report; significant means corrected p < {ALPHA}."))
+    return [*blocks, comparison_table(ctx, best, "best")]
+
+
+def comparison_table(ctx: Context, best: ScoredConfig, role: str) -> Table:
+    """Every configuration against ``best`` (the best run or the experiment's reference)."""
     rows = []
     for run in ctx.runs:
         if run is best:
@@ -332,10 +347,9 @@ def significance_section(ctx: Context) -> list[Block]:
         r = pair.result
         rows.append([run.name, f3(r.f1_a), f3(r.f1_b), f"{r.difference:+.3f}", interval(r.ci95, signed=True),
                      pvalue(pair.p), "yes" if pair.significant else "no", str(pair.n)])
-    header = ["Run", "F1 of run (shared)", f"F1 of {best.name} (shared)", "Difference (run - best)",
+    header = ["Run", "F1 of run (shared)", f"F1 of {best.name} (shared)", f"Difference (run - {role})",
               "95% CI of difference", "Corrected p", f"Significant at {ALPHA}", "n (shared)"]
-    blocks.append(Table(header, rows))
-    return blocks
+    return Table(header, rows)
 
 
 def test_section(ctx: Context) -> list[Block]:
