@@ -328,6 +328,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         handle.write(text.encode("utf-8"))
 
 
+def read_json_object(path: str | Path) -> dict:
+    """A JSON file that must hold an object; anything else is an error naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"not valid JSON ({error})", path) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object", path)
+    return data
+
+
 def atomic_write_json(path: str | Path, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 

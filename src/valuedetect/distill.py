@@ -19,13 +19,12 @@ made it, under which protocol, and the sha256 of the scores file.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from valuedetect.data import ID_COLUMN, Split, _read_tsv, atomic_write_json, atomic_write_text
+from valuedetect.data import ID_COLUMN, Split, _read_tsv, atomic_write_json, atomic_write_text, read_json_object
 from valuedetect.errors import InputError
 from valuedetect.protocol import ids_digest
 from valuedetect.taxonomy import CATEGORY_NAMES
@@ -112,12 +111,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     if not meta_path.exists():
         raise InputError(f"a teacher-scores file needs its sidecar {meta_path.name} (written with it by "
                          "`valuedetect teacher-scores`), which says which teacher made it", path)
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"unreadable sidecar ({error})", meta_path) from None
-    if not isinstance(meta, dict):
-        raise InputError("the sidecar must be a JSON object", meta_path)
+    meta = read_json_object(meta_path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if meta.get("sha256") != digest:
         raise InputError(f"the scores file does not match its sidecar (sha256 {digest[:16]}..., the sidecar says "

@@ -8,7 +8,6 @@ runs score a seeded sample): every comparison is made on the argument IDs both s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from valuedetect.data import load_split, read_labels
+from valuedetect.data import load_split, read_json_object, read_labels
 from valuedetect.errors import InputError
 from valuedetect.experiments.records import EXPERIMENT_FILE, FAMILIES, RECORD_FILE, RunRecord, read_records
 from valuedetect.metrics import Comparison, Scores, compare_seeds, holm, official_f1, score, seed_interval
@@ -352,13 +351,7 @@ def read_experiment(results: Path) -> dict[str, Any]:
     path = results / EXPERIMENT_FILE
     if not path.exists():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"not valid JSON ({error})", path) from None
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path)
-    return data
+    return read_json_object(path)
 
 
 def load_records(results: Path) -> list[RunRecord]:
