@@ -36,9 +36,8 @@ def set_inference(detector: Detector, inference: str) -> None:
 
     if inference not in ("auto", "int8", "fp32"):
         raise InputError(f"inference must be auto, int8 or fp32, not {inference!r}")
-    members = getattr(detector, "members", None)
-    if members:  # an ensemble: each member takes the path
-        for member in members:
+    if detector.has_members:  # an ensemble: each member takes the path
+        for member in getattr(detector, "members", []):
             set_inference(member, inference)
         return
     if hasattr(detector.config, "inference"):

@@ -259,8 +259,7 @@ def run_training(
     task = get_task(config.task)
     # A bad config fails before any write.
     detector = make_detector(config.method, config.detector, source, task=task.name)
-    if config.refit and (getattr(detector.config, "distill_from", "") or
-                         (config.method == "ensemble" and (config.detector.get("member") or {}).get("distill_from"))):
+    if config.refit and detector.teacher:
         raise ConfigError(f"{source}: refit = true with distill_from: a refit trains on validation too, and a "
                           "teacher's scores are made for the training arguments only; refit the teacher instead, "
                           "or drop refit")

@@ -121,6 +121,16 @@ class Detector(ABC):
         """Level-2 scores and, where the detector has them, level-1 scores, from one pass."""
         return self._predict_proba(arguments), None
 
+    def _dev_scores(self, dev: Split) -> tuple[np.ndarray, np.ndarray | None]:
+        """Both levels' scores on dev after fitting, which the thresholds are chosen on (a detector
+        that scored dev while fitting may reuse those scores)."""
+        return self.predict_proba_levels(dev.arguments)
+
+    @property
+    def teacher(self) -> str | None:
+        """The teacher a distilled detector learned from (``valuedetect.distill``), else None."""
+        return getattr(self.config, "distill_from", "") or None
+
     def refit_settings(self) -> dict[str, Any]:
         """Settings that fix what fitting chose on dev (e.g. the best epoch), so a refit on more
         data (``valuedetect.refit``) repeats the recipe without a dev split. Thresholds are
@@ -140,13 +150,11 @@ class Detector(ABC):
             raise InputError(f"the {train.name} split has no labels to train on")
         self._fit(train, dev)
         if dev is not None and dev.labels is not None:
-            if self.predicts_level1 and dev.level1_labels is not None:
-                level2, level1 = self.predict_proba_levels(dev.arguments)
-                self.tune_thresholds(dev, level2)
+            level2, level1 = self._dev_scores(dev)
+            self.tune_thresholds(dev, level2)
+            if self.predicts_level1 and dev.level1_labels is not None and level1 is not None:
                 self.tune_level1_thresholds(dev, level1)
                 self.dev_level1_scores = level1
-            else:
-                self.tune_thresholds(dev)
         return self
 
     def predict_proba_levels(self, arguments: Sequence[Argument] | Sequence[str] | str

@@ -89,6 +89,25 @@ class EnsembleDetector(Detector):
         return (members[0] if members else self._member(0)).base_model
 
     @property
+    def teacher(self) -> str | None:
+        return self._member(0).teacher
+
+    def _dev_scores(self, dev: Split) -> tuple[np.ndarray, np.ndarray | None]:
+        """The average of the dev scores each member chose its own thresholds on (a member loaded
+        after an interruption kept none, and scores dev again): dev is scored once per member."""
+        both = []
+        for member in self.members:
+            kept = member.dev_scores
+            if kept is not None and len(kept) == len(dev) and (member.dev_level1_scores is not None
+                                                              or not member.predicts_level1):
+                both.append((kept, member.dev_level1_scores))
+            else:
+                both.append(member.predict_proba_levels(dev.arguments))
+        level2 = np.mean([b[0] for b in both], axis=0)
+        level1 = None if any(b[1] is None for b in both) else np.mean([b[1] for b in both], axis=0)
+        return level2, level1
+
+    @property
     def predicts_level1(self) -> bool:
         members = getattr(self, "members", None)
         if members:
