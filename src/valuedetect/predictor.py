@@ -18,6 +18,7 @@ from valuedetect.detectors.base import Detector
 from valuedetect.frames import score_frame, to_arguments
 from valuedetect.records import Columns
 from valuedetect.taxonomy import CATEGORY_NAMES, LEVEL1_NAMES
+from valuedetect.thresholds import Thresholds
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,6 +29,31 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int], None]
 BATCH = 1000  # arguments per call of the detector: memory stays bounded for a large DataFrame
+MIN_RETUNE_ARGUMENTS = 20  # a two-fold cross-fit on fewer leaves halves of under ten arguments
+
+
+def _labels_for(labels: Any, index: pd.Index) -> np.ndarray:
+    """A 0/1 matrix aligned with the rows ``index`` names: a DataFrame by its index, an array by order."""
+    import pandas as pd
+
+    from valuedetect.errors import InputError
+    from valuedetect.frames import label_matrix
+
+    if isinstance(labels, pd.DataFrame):
+        ids, matrix = label_matrix(labels, "labels")
+        row = {i: k for k, i in enumerate(ids)}
+        missing = [str(i) for i in index if str(i) not in row]
+        if missing:
+            raise InputError(f"the labels have no row for {len(missing)} of the {len(index)} texts "
+                             f"(first: {missing[0]!r}); their index must hold the texts' IDs")
+        return matrix[[row[str(i)] for i in index]]
+    matrix = np.asarray(labels)
+    if matrix.ndim != 2 or matrix.shape != (len(index), len(CATEGORY_NAMES)):
+        raise InputError(f"labels of shape {matrix.shape}, expected ({len(index)}, {len(CATEGORY_NAMES)}): "
+                         "one row of 20 0/1 values per text")
+    if not np.isin(matrix, (0, 1)).all():
+        raise InputError("the labels hold values other than 0 and 1")
+    return matrix.astype(np.int8)
 
 
 def set_inference(detector: Detector, inference: str) -> None:
@@ -132,6 +158,38 @@ class ValueDetector:
         """0/1 per category under the detector's thresholds (or one ``threshold`` for all)."""
         scores, index = self._scores(x, columns, progress)
         return score_frame(self.detector.decide(scores, threshold), index, dtype=np.int8)
+
+    # -- adapting to another domain ----------------------------------------------------------
+    def retune(self, x: Any, labels: Any, seed: int = 0, source: str | None = None,
+               **columns: Any) -> Thresholds:
+        """Re-choose the category thresholds on a labelled sample of the texts you will label
+        (another domain than the training arguments); they replace the detector's own only where a
+        two-fold cross-fit on the sample says they do better (``thresholds.retune``). ``labels``:
+        a DataFrame with the 20 category columns (rows matched to ``x`` by index) or a 0/1 array
+        with one row per item of ``x``. Save the result with ``save``; the weights are unchanged.
+        ``source`` names the sample in the record (a file, say). The sample is then in-sample for
+        these thresholds: score the detector on other texts of the domain."""
+        from valuedetect.errors import InputError
+        from valuedetect.protocol import ids_digest
+        from valuedetect.thresholds import retune
+
+        scores, index = self._scores(x, columns)
+        truth = _labels_for(labels, index)
+        if len(truth) < MIN_RETUNE_ARGUMENTS:
+            raise InputError(f"{len(truth)} labelled arguments are too few to choose thresholds on (at least "
+                             f"{MIN_RETUNE_ARGUMENTS}; 50 or more do better)")
+        if self.detector.thresholds is None:
+            current = Thresholds.constant(self.detector.config.fixed_threshold, len(CATEGORY_NAMES))
+        else:
+            current = self.detector.thresholds
+        chosen = retune(scores, truth, current, seed=seed)
+        self.detector.thresholds = chosen
+        kept = chosen.report.get("kept", chosen.report.get("retune", {}).get("kept"))
+        self.detector.info = {**self.detector.info, "retuned": {
+            "arguments": len(truth), "ids_digest": ids_digest([str(i) for i in index]),
+            "source": source, "seed": seed, "kept": kept,
+            "note": "thresholds chosen on this sample: scores on it are in-sample"}}
+        return chosen
 
     @property
     def predicts_level1(self) -> bool:
