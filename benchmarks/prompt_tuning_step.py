@@ -79,7 +79,8 @@ def main() -> None:
                "pairs_per_step": args.batch_size, "threads": torch.get_num_threads(), "placements": rows,
                "machine": {"platform": platform.platform(), "cores": len(os.sched_getaffinity(0))},
                "measured": time.strftime("%Y-%m-%d")}
-    suffix = "" if args.dtype == "float32" else f"-{args.dtype}"
+    suffix = ("" if args.template == "bca" else f"-{args.template}") + \
+        ("" if args.dtype == "float32" else f"-{args.dtype}")
     target = Path("benchmarks/results") / f"prompt_tuning_step-{args.model}{suffix}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(summary, indent=2) + "\n")
