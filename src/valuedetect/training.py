@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from valuedetect import __version__
+from valuedetect import __version__, scoring_state
 from valuedetect.compute import LEDGER, ComputeLedger
 from valuedetect.config import TrainConfig, stable_settings, to_dict
 from valuedetect.data import Split, atomic_write_json, ensure_folder, load_split, write_labels
@@ -303,9 +303,21 @@ def run_training(
             from valuedetect.detectors import load_detector
 
             say("the detector was saved before the interruption; scoring it and writing the remaining outputs")
+            progress_callback = detector.progress
             detector = load_detector(output)
+            detector.progress, detector.log = progress_callback, log
+            detector.dev_scores, detector.dev_level1_scores = scoring_state.dev_scores(output, dev, say)
         else:
             detector.fit(fit, dev)
+            if _is_main_process() and getattr(detector, "resumable_chunk", 0):
+                # Saved before validation is scored, so a kill while scoring (hours for a language
+                # model) resumes from the kept scores instead of training again.
+                checkpoint = getattr(detector, "checkpoint_dir", None)
+                detector.save(output)
+                if detector.dev_scores is not None:
+                    scoring_state.save_dev_scores(output, dev, detector.dev_scores, detector.dev_level1_scores)
+                if checkpoint is not None and Path(checkpoint).is_dir():
+                    shutil.rmtree(checkpoint)  # the saved detector holds the trained weights now
     fit_seconds, fit_cpu = ledger.wall_seconds, ledger.cpu_seconds
     if trained_before and not ledger.processes_before:  # a run folder from before the ledger
         fit_seconds = max(fit_seconds, float(detector.info.get("train_seconds") or 0.0))
@@ -320,13 +332,11 @@ def run_training(
     dev_raw = detector.dev_scores if detector.dev_scores is not None else detector.predict_proba(dev.arguments)
     dev_pred = detector.decide(dev_raw)
     dev_scores = task.score(dev.labels, dev_pred)
-    cpu_started, scoring_started = _cpu_seconds(), time.time()
     # Under the paper protocol dev is validation itself: it is not scored a second time.
     if splits.optimistic:
-        val_raw, val_level1 = dev_raw, detector.dev_level1_scores
+        val_raw, val_level1, val_seconds, val_cpu = dev_raw, detector.dev_level1_scores, 0.0, 0.0
     else:
-        val_raw, val_level1 = detector.predict_proba_levels(validation.arguments)
-    val_seconds, val_cpu = time.time() - scoring_started, _cpu_seconds() - cpu_started
+        val_raw, val_level1, val_seconds, val_cpu = scoring_state.score_resumably(detector, validation, output, say)
     val_pred = detector.decide(val_raw)
     val_scores = task.score(validation.labels, val_pred, bootstrap=1000, seed=detector.config.seed)
     protocol = splits.describe()
@@ -408,6 +418,7 @@ def run_training(
     checkpoint = getattr(detector, "checkpoint_dir", None)
     if checkpoint is not None and Path(checkpoint).is_dir():
         shutil.rmtree(checkpoint)
+    scoring_state.clear(output)
     if config.refit:
         from valuedetect.refit import REFIT_FOLDER, refit
 

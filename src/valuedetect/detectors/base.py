@@ -74,6 +74,9 @@ class Detector(ABC):
 
     type_name: ClassVar[str]
     config_class: ClassVar[type[DetectorConfig]] = DetectorConfig
+    # Arguments per saved chunk when a run scores validation (``scoring_state``); 0: all at once.
+    # Language models take hours there on a CPU, so a kill must not lose it all.
+    resumable_chunk: ClassVar[int] = 0
 
     def __init__(self, config: DetectorConfig | None = None, task: str = "values"):
         from valuedetect.tasks import get_task

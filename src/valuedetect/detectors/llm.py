@@ -87,6 +87,7 @@ _SUMMARY_KEYS = ("arguments", "requests", "cache_hits", "cache_misses", "retries
 
 class LLMDetector(Detector):
     type_name = "llm"
+    resumable_chunk = 32
     config_class = LLMConfig
     config: LLMConfig
 

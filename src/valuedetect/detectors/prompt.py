@@ -149,6 +149,7 @@ class PromptConfig(DetectorConfig, BackendSettings):
 
 class PromptDetector(Detector):
     type_name = "prompt"
+    resumable_chunk = 32
     config_class = PromptConfig
     config: PromptConfig
 

@@ -1,0 +1,115 @@
+"""A language-model run killed while it scores validation resumes from the scores it kept
+(``valuedetect.scoring_state``): it neither trains nor scores again what it had, ends with the same
+run file as an uninterrupted run, and never reuses the scores of another detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.tiny_lm import tiny_causal_lm
+from tests.tiny_models import small_data_dir
+
+from valuedetect import scoring_state
+from valuedetect.config import TrainConfig
+from valuedetect.data import load_split
+from valuedetect.detectors.prompt import PromptDetector
+from valuedetect.training import run_training
+
+SHORT = {"short": {"text": "{premise} Is it {value_label}? The answer is",
+                   "verbalizer": {"positive": ["Yes"], "negative": ["No"]}}}
+
+
+class Killed(Exception):
+    """Stands in for the SIGKILL: scoring stops half-way."""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scoring-state")
+    model = tiny_causal_lm(root / "lm")
+    data = small_data_dir(root / "data", training=60, validation=70)
+    return model, data
+
+
+def config(setup, output: Path) -> TrainConfig:
+    model, data = setup
+    return TrainConfig(method="prompt", data_dir=str(data), output=str(output), predict_test=False,
+                       detector={"model": str(model), "template": "short", "templates": SHORT, "max_length": 256})
+
+
+def dying(setup, original):
+    """predict_proba_levels that dies when asked for the second chunk of validation."""
+    validation = set(load_split("validation", setup[1]).ids)
+    chunks: list[str] = []
+
+    def dies_on_the_second_chunk(self, arguments):
+        if arguments and arguments[0].id in validation:
+            chunks.append(arguments[0].id)
+            if len(chunks) == 2:
+                raise Killed
+        return original(self, arguments)
+
+    return dies_on_the_second_chunk
+
+
+def test_killed_while_scoring_resumes_where_it_stopped(setup, tmp_path, monkeypatch):
+    run_training(config(setup, tmp_path / "reference"))
+    reference = (tmp_path / "reference" / "validation-run.tsv").read_text()
+    monkeypatch.setattr(scoring_state, "SAVE_EVERY_SECONDS", 0.0)
+    original = PromptDetector.predict_proba_levels
+    dies_on_the_second_chunk = dying(setup, original)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(PromptDetector, "predict_proba_levels", dies_on_the_second_chunk)
+    with pytest.raises(Killed):
+        run_training(config(setup, out))
+    assert (out / "detector.json").exists() and not (out / "results.json").exists()
+    state = json.loads((out / scoring_state.STATE_FILE).read_text())
+    assert state["validation"]["done"] == PromptDetector.resumable_chunk
+    assert len(state["dev"]["ids"]) > 0
+
+    def must_not_run(self, *args, **kwargs):
+        raise AssertionError("a resumed run trained or scored dev again")
+
+    scored: list[int] = []
+
+    def counts(self, arguments):
+        scored.append(len(arguments))
+        return original(self, arguments)
+
+    monkeypatch.setattr(PromptDetector, "fit", must_not_run)
+    monkeypatch.setattr(PromptDetector, "predict_proba", must_not_run)
+    monkeypatch.setattr(PromptDetector, "predict_proba_levels", counts)
+    run_training(config(setup, out), resume=True)
+    assert sum(scored) == 70 - PromptDetector.resumable_chunk  # only what the killed run had not kept
+    assert (out / "validation-run.tsv").read_text() == reference
+    assert not (out / scoring_state.STATE_FILE).exists()  # a finished run keeps its scores in its run files
+    compute = json.loads((out / "results.json").read_text())["compute"]
+    assert compute["validation_cpu_seconds"] > 0
+
+
+def test_scores_of_another_detector_are_not_reused(setup, tmp_path, monkeypatch):
+    monkeypatch.setattr(scoring_state, "SAVE_EVERY_SECONDS", 0.0)
+    original = PromptDetector.predict_proba_levels
+    dies_on_the_second_chunk = dying(setup, original)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(PromptDetector, "predict_proba_levels", dies_on_the_second_chunk)
+    with pytest.raises(Killed):
+        run_training(config(setup, out))
+    meta = json.loads((out / "detector.json").read_text())
+    meta["thresholds"]["values"] = [0.5] * 20  # the saved detector is no longer the one that scored
+    (out / "detector.json").write_text(json.dumps(meta))
+    scored: list[int] = []
+
+    def counts(self, arguments):
+        scored.append(len(arguments))
+        return original(self, arguments)
+
+    monkeypatch.setattr(PromptDetector, "predict_proba_levels", counts)
+    messages: list[str] = []
+    run_training(config(setup, out), resume=True, log=messages.append)
+    assert sum(scored) == 70
+    assert any("another detector" in m for m in messages)
