@@ -14,7 +14,9 @@ from tests.tiny_models import small_data_dir
 from valuedetect import scoring_state
 from valuedetect.config import TrainConfig
 from valuedetect.data import load_split
+from valuedetect.detectors import load_detector
 from valuedetect.detectors.prompt import PromptDetector
+from valuedetect.errors import InputError
 from valuedetect.training import run_training
 
 SHORT = {"short": {"text": "{premise} Is it {value_label}? The answer is",
@@ -113,3 +115,21 @@ def test_scores_of_another_detector_are_not_reused(setup, tmp_path, monkeypatch)
     run_training(config(setup, out), resume=True, log=messages.append)
     assert sum(scored) == 70
     assert any("another detector" in m for m in messages)
+
+
+def test_a_folder_without_its_soft_prompt_trains_again_instead_of_scoring_untrained(setup, tmp_path, monkeypatch):
+    monkeypatch.setattr(scoring_state, "SAVE_EVERY_SECONDS", 0.0)
+    original = PromptDetector.predict_proba_levels
+    tuned = config(setup, tmp_path / "run")
+    tuned.detector.update(soft_prompt_tokens=4, max_steps=2, batch_size=4, soft_prompt_placement="end")
+    monkeypatch.setattr(PromptDetector, "predict_proba_levels", dying(setup, original))
+    with pytest.raises(Killed):
+        run_training(tuned)
+    (tmp_path / "run" / "soft_prompt.safetensors").unlink()  # as in a clone: records, no weights
+    with pytest.raises(InputError, match=r"soft_prompt\.safetensors"):
+        load_detector(tmp_path / "run")
+    monkeypatch.setattr(PromptDetector, "predict_proba_levels", original)
+    messages: list[str] = []
+    run_training(tuned, resume=True, log=messages.append)
+    assert any("cannot be loaded" in m and "training again" in m for m in messages)
+    assert (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "soft_prompt.safetensors").exists()

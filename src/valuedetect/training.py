@@ -302,12 +302,17 @@ def run_training(
         if trained_before:  # killed after saving the detector, before its scores: only score and write
             from valuedetect.detectors import load_detector
 
-            say("the detector was saved before the interruption; scoring it and writing the remaining outputs")
-            progress_callback = detector.progress
-            detector = load_detector(output)
-            detector.progress, detector.log = progress_callback, log
-            detector.dev_scores, detector.dev_level1_scores = scoring_state.dev_scores(output, dev, say)
-        else:
+            try:
+                saved = load_detector(output)
+            except InputError as error:  # e.g. a folder committed without its weights
+                say(f"the saved detector cannot be loaded ({error}): training again")
+                trained_before = False
+            else:
+                say("the detector was saved before the interruption; scoring it and writing the remaining outputs")
+                saved.progress, saved.log = detector.progress, log
+                saved.dev_scores, saved.dev_level1_scores = scoring_state.dev_scores(output, dev, say)
+                detector = saved
+        if not trained_before:
             detector.fit(fit, dev)
             if _is_main_process() and getattr(detector, "resumable_chunk", 0):
                 # Saved before validation is scored, so a kill while scoring (hours for a language

@@ -45,7 +45,7 @@ import numpy as np
 from valuedetect.data import Argument, Split
 from valuedetect.detectors.base import Detector, DetectorConfig
 from valuedetect.detectors.lm_backend import BackendSettings, build_backend, require
-from valuedetect.errors import ConfigError
+from valuedetect.errors import ConfigError, InputError
 from valuedetect.lm.api import LM, PLACEMENTS, PROMPT_INITS, GenerateRequest, LoglikelihoodRequest
 from valuedetect.taxonomy import NUM_CATEGORIES, categories
 from valuedetect.templates import (
@@ -284,7 +284,9 @@ class PromptDetector(Detector):
 
     def _load_weights(self, directory: Path) -> None:
         path = directory / SOFT_PROMPT_FILE
-        if self.config.soft_prompt_tokens and path.exists():
+        if self.config.soft_prompt_tokens:
+            if not path.exists():  # without it the detector would score with an untrained prompt
+                raise InputError(f"has no {SOFT_PROMPT_FILE}, the trained soft prompt this detector needs", directory)
             from safetensors.torch import load_file
 
             self._soft_state = load_file(str(path))
