@@ -56,17 +56,34 @@ def dying(setup, original):
     return dies_on_the_second_chunk
 
 
+def kill_while_scoring(setup, train_config: TrainConfig, monkeypatch) -> None:
+    """Run ``train_config`` until it dies on its second validation chunk, every chunk saved."""
+    monkeypatch.setattr(scoring_state, "SAVE_EVERY_SECONDS", 0.0)
+    original = PromptDetector.predict_proba_levels
+    monkeypatch.setattr(PromptDetector, "predict_proba_levels", dying(setup, original))
+    with pytest.raises(Killed):
+        run_training(train_config)
+    monkeypatch.setattr(PromptDetector, "predict_proba_levels", original)
+
+
+def count_scored(monkeypatch) -> list[int]:
+    """The sizes of the chunks scored from now on."""
+    original = PromptDetector.predict_proba_levels
+    scored: list[int] = []
+
+    def counts(self, arguments):
+        scored.append(len(arguments))
+        return original(self, arguments)
+
+    monkeypatch.setattr(PromptDetector, "predict_proba_levels", counts)
+    return scored
+
+
 def test_killed_while_scoring_resumes_where_it_stopped(setup, tmp_path, monkeypatch):
     run_training(config(setup, tmp_path / "reference"))
     reference = (tmp_path / "reference" / "validation-run.tsv").read_text()
-    monkeypatch.setattr(scoring_state, "SAVE_EVERY_SECONDS", 0.0)
-    original = PromptDetector.predict_proba_levels
-    dies_on_the_second_chunk = dying(setup, original)
-
     out = tmp_path / "run"
-    monkeypatch.setattr(PromptDetector, "predict_proba_levels", dies_on_the_second_chunk)
-    with pytest.raises(Killed):
-        run_training(config(setup, out))
+    kill_while_scoring(setup, config(setup, out), monkeypatch)
     assert (out / "detector.json").exists() and not (out / "results.json").exists()
     state = json.loads((out / scoring_state.STATE_FILE).read_text())
     assert state["validation"]["done"] == PromptDetector.resumable_chunk
@@ -75,15 +92,9 @@ def test_killed_while_scoring_resumes_where_it_stopped(setup, tmp_path, monkeypa
     def must_not_run(self, *args, **kwargs):
         raise AssertionError("a resumed run trained or scored dev again")
 
-    scored: list[int] = []
-
-    def counts(self, arguments):
-        scored.append(len(arguments))
-        return original(self, arguments)
-
+    scored = count_scored(monkeypatch)
     monkeypatch.setattr(PromptDetector, "fit", must_not_run)
     monkeypatch.setattr(PromptDetector, "predict_proba", must_not_run)
-    monkeypatch.setattr(PromptDetector, "predict_proba_levels", counts)
     run_training(config(setup, out), resume=True)
     assert sum(scored) == 70 - PromptDetector.resumable_chunk  # only what the killed run had not kept
     assert (out / "validation-run.tsv").read_text() == reference
@@ -93,24 +104,12 @@ def test_killed_while_scoring_resumes_where_it_stopped(setup, tmp_path, monkeypa
 
 
 def test_scores_of_another_detector_are_not_reused(setup, tmp_path, monkeypatch):
-    monkeypatch.setattr(scoring_state, "SAVE_EVERY_SECONDS", 0.0)
-    original = PromptDetector.predict_proba_levels
-    dies_on_the_second_chunk = dying(setup, original)
-
     out = tmp_path / "run"
-    monkeypatch.setattr(PromptDetector, "predict_proba_levels", dies_on_the_second_chunk)
-    with pytest.raises(Killed):
-        run_training(config(setup, out))
+    kill_while_scoring(setup, config(setup, out), monkeypatch)
     meta = json.loads((out / "detector.json").read_text())
     meta["thresholds"]["values"] = [0.5] * 20  # the saved detector is no longer the one that scored
     (out / "detector.json").write_text(json.dumps(meta))
-    scored: list[int] = []
-
-    def counts(self, arguments):
-        scored.append(len(arguments))
-        return original(self, arguments)
-
-    monkeypatch.setattr(PromptDetector, "predict_proba_levels", counts)
+    scored = count_scored(monkeypatch)
     messages: list[str] = []
     run_training(config(setup, out), resume=True, log=messages.append)
     assert sum(scored) == 70
@@ -118,17 +117,12 @@ def test_scores_of_another_detector_are_not_reused(setup, tmp_path, monkeypatch)
 
 
 def test_a_folder_without_its_soft_prompt_trains_again_instead_of_scoring_untrained(setup, tmp_path, monkeypatch):
-    monkeypatch.setattr(scoring_state, "SAVE_EVERY_SECONDS", 0.0)
-    original = PromptDetector.predict_proba_levels
     tuned = config(setup, tmp_path / "run")
     tuned.detector.update(soft_prompt_tokens=4, max_steps=2, batch_size=4, soft_prompt_placement="end")
-    monkeypatch.setattr(PromptDetector, "predict_proba_levels", dying(setup, original))
-    with pytest.raises(Killed):
-        run_training(tuned)
+    kill_while_scoring(setup, tuned, monkeypatch)
     (tmp_path / "run" / "soft_prompt.safetensors").unlink()  # as in a clone: records, no weights
     with pytest.raises(InputError, match=r"soft_prompt\.safetensors"):
         load_detector(tmp_path / "run")
-    monkeypatch.setattr(PromptDetector, "predict_proba_levels", original)
     messages: list[str] = []
     run_training(tuned, resume=True, log=messages.append)
     assert any("cannot be loaded" in m and "training again" in m for m in messages)
