@@ -103,7 +103,8 @@ def score_resumably(detector: Any, split: Split, folder: Path, say: Callable[[st
             s, l1 = detector.predict_proba_levels(part)
             scores.extend(np.asarray(s).tolist())
             if l1 is not None:
-                level1 = (level1 or []) + np.asarray(l1).tolist()
+                level1 = level1 if level1 is not None else []
+                level1.extend(np.asarray(l1).tolist())
             finished = start + len(part) >= len(ids)
             if finished or time.time() - last_save >= SAVE_EVERY_SECONDS:
                 state["validation"] = {

@@ -101,6 +101,27 @@ def _fit(probabilities: np.ndarray, labels: np.ndarray, shrink: float) -> tuple[
     return g, g + shrink * (raw - g)
 
 
+def _out_of_fold(probabilities: np.ndarray, labels: np.ndarray, shrink: float, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Two-fold cross-fit: each half decided by the global and per-category thresholds fitted on
+    the other half (an honest estimate of how each choice does on arguments it was not tuned on)."""
+    fold = np.random.default_rng(seed).permutation(len(labels)) % 2
+    oof_global = np.zeros_like(probabilities, dtype=np.int8)
+    oof_per_cat = np.zeros_like(probabilities, dtype=np.int8)
+    for k in (0, 1):
+        tr, te = fold != k, fold == k
+        g_k, pc_k = _fit(probabilities[tr], labels[tr], shrink)
+        oof_global[te] = probabilities[te] >= g_k
+        oof_per_cat[te] = probabilities[te] >= pc_k[None]
+    return oof_global, oof_per_cat
+
+
+def _decided_f1(decisions: np.ndarray, labels: np.ndarray) -> float:
+    t = (labels > 0).astype(np.float64)
+    p = decisions.astype(np.float64)
+    return float(_from_counts((p * t).sum(0), p.sum(0), t.sum(0))[0])
+
+
 def _f1(probabilities: np.ndarray, labels: np.ndarray, values: np.ndarray) -> float:
     t = (labels > 0).astype(np.float64)
     pred = (probabilities >= values[None]).astype(np.float64)
@@ -136,20 +157,9 @@ def tune(
         "tuned_f1_global": _f1(probabilities, labels, np.full(n_cat, g)),
         "tuned_f1_per_category": _f1(probabilities, labels, per_cat),
     }
-    # Two-fold cross-fit: out-of-fold decisions for both strategies, scored together.
-    rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(labels)) % 2
-    oof_global = np.zeros_like(probabilities, dtype=np.int8)
-    oof_per_cat = np.zeros_like(probabilities, dtype=np.int8)
-    for k in (0, 1):
-        tr, te = fold != k, fold == k
-        g_k, pc_k = _fit(probabilities[tr], labels[tr], shrink)
-        oof_global[te] = probabilities[te] >= g_k
-        oof_per_cat[te] = probabilities[te] >= pc_k[None]
-    t = (labels > 0).astype(np.float64)
-    for name, pred in (("crossfit_f1_global", oof_global), ("crossfit_f1_per_category", oof_per_cat)):
-        p = pred.astype(np.float64)
-        report[name] = float(_from_counts((p * t).sum(0), p.sum(0), t.sum(0))[0])
+    oof_global, oof_per_cat = _out_of_fold(probabilities, labels, shrink, seed)
+    report["crossfit_f1_global"] = _decided_f1(oof_global, labels)
+    report["crossfit_f1_per_category"] = _decided_f1(oof_per_cat, labels)
     if mode == "auto":
         mode = "per_category" if report["crossfit_f1_per_category"] > report["crossfit_f1_global"] else "global"
     values = per_cat if mode == "per_category" else np.full(n_cat, g)
@@ -173,15 +183,8 @@ def retune(probabilities: np.ndarray, labels: np.ndarray, current: Thresholds, s
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels)
-    t = (labels > 0).astype(np.float64)
     old = np.asarray(current.values)
-    fold = np.random.default_rng(seed).permutation(len(labels)) % 2
-    out_of_fold = np.zeros_like(probabilities, dtype=np.float64)
-    for k in (0, 1):
-        tr, te = fold != k, fold == k
-        _, per_cat = _fit(probabilities[tr], labels[tr], shrink)
-        out_of_fold[te] = probabilities[te] >= per_cat[None]
-    crossfit_new = float(_from_counts((out_of_fold * t).sum(0), out_of_fold.sum(0), t.sum(0))[0])
+    crossfit_new = _decided_f1(_out_of_fold(probabilities, labels, shrink, seed)[1], labels)
     current_f1 = _f1(probabilities, labels, old)
     report = {"sample_f1_current": current_f1, "crossfit_f1_retuned": crossfit_new, "shrink": shrink,
               "arguments": len(labels)}
