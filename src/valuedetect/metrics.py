@@ -229,8 +229,10 @@ def _seed_test(observed: float, argument_variance: float, sides: Sequence[SeedSi
 
     seed_terms = [side.seed_variance_of_mean for side in sides]
     variance = argument_variance + sum(seed_terms)
-    if variance <= 0:
-        return (1.0 if observed == 0 else 0.0), 0.0, float("inf")
+    if not variance > 0:
+        # No spread at all (one shared argument, or identical resamples): the data cannot tell the
+        # two sides apart, whatever their difference, so this is no evidence (p = 1), not proof.
+        return 1.0, 0.0, float("inf")
     # Welch-Satterthwaite: each seed term has k-1 degrees of freedom, the argument term n-1.
     denominator = argument_variance ** 2 / max(n - 1, 1) + sum(
         term ** 2 / (len(side.f1) - 1) for term, side in zip(seed_terms, sides, strict=True) if len(side.f1) > 1)

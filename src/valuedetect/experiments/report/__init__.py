@@ -58,6 +58,9 @@ def build_blocks(ctx: Context) -> list[Block]:
     return [block for section in sections for block in section(ctx)]
 
 
+MIN_RESAMPLES = 100
+
+
 def write_report(
     results: str | Path,
     output: str | Path | None = None,
@@ -72,8 +75,9 @@ def write_report(
     ``test_labels`` is a labels TSV to score the runs' test-run.tsv against (the shipped test split is blind).
     """
     results = Path(results)
-    if resamples < 1:
-        raise InputError(f"resamples must be at least 1, not {resamples}")
+    if resamples < MIN_RESAMPLES:
+        raise InputError(f"resamples must be at least {MIN_RESAMPLES} (the tests estimate a variance from them), "
+                         f"not {resamples}")
     ctx = build_context(results, test_labels, data_dir, resamples, seed)
     blocks = build_blocks(ctx)
     folder = output_folder(results, output)

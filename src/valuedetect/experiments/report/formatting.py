@@ -58,7 +58,14 @@ def with_ci(value: float | None, ci: Sequence[float] | None) -> str:
 
 
 def pvalue(p: float) -> str:
-    return f"{p:.3f}"
+    """Three decimals; below 0.001 as "< 0.001" (a t tail that small is beyond what the bootstrap's
+    variance estimate can vouch for, and "0.000" would read as certainty)."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_is(p: float) -> str:
+    """The p-value after its name in a sentence: "= 0.012" or "< 0.001"."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def size_setting(record: RunRecord) -> str:
@@ -80,5 +87,5 @@ def pair_text(pair: Pair, label_a: str, label_b: str) -> str:
     return (
         f"{pair.a.name} ({label_a}, F1 {f3(r.f1_a)}) vs {b_name} ({label_b}, F1 {f3(r.f1_b)}) on their "
         f"{pair.n} shared validation arguments ({seeds}): difference {r.difference:+.3f}, 95% CI "
-        f"{interval(r.ci95, signed=True)}, {p_label} = {pvalue(pair.p)} ({verdict} at {ALPHA})"
+        f"{interval(r.ci95, signed=True)}, {p_label} {p_is(pair.p)} ({verdict} at {ALPHA})"
     )

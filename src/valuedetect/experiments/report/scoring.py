@@ -324,12 +324,15 @@ def common_ids(runs: Sequence[ScoredRun | ScoredConfig]) -> list[str]:
 
 def best_run(runs: Sequence[ScoredConfig]) -> ScoredConfig | None:
     """The configuration chosen as the best of ``runs``: the highest mean dev F1 (the protocol chooses
-    on dev). Only when a candidate has no dev score (a record from the paper protocol) is it the
-    highest validation F1 on the arguments all candidates scored, which is an optimistic choice."""
+    on dev). Candidates without a dev score are left out whenever any candidate has one, so that
+    validation never chooses beside dev; only when none has one (records of the paper protocol) is
+    it the highest validation F1 on the arguments all candidates scored, an optimistic choice that
+    ``chosen_on`` names."""
     if not runs:
         return None
-    if all(r.dev_f1 is not None for r in runs):
-        return max(runs, key=lambda r: r.dev_f1 or 0.0)
+    with_dev = [r for r in runs if r.dev_f1 is not None]
+    if with_dev:
+        return max(with_dev, key=lambda r: r.dev_f1 or 0.0)
     shared = common_ids(runs)
     if shared:
         return max(runs, key=lambda r: r.f1_on(shared))
@@ -338,8 +341,12 @@ def best_run(runs: Sequence[ScoredConfig]) -> ScoredConfig | None:
 
 def chosen_on(runs: Sequence[ScoredConfig]) -> str:
     """How ``best_run`` chose among these runs, in words."""
-    return "dev F1" if runs and all(r.dev_f1 is not None for r in runs) else \
-        "validation F1 (optimistic: no dev score recorded)"
+    without = [r.name for r in runs if r.dev_f1 is None]
+    if not runs or not without:
+        return "dev F1"
+    if len(without) < len(runs):
+        return f"dev F1 (left out, no dev score: {', '.join(without)})"
+    return "validation F1 (optimistic: no dev score recorded)"
 
 
 def family_rank(family: str) -> int:

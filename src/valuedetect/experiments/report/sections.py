@@ -312,9 +312,10 @@ def significance_section(ctx: Context) -> list[Block]:
         blocks.append(Paragraph(
             f"Reference: {reference.name}, named by the experiment (the recipe every other configuration changes one "
             f"thing of). Each configuration is compared with it by the seed-aware paired test ({ctx.resamples} "
-            "bootstrap resamples of the arguments, seeds resampled too; see section 8) on the validation arguments "
-            f"both scored; p is Holm-corrected across the report; significant means corrected p < {ALPHA}. Which "
-            "change to keep is read from the dev F1 (section 2), not from these validation differences."))
+            "bootstrap resamples of the arguments, with each side's between-seed variance added; see section 8) "
+            f"on the validation arguments both scored; p is Holm-corrected across the report; significant means "
+            f"corrected p < {ALPHA}. Which change to keep is read from the dev F1 (section 2), not from these "
+            "validation differences."))
         return [*blocks, comparison_table(ctx, reference, "reference")]
     best = best_run(ctx.runs)
     assert best is not None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from valuedetect.experiments.records import RunRecord
-from valuedetect.experiments.report.formatting import DASH, count, f3, pair_text, pvalue
+from valuedetect.experiments.report.formatting import DASH, count, f3, p_is, pair_text
 from valuedetect.experiments.report.render import Block, Bullets, Heading, Paragraph, Table
 from valuedetect.experiments.report.scoring import ALPHA, Context, Pair, ScoredConfig, best_run
 from valuedetect.experiments.report.sections import SECTION_TITLES
@@ -27,6 +27,26 @@ class Verdict:
     rule: str
     evidence: list[str]
     matched: str | None = None  # the verdict at matched compute, for the claims judged that way too
+    reason: str | None = None  # why an inconclusive verdict is one, where a rule names it (under-training)
+
+    @property
+    def shown(self) -> str:
+        """The verdict as the report prints it: an under-trained side says so in the verdict itself."""
+        return self.reason if self.outcome == INCONCLUSIVE and self.reason else self.outcome
+
+
+UNDER_TRAINED = "inconclusive (under-trained"
+
+
+def shown(outcome: str, notes: Sequence[str]) -> str:
+    """An outcome with its under-training reason, when a note of ``two_sided`` gives one."""
+    reason = next((n for n in notes if n.startswith(UNDER_TRAINED)), None)
+    return reason if outcome == INCONCLUSIVE and reason else outcome
+
+
+def under_trained_reason(outcome: str, notes: Sequence[str]) -> str | None:
+    reason = shown(outcome, notes)
+    return reason if reason != outcome else None
 
 
 def is_full_data(record: RunRecord) -> bool:
@@ -54,6 +74,32 @@ def is_plain(run: ScoredConfig) -> bool:
     """No contrastive learning: neither as an extra loss nor as a pre-training stage."""
     weight = float(setting(run, "contrastive_weight", 0.0))
     return weight == 0 and int(setting(run, "contrastive_pretrain_epochs", 0)) == 0
+
+
+HEAD_SETTINGS = ("heads", "head_hidden")
+
+
+def differ_only_in_heads(a: ScoredConfig, b: ScoredConfig) -> bool:
+    """Whether two configurations are the same recipe but for their heads (the seed aside): the
+    claim-2 comparison then measures heads, not a learning rate or a depth that came with them."""
+    def recipe(run: ScoredConfig) -> dict[str, Any]:
+        config = run.record.detector_config
+        return {k: v for k, v in config.items() if k not in (*HEAD_SETTINGS, "seed")}
+    return (recipe(a) == recipe(b) and a.record.spec.get("training_per_category") == b.record.spec.get(
+        "training_per_category") and a.record.spec.get("training_fraction") == b.record.spec.get("training_fraction"))
+
+
+def best_twins(heads: Sequence[ScoredConfig],
+               singles: Sequence[ScoredConfig]) -> tuple[ScoredConfig, ScoredConfig] | None:
+    """The pair (multiple heads, single head) of configurations that differ only in their heads with
+    the highest mean dev F1 of the two (chosen on dev, like ``best_run``); None if no such pair."""
+    pairs = [(h, s) for h in heads for s in singles if differ_only_in_heads(h, s)]
+    if not pairs:
+        return None
+    with_dev = [(h, s) for h, s in pairs if h.dev_f1 is not None and s.dev_f1 is not None]
+    if with_dev:
+        return max(with_dev, key=lambda hs: (hs[0].dev_f1 or 0.0) + (hs[1].dev_f1 or 0.0))
+    return pairs[0]
 
 
 def linear_heads(run: ScoredConfig) -> bool:
@@ -86,7 +132,10 @@ STANDARD_RULE = (" A comparison counts only if both sides trained to the same st
                  "before one full epoch, or whose final training loss is not below the constant-answer loss, makes "
                  "the verdict inconclusive (under-trained).")
 MATCHED_RULE = (" Also judged at matched compute: the same comparison against the best fine-tuning configuration "
-                "whose CPU-seconds (training + scoring validation, mean per seed) do not exceed the other side's.")
+                "that trained to the standard and whose CPU-seconds (training + scoring validation, mean per seed) "
+                "do not exceed the other side's; where the other side then wins while it spent more than that "
+                "fine-tuning run, its best configuration within the fine-tuning run's CPU-seconds is compared "
+                "instead (inconclusive if it has none), so that neither side wins by spending more.")
 
 
 def above_all_ones(ctx: Context, run: ScoredConfig, ids: Sequence[str]) -> tuple[bool, str]:
@@ -95,7 +144,7 @@ def above_all_ones(ctx: Context, run: ScoredConfig, ids: Sequence[str]) -> tuple
     pair = ctx.against_all_ones(run, ids)
     beats = pair.significant and pair.difference > 0
     text = (f"{run.name} against predicting every category (all-ones) on the same {len(ids)} arguments: "
-            f"F1 {f3(pair.result.f1_a)} vs {f3(pair.result.f1_b)}, corrected p = {pvalue(pair.p)}")
+            f"F1 {f3(pair.result.f1_a)} vs {f3(pair.result.f1_b)}, corrected p {p_is(pair.p)}")
     return beats, text
 
 
@@ -124,30 +173,47 @@ def two_sided(ctx: Context, pair: Pair) -> tuple[str, list[str]]:
     return (SUPPORTED if pair.difference > 0 else NOT_SUPPORTED), []
 
 
-def matched_compute(ctx: Context, other: ScoredConfig, fine_tuning: Sequence[ScoredConfig]) -> ScoredConfig | None:
-    """The best fine-tuning configuration that cost no more CPU-seconds than ``other``."""
-    budget = other.compute_seconds
-    if budget is None:
-        return None
-    affordable = [r for r in fine_tuning if r.compute_seconds is not None and r.compute_seconds <= budget]
-    return best_run(affordable)
+def within(runs: Sequence[ScoredConfig], budget: float) -> ScoredConfig | None:
+    """The best configuration (by dev) that cost at most ``budget`` CPU-seconds and trained to the
+    protocol's standard: a cheap run that stopped on its budget does not stand for its family."""
+    return best_run([r for r in runs if r.compute_seconds is not None and r.compute_seconds <= budget
+                     and not r.under_trained])
 
 
-def matched_view(ctx: Context, other: ScoredConfig, fine_tuning: Sequence[ScoredConfig], other_first: bool,
-                 labels: tuple[str, str]) -> tuple[str, str]:
-    """The verdict and evidence of a claim at matched compute."""
-    ft = matched_compute(ctx, other, fine_tuning)
+def matched_view(ctx: Context, other: ScoredConfig, fine_tuning: Sequence[ScoredConfig],
+                 others: Sequence[ScoredConfig], other_first: bool, labels: tuple[str, str]) -> tuple[str, str]:
+    """The verdict and evidence of a claim at matched compute: fine-tuning held to ``other``'s
+    CPU-seconds; and where the other family then wins while it spent more than that fine-tuning
+    run, the other family held to the fine-tuning run's CPU-seconds in turn, so that neither side
+    wins by spending more."""
     if other.compute_seconds is None:
         return INCONCLUSIVE, f"at matched compute: {other.name} has no CPU-seconds recorded"
+    ft = within(fine_tuning, other.compute_seconds)
     if ft is None:
-        return INCONCLUSIVE, (f"at matched compute: no fine-tuning configuration cost at most {other.name}'s "
-                              f"{other.compute_seconds:.0f} CPU-seconds")
-    pair = ctx.pair(other, ft) if other_first else ctx.pair(ft, other)
+        return INCONCLUSIVE, (f"at matched compute: no fine-tuning configuration that trained to the standard cost at "
+                              f"most {other.name}'s {other.compute_seconds:.0f} CPU-seconds")
+    def judged(ft: ScoredConfig, rival: ScoredConfig) -> tuple[str, list[str], Pair | None]:
+        pair = ctx.pair(rival, ft) if other_first else ctx.pair(ft, rival)
+        if pair is None:
+            return INCONCLUSIVE, [], None
+        outcome, notes = two_sided(ctx, pair)
+        return outcome, notes, pair
+    outcome, notes, pair = judged(ft, other)
+    rival_wins = outcome == (SUPPORTED if other_first else NOT_SUPPORTED)  # a lead that counts, not just p
+    assert ft.compute_seconds is not None
+    if rival_wins and other.compute_seconds > ft.compute_seconds:
+        cheaper = within(others, ft.compute_seconds)
+        if cheaper is None:
+            return INCONCLUSIVE, (f"at matched compute: {other.name} wins only with more CPU-seconds "
+                                  f"({other.compute_seconds:.0f}) than {ft.name} ({ft.compute_seconds:.0f}), and no "
+                                  f"configuration of its kind that trained to the standard cost at most that")
+        other = cheaper
+        outcome, notes, pair = judged(ft, other)
     if pair is None:
         return INCONCLUSIVE, f"at matched compute: {ft.name} and {other.name} share no validation argument"
-    outcome, notes = two_sided(ctx, pair)
     cost = (f" ({ft.name}: {ft.compute_seconds:.0f} CPU-s, {other.name}: {other.compute_seconds:.0f} CPU-s)")
-    return outcome, f"at matched compute{cost}: {pair_text(pair, *labels)}" + (f"; {notes[0]}" if notes else "")
+    return shown(outcome, notes), (f"at matched compute{cost}: {pair_text(pair, *labels)}"
+                                   + (f"; {notes[0]}" if notes else ""))
 
 
 def claim_small_models(ctx: Context) -> Verdict:
@@ -160,8 +226,8 @@ def claim_small_models(ctx: Context) -> Verdict:
     def small(run: ScoredConfig) -> bool:
         total = run.record.parameters_total
         return is_full_data(run.record) and total is not None and total < SMALL_MODEL
-    fine_tuning = select(ctx, "fine-tuning", small)
-    ft, pt = best_run(fine_tuning), best_run(select(ctx, "prompt-tuning", small))
+    fine_tuning, prompt_tuning = select(ctx, "fine-tuning", small), select(ctx, "prompt-tuning", small)
+    ft, pt = best_run(fine_tuning), best_run(prompt_tuning)
     missing = [f"no runs of full-data {name} with fewer than 500M parameters" for name, best in
                (("fine-tuning", ft), ("prompt-tuning", pt)) if best is None]
     if ft is None or pt is None:
@@ -174,45 +240,55 @@ def claim_small_models(ctx: Context) -> Verdict:
     if pair is None:
         return Verdict(1, claim, INCONCLUSIVE, rule, [f"{ft.name} and {pt.name} share no validation argument"])
     outcome, notes = two_sided(ctx, pair)
-    matched, matched_text = matched_view(ctx, pt, fine_tuning, other_first=False,
+    matched, matched_text = matched_view(ctx, pt, fine_tuning, prompt_tuning, other_first=False,
                                          labels=("fine-tuning", "prompt tuning"))
     return Verdict(1, claim, outcome, rule, [pair_text(pair, "fine-tuning", "prompt tuning"), *notes, matched_text],
-                   matched)
+                   matched, reason=under_trained_reason(outcome, notes))
 
 
 def claim_multiple_heads(ctx: Context) -> Verdict:
     claim = "Multiple heads beat a single head."
     rule = ("For each model and input template: best full-data fine-tuning configuration with 20 linear binary "
-            "heads vs best with one linear 20-way head (the same function class, so the comparison is about heads, "
-            "not capacity), both without contrastive learning, seed-aware paired test on shared IDs with "
+            "heads vs one linear 20-way head (the same function class, so the comparison is about heads, not "
+            "capacity), both without contrastive learning and in otherwise the same settings (of such pairs, the one "
+            "with the highest mean dev F1), seed-aware paired test on shared IDs with "
             "Holm-corrected p. Not supported if a single head is significantly better for any model; supported if "
             "multiple heads are significantly better for at least one model and worse for none; otherwise "
             "inconclusive. Heads with a hidden layer against the single head are shown as a separate capacity "
             "comparison, which does not enter the verdict." + LEAD_RULE + STANDARD_RULE)
     plain = select(ctx, "fine-tuning", lambda run: is_full_data(run.record) and is_plain(run))
     outcomes, evidence = [], []
+    reasons: list[str] = []
     for model, runs in by_model(plain).items():
-        single = best_run([r for r in runs if setting(r, "heads", "single") == "single"])
-        linear = best_run([r for r in runs if setting(r, "heads", "single") == "multiple" and linear_heads(r)])
-        hidden = best_run([r for r in runs if setting(r, "heads", "single") == "multiple" and not linear_heads(r)])
-        pair = ctx.pair(linear, single) if linear and single else None
+        singles = [r for r in runs if setting(r, "heads", "single") == "single"]
+        linear = [r for r in runs if setting(r, "heads", "single") == "multiple" and linear_heads(r)]
+        hidden = [r for r in runs if setting(r, "heads", "single") == "multiple" and not linear_heads(r)]
+        twins = best_twins(linear, singles)
+        if twins is None and linear and singles:
+            evidence.append(f"model {model}: no single-head configuration with the same settings as "
+                            f"{', '.join(r.name for r in linear)} but for the heads")
+        pair = ctx.pair(*twins) if twins else None
         if pair is not None:
             pair_outcome, notes = two_sided(ctx, pair)
             outcomes.append(pair_outcome)
+            reason = under_trained_reason(pair_outcome, notes)
+            if reason:
+                reasons.append(reason)
             evidence += [f"model {model}, equal capacity: {pair_text(pair, 'multiple linear heads', 'single head')}",
                          *notes]
-        capacity = ctx.pair(hidden, single) if hidden and single else None
+        capacity_twins = best_twins(hidden, singles)
+        capacity = ctx.pair(*capacity_twins) if capacity_twins else None
         if capacity is not None:
             capacity_outcome, notes = two_sided(ctx, capacity)
             evidence += [f"model {model}, capacity comparison (not the claim): "
                          f"{pair_text(capacity, 'multiple heads with a hidden layer', 'single head')} -> "
-                         f"{capacity_outcome}", *notes]
+                         f"{shown(capacity_outcome, notes)}", *notes]
     if not outcomes:
-        evidence.append("no runs of the same model with both one linear head and 20 linear heads (full data, no "
-                        "contrastive learning)")
+        evidence.append("no runs of the same model with both one linear head and 20 linear heads, in otherwise the "
+                        "same settings (full data, no contrastive learning)")
         return Verdict(2, claim, INCONCLUSIVE, rule, evidence)
     outcome = (NOT_SUPPORTED if NOT_SUPPORTED in outcomes else SUPPORTED if SUPPORTED in outcomes else INCONCLUSIVE)
-    return Verdict(2, claim, outcome, rule, evidence)
+    return Verdict(2, claim, outcome, rule, evidence, reason="; ".join(reasons) or None)
 
 
 def claim_contrastive(ctx: Context) -> Verdict:
@@ -227,6 +303,7 @@ def claim_contrastive(ctx: Context) -> Verdict:
     multi = select(ctx, "fine-tuning", lambda r: is_full_data(r.record) and setting(r, "heads", "single") == "multiple")
     evidence: list[str] = []
     outcomes: list[str] = []
+    reasons: list[str] = []
     for model, runs in by_model(multi, heads=True).items():
         plain = best_run([r for r in runs if is_plain(r)])
         extra = best_run([r for r in runs if float(setting(r, "contrastive_weight", 0.0)) > 0
@@ -237,13 +314,16 @@ def claim_contrastive(ctx: Context) -> Verdict:
         outcome, lines = contrastive_for_model(ctx, plain, extra, pre)
         if outcome is not None:
             outcomes.append(outcome)
+            reason = under_trained_reason(outcome, lines)
+            if reason:
+                reasons.append(reason)
         evidence += [f"model {model}: {line}" for line in lines]
     if not outcomes:
         evidence.append("no runs of one model with both a plain and an extra-loss contrastive multiple-heads run "
                         "(full data)")
         return Verdict(3, claim, INCONCLUSIVE, rule, evidence)
     outcome = (NOT_SUPPORTED if NOT_SUPPORTED in outcomes else SUPPORTED if SUPPORTED in outcomes else INCONCLUSIVE)
-    return Verdict(3, claim, outcome, rule, evidence)
+    return Verdict(3, claim, outcome, rule, evidence, reason="; ".join(reasons) or None)
 
 
 def contrastive_for_model(
@@ -316,19 +396,22 @@ def claim_few_shot(ctx: Context) -> Verdict:
         return Verdict(4, claim, INCONCLUSIVE, rule, [f"at {label}: {best_pt.name} and {best_ft.name} share no "
                                                       "validation argument"])
     outcome, notes = two_sided(ctx, pair)
-    matched, matched_text = matched_view(ctx, best_pt, ft[key], other_first=True,
+    matched, matched_text = matched_view(ctx, best_pt, ft[key], pt[key], other_first=True,
                                          labels=("prompt tuning", "fine-tuning"))
     return Verdict(4, claim, outcome, rule, [f"at {label}: {pair_text(pair, 'prompt tuning', 'fine-tuning')}",
-                                             *notes, f"at {label}, {matched_text}"], matched)
+                                             *notes, f"at {label}, {matched_text}"], matched,
+                   reason=under_trained_reason(outcome, notes))
 
 
 def claim_cot(ctx: Context) -> Verdict:
     claim = "LLM chain-of-thought prompting without training is competitive."
     rule = (f"Best llm-prompting configuration with strategy 'cot' vs best full-data fine-tuning configuration "
-            f"(highest mean dev F1), seed-aware paired test on their shared IDs with Holm-corrected p. Competitive = "
-            f"the CoT run is not significantly worse, or is within {COMPETITIVE_MARGIN} F1 of the fine-tuning run. "
-            f"Supported if competitive; not supported if it is significantly worse by more than "
-            f"{COMPETITIVE_MARGIN}." + STANDARD_RULE)
+            f"(highest mean dev F1), seed-aware paired test on their shared IDs with Holm-corrected p. Competitive "
+            f"means within {COMPETITIVE_MARGIN} F1 of fine-tuning (or better): supported if the whole 95% interval of "
+            f"the difference (CoT - fine-tuning) lies above -{COMPETITIVE_MARGIN}; not supported if CoT is "
+            f"significantly worse (corrected p < {ALPHA}) and the whole interval lies below -{COMPETITIVE_MARGIN}; "
+            "otherwise inconclusive (an interval too wide to tell is not evidence of competitiveness)."
+            + STANDARD_RULE)
     cot = best_run(select(ctx, "llm-prompting", lambda r: setting(r, "strategy", "") == "cot"))
     ft = best_run(select(ctx, "fine-tuning", lambda r: is_full_data(r.record)))
     missing = [f"no runs of {name}" for name, run in (("LLM prompting with strategy 'cot'", cot),
@@ -338,13 +421,18 @@ def claim_cot(ctx: Context) -> Verdict:
     pair = ctx.pair(cot, ft)
     if pair is None:
         return Verdict(5, claim, INCONCLUSIVE, rule, [f"{cot.name} and {ft.name} share no validation argument"])
+    evidence = [pair_text(pair, "chain-of-thought", "fine-tuning")]
     short = under_trained_note(ft)
     if short:
-        return Verdict(5, claim, INCONCLUSIVE, rule, [pair_text(pair, "chain-of-thought", "fine-tuning"), short])
-    worse = pair.significant and pair.difference < 0
-    competitive = not worse or pair.difference >= -COMPETITIVE_MARGIN
-    return Verdict(5, claim, SUPPORTED if competitive else NOT_SUPPORTED, rule,
-                   [pair_text(pair, "chain-of-thought", "fine-tuning")])
+        return Verdict(5, claim, INCONCLUSIVE, rule, [*evidence, short], reason=short)
+    low, high = pair.result.ci95
+    if low > -COMPETITIVE_MARGIN:
+        return Verdict(5, claim, SUPPORTED, rule, evidence)
+    if pair.significant and pair.difference < 0 and high < -COMPETITIVE_MARGIN:
+        return Verdict(5, claim, NOT_SUPPORTED, rule, evidence)
+    return Verdict(5, claim, INCONCLUSIVE, rule, [*evidence, f"the interval [{low:+.3f}, {high:+.3f}] and the "
+                                                  f"corrected p do not settle it against the margin of "
+                                                  f"-{COMPETITIVE_MARGIN}"])
 
 
 def verdicts(ctx: Context) -> list[Verdict]:
@@ -378,9 +466,9 @@ def verdict_section(ctx: Context) -> list[Block]:
     ]
     all_verdicts = verdicts(ctx)
     blocks.append(Table(["Claim", "Verdict", "At matched compute"],
-                        [[f"({v.number}) {v.claim}", v.outcome, v.matched or DASH] for v in all_verdicts]))
+                        [[f"({v.number}) {v.claim}", v.shown, v.matched or DASH] for v in all_verdicts]))
     for v in all_verdicts:
-        blocks += [Heading(f"({v.number}) {v.claim}", level=3), Paragraph(f"{v.outcome}.", lead="Verdict:")]
+        blocks += [Heading(f"({v.number}) {v.claim}", level=3), Paragraph(f"{v.shown}.", lead="Verdict:")]
         if v.matched:
             blocks.append(Paragraph(f"{v.matched}.", lead="Verdict at matched compute:"))
         blocks += [Paragraph(v.rule, lead="Rule:"), Bullets(v.evidence)]
