@@ -148,6 +148,7 @@ def test_constant_answer_loss_is_the_loss_of_predicting_each_prior() -> None:
 
 def test_under_trained_names_a_short_budget_and_a_loss_at_the_constant_level() -> None:
     assert under_trained(None) is None  # trains nothing: exempt
+    assert "unknown" in under_trained({"epochs_completed": 3, "stopped_by": "epochs"})  # no loss: not a pass
     assert under_trained({"epochs_completed": 3, "final_loss": 0.2, "constant_loss": 0.4, "stopped_by": "epochs"}) \
         is None
     assert "budget" in under_trained({"epochs_completed": 0.3, "final_loss": 0.2, "constant_loss": 0.4,

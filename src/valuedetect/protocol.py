@@ -196,7 +196,9 @@ def under_trained(training: dict[str, Any] | None) -> str | None:
         done = "an unknown part" if epochs is None else f"{epochs:.2f}"
         return f"stopped by its budget after {done} of an epoch"
     final, constant = training.get("final_loss"), training.get("constant_loss")
-    if final is not None and constant is not None and not final < constant:
+    if final is None or constant is None:
+        return "no final training loss or constant-answer loss recorded, so whether it trained is unknown"
+    if not final < constant:
         return f"final training loss {final:.4f} is not below the constant-answer loss {constant:.4f}"
     return None
 
