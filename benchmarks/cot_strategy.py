@@ -21,16 +21,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run(engine: str, model: str, warm_up: list, arguments: list, max_new_tokens: int, chunk: int) -> dict:
@@ -46,9 +40,9 @@ def run(engine: str, model: str, warm_up: list, arguments: list, max_new_tokens:
     detector.predict_proba(warm_up)  # load and warm up outside the clock
     usage = detector.info["usage"]
     before = usage["completion_tokens"], usage["processed_tokens"]
-    started, cpu = time.perf_counter(), cpu_seconds()
+    started, cpu = time.perf_counter(), time.process_time()
     scores = detector.predict_proba(arguments)
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     usage = detector.info["usage"]
     detector.close()
     n = len(arguments)

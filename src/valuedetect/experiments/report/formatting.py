@@ -65,7 +65,8 @@ def pvalue(p: float) -> str:
 
 def p_is(p: float) -> str:
     """The p-value after its name in a sentence: "= 0.012" or "< 0.001"."""
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+    text = pvalue(p)
+    return text if text.startswith("<") else f"= {text}"
 
 
 def size_setting(record: RunRecord) -> str:

@@ -35,18 +35,19 @@ class Verdict:
         return self.reason if self.outcome == INCONCLUSIVE and self.reason else self.outcome
 
 
-UNDER_TRAINED = "inconclusive (under-trained"
-
-
-def shown(outcome: str, notes: Sequence[str]) -> str:
-    """An outcome with its under-training reason, when a note of ``two_sided`` gives one."""
-    reason = next((n for n in notes if n.startswith(UNDER_TRAINED)), None)
-    return reason if outcome == INCONCLUSIVE and reason else outcome
+UNDER_TRAINED = "inconclusive (under-trained: "
 
 
 def under_trained_reason(outcome: str, notes: Sequence[str]) -> str | None:
-    reason = shown(outcome, notes)
-    return reason if reason != outcome else None
+    """The note of ``under_trained_note`` behind an inconclusive outcome, if that is why it is one."""
+    if outcome != INCONCLUSIVE:
+        return None
+    return next((n for n in notes if n.startswith(UNDER_TRAINED)), None)
+
+
+def shown(outcome: str, notes: Sequence[str]) -> str:
+    """An outcome as printed: with its under-training reason where that is why it is inconclusive."""
+    return under_trained_reason(outcome, notes) or outcome
 
 
 def is_full_data(record: RunRecord) -> bool:
@@ -76,17 +77,13 @@ def is_plain(run: ScoredConfig) -> bool:
     return weight == 0 and int(setting(run, "contrastive_pretrain_epochs", 0)) == 0
 
 
-HEAD_SETTINGS = ("heads", "head_hidden")
-
-
 def differ_only_in_heads(a: ScoredConfig, b: ScoredConfig) -> bool:
     """Whether two configurations are the same recipe but for their heads (the seed aside): the
-    claim-2 comparison then measures heads, not a learning rate or a depth that came with them."""
+    claim-2 comparison then measures heads, not a learning rate or a depth that came with them.
+    (Claim 2 reads full-data runs only, so the training size is the same already.)"""
     def recipe(run: ScoredConfig) -> dict[str, Any]:
-        config = run.record.detector_config
-        return {k: v for k, v in config.items() if k not in (*HEAD_SETTINGS, "seed")}
-    return (recipe(a) == recipe(b) and a.record.spec.get("training_per_category") == b.record.spec.get(
-        "training_per_category") and a.record.spec.get("training_fraction") == b.record.spec.get("training_fraction"))
+        return {k: v for k, v in run.record.detector_config.items() if k not in ("heads", "head_hidden", "seed")}
+    return recipe(a) == recipe(b)
 
 
 def best_twins(heads: Sequence[ScoredConfig],
@@ -152,7 +149,7 @@ def under_trained_note(*runs: ScoredConfig) -> str | None:
     reasons = [reason for run in runs for reason in run.under_trained]
     if not reasons:
         return None
-    return "inconclusive (under-trained: " + "; ".join(reasons) + ")"
+    return UNDER_TRAINED + "; ".join(reasons) + ")"
 
 
 def two_sided(ctx: Context, pair: Pair) -> tuple[str, list[str]]:
