@@ -68,3 +68,19 @@ def test_refit_writes_a_second_detector_said_to_have_no_held_out_score(tmp_path:
     assert (out / "refit" / "detector.json").exists()
     assert "refit on training + validation: no held-out score" in " ".join(result.output.split())
     assert json.loads((out / "refit" / "refit.json").read_text())["training_arguments"] == 160
+
+
+def test_refit_data_training_refits_on_training_and_prints_its_held_out_score(tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "data", training=120, validation=40)
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["train", "--method", "tfidf", "--data-dir", str(data), "--output", str(out),
+                                 "--no-predict-test", "--refit-data", "training"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "refit on training, validation held out: F1" in said
+    record = json.loads((out / "refit" / "refit.json").read_text())
+    assert record["training_arguments"] == 120 and record["held_out"]["validation"]["f1"] >= 0
+    result = runner.invoke(app, ["train", "--method", "tfidf", "--data-dir", str(data), "--output", str(tmp_path / "x"),
+                                 "--refit-data", "everything"])
+    assert result.exit_code != 0 and "refit_data must be one of" in " ".join(result.output.split())
+    assert not (tmp_path / "x").exists()

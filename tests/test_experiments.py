@@ -71,7 +71,7 @@ def test_grid_expands_in_order_with_names_families_and_merged_settings(tmp_path:
 
     ones = experiment.runs[0]
     assert ones.settings["refit"] is False
-    before = {k: v for k, v in ones.settings.items() if k not in ("refit", "task")}
+    before = {k: v for k, v in ones.settings.items() if k not in ("refit", "refit_data", "task")}
     assert ones.hash == spec_hash({"task": "values", "settings": before})
 
 
@@ -360,3 +360,18 @@ time.sleep(60)
         holder.wait()
     (record,) = run_experiment(experiment, only=["ones"], show=lambda line: None)
     assert record.done
+
+
+def test_a_run_refitted_on_training_is_recorded_with_the_refits_held_out_score(tmp_path: Path,
+                                                                              data_dir: Path) -> None:
+    extra = '\n[[run]]\nname = "refitted"\nmethod = "tfidf"\nrefit = true\nrefit_data = "training"\n'
+    experiment = load_experiment(_grid(tmp_path, data_dir, extra))
+    (record,) = run_experiment(experiment, only=["refitted"], show=lambda line: None)
+    assert record.done and record.outputs["validation_run"] == "run/refit/validation-run.tsv"
+    folder = experiment.results / "refitted"
+    refit = json.loads((folder / "run" / "refit" / "refit.json").read_text())
+    assert record.validation["f1"] == pytest.approx(refit["held_out"]["validation"]["f1"])
+    assert record.training_arguments == 80  # all of training: the dev slice added back
+    first = json.loads((folder / "run" / "results.json").read_text())
+    assert record.compute["train_cpu_seconds"] >= first["compute"]["train_cpu_seconds"]
+    assert any("refit on all of training" in note for note in record.notes)

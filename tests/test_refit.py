@@ -75,3 +75,28 @@ def test_an_encoder_refit_trains_to_the_epoch_dev_chose_without_early_stopping()
     assert detector.refit_settings() == {}  # nothing chosen yet
     detector.info["best_epoch"] = 3
     assert detector.refit_settings() == {"epochs": 3, "patience": 0}
+
+
+def test_a_refit_on_training_alone_is_scored_on_validation_held_out(tmp_path: Path, spy) -> None:
+    data = small_data_dir(tmp_path / "data", training=300, validation=80)
+    out = tmp_path / "out"
+    result = run_training(TrainConfig(method="fitspy", data_dir=str(data), output=str(out), predict_test=False,
+                                      refit=True, refit_data="training"))
+    (_, dev), (refit_fit, refit_dev) = spy.fits
+    training, validation = load_split("training", data), load_split("validation", data)
+    assert set(refit_fit) == set(training.ids) and refit_dev == [] and set(dev) <= set(refit_fit)
+    assert not set(refit_fit) & set(validation.ids)  # validation stays out of the refit
+    record = json.loads((out / "refit" / "refit.json").read_text())
+    assert record["refit_data"] == "training" and record["training_arguments"] == len(training)
+    held_out = record["held_out"]["validation"]
+    from valuedetect.evaluation import score_run_file
+
+    again = score_run_file(out / "refit" / "validation-run.tsv", data / "labels-validation.tsv")
+    assert held_out["f1"] == pytest.approx(again.f1) and "held out" in record["note"]
+    assert result.validation_scores.f1 == pytest.approx(
+        json.loads((out / "results.json").read_text())["validation"]["f1"])  # the first fit's own figure stays
+
+
+def test_refit_data_other_than_the_two_is_refused() -> None:
+    with pytest.raises(ValueError, match="refit_data must be one of"):
+        TrainConfig(method="all-ones", refit=True, refit_data="validation")

@@ -147,6 +147,9 @@ def train(
     refit: Annotated[bool | None, typer.Option(
         help="Then fit once more on training + validation with the epochs and thresholds chosen on dev, into "
              "OUTPUT/refit (a detector to ship; it has no held-out score).")] = None,
+    refit_data: Annotated[str | None, typer.Option(
+        help="What --refit trains on: training+validation (default) or training (the dev slice added back; "
+             "validation is then scored once, held out: what a refit buys). Implies --refit.")] = None,
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="A detector setting, KEY=VALUE (VALUE read as TOML, else as text); repeatable.")] = None,
 ) -> None:
@@ -167,7 +170,8 @@ def train(
                                        ("subset_seed", subset_seed), ("predict_test", predict_test),
                                        ("training_per_category", train_per_category),
                                        ("training_fraction", train_fraction), ("protocol", protocol),
-                                       ("dev_seed", dev_seed), ("refit", refit), ("data_dir", data_dir),
+                                       ("dev_seed", dev_seed), ("refit", refit or (refit_data is not None or None)),
+                                       ("refit_data", refit_data), ("data_dir", data_dir),
                                        ("output", output)) if v is not None}
     with progress_bar() as update:
         trained = train_detector(config if config is not None else str(method), detector=overrides, resume=resume,

@@ -111,6 +111,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid UTF-8") from None
 
 
+# What a refit trains on: everything labelled (a detector to ship, no held-out score), or training
+# alone, which leaves validation held out and so measures the refit.
+REFIT_DATA = ("training+validation", "training")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """A training run: which task and method, its settings, where data and outputs live."""
@@ -142,8 +147,10 @@ class TrainConfig:
     dev_limit: int | None = None
     # After the held-out run, fit once more on training + validation with the epochs and
     # thresholds chosen on dev (valuedetect.refit), into output/refit: a detector to ship, with
-    # no held-out score of its own.
+    # no held-out score of its own. refit_data = "training" refits on training alone (the dev
+    # slice added back) and scores validation with it, held out: what the refit's extra data buys.
     refit: bool = False
+    refit_data: str = "training+validation"
 
     def __post_init__(self) -> None:
         from valuedetect.protocol import PROTOCOLS
@@ -158,6 +165,8 @@ class TrainConfig:
                              "takes training_fraction instead")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
+        if self.refit_data not in REFIT_DATA:
+            raise ValueError(f"refit_data must be one of {', '.join(REFIT_DATA)}, not {self.refit_data!r}")
         if self.refit and self.task != "values":
             raise ValueError(f"refit makes a value detector to ship; the {self.task} task has none")
         if not 0 < self.dev_fraction < 1:
@@ -181,7 +190,7 @@ class TrainConfig:
 # Keys added to TrainConfig after runs were recorded, at the value every earlier run had: a hash
 # or fingerprint of settings leaves them out at that value, so a run recorded (or checkpointed)
 # before the key existed still matches its settings and is neither rerun nor refused on resume.
-LATER_KEYS: dict[str, Any] = {"task": "values", "refit": False}
+LATER_KEYS: dict[str, Any] = {"task": "values", "refit": False, "refit_data": "training+validation"}
 
 
 def stable_settings(settings: dict[str, Any]) -> dict[str, Any]:

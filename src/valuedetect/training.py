@@ -165,6 +165,11 @@ def _folder_state(output: Path) -> str:
     return "empty"
 
 
+def _refit_note(config: TrainConfig) -> str:
+    return ("refit on training, validation held out" if config.refit_data == "training" else
+            "refit on training + validation: no held-out score")
+
+
 def _refit_only(config: TrainConfig, output: Path, progress: Callable[[str, int, int], None] | None,
                 log: Callable[[str], None] | None) -> TrainingResult:
     """Resume a run killed during its refit: the held-out run is finished; refit only."""
@@ -182,7 +187,7 @@ def _refit_only(config: TrainConfig, output: Path, progress: Callable[[str, int,
     scores = score_run_file(output / "validation-run.tsv", labels, seed=detector.config.seed, run_ids_only=True)
     ids, _ = read_labels(output / "validation-run.tsv")
     return TrainingResult(detector, scores, ids, "held-out run finished before; refit completed now",
-                          [f"{output / REFIT_FOLDER}/ (refit on training + validation: no held-out score)"],
+                          [f"{output / REFIT_FOLDER}/ ({_refit_note(config)})"],
                           protocol=results.get("protocol", {}))
 
 
@@ -260,9 +265,9 @@ def run_training(
     # A bad config fails before any write.
     detector = make_detector(config.method, config.detector, source, task=task.name)
     if config.refit and detector.teacher:
-        raise ConfigError(f"{source}: refit = true with distill_from: a refit trains on validation too, and a "
-                          "teacher's scores are made for the training arguments only; refit the teacher instead, "
-                          "or drop refit")
+        raise ConfigError(f"{source}: refit = true with distill_from: a refit trains on arguments the teacher's "
+                          "scores were not checked for (validation, or the dev slice the teacher chose on); refit "
+                          "the teacher instead, or drop refit")
     _wait_for_everyone()
     ensure_folder(output)
     detector.progress = progress
@@ -291,7 +296,7 @@ def run_training(
             say(f"{what}: {note}")
     # refit only adds a folder after the held-out run: a run may be resumed with or without it
     run_settings = stable_settings({k: v for k, v in to_dict(config).items()
-                                    if k not in ("detector", "output", "refit")})
+                                    if k not in ("detector", "output", "refit", "refit_data")})
     if _is_main_process():
         fingerprint.check_or_write(output, fingerprint.run_fingerprint(
             run_settings, to_dict(detector.config), detector.base_model, fit, dev), resume)
@@ -427,7 +432,11 @@ def run_training(
     if config.refit:
         from valuedetect.refit import REFIT_FOLDER, refit
 
-        refit(detector, config, output, resume=resume, progress=progress, log=log)
-        written.append(f"{output / REFIT_FOLDER}/ (refit on training + validation: no held-out score)")
+        record = refit(detector, config, output, resume=resume, progress=progress, log=log)
+        held_out = (record.get("held_out") or {}).get("validation")
+        if held_out:
+            say(f"refit on training, validation held out: F1 {held_out['f1']:.4f} (the run refitted from: "
+                f"{val_scores.f1:.4f})")
+        written.append(f"{output / REFIT_FOLDER}/ ({_refit_note(config)})")
     return TrainingResult(detector, val_scores, validation.ids, description, written, dev_scores=dev_scores,
                           protocol=protocol, level1=level1_scores)

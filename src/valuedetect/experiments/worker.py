@@ -98,7 +98,8 @@ def _training_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> 
 
     output = folder / RUN_FOLDER
     config = from_dict(TrainConfig, {**settings, "output": str(output)}, f"run {record.name}")
-    if (output / FINISHED_FILE).exists():  # killed after training, before its record: only the record is missing
+    refit_pending = config.refit and not (output / "refit" / "refit.json").exists()
+    if (output / FINISHED_FILE).exists() and not refit_pending:  # killed before its record: only that is missing
         from valuedetect.detectors import load_detector
 
         _log("  training had finished; writing its record")
@@ -148,6 +149,8 @@ def _training_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> 
         task.output_key("test"): f"{RUN_FOLDER}/{test_file}" if (output / test_file).exists() else None,
         "results": f"{RUN_FOLDER}/results.json",
     }
+    if config.refit and config.refit_data == "training":
+        _score_the_refit(record, output)
     _log("  timing inference ...")
     try:
         record.inference_seconds = _time_inference(detector, config.method, config.data_dir, info)
@@ -156,6 +159,31 @@ def _training_run(record: RunRecord, settings: dict[str, Any], folder: Path) -> 
     else:
         if record.inference_seconds is not None:
             record.notes.append("inference_seconds is per argument")
+
+
+def _score_the_refit(record: RunRecord, output: Path) -> None:
+    """A run refitted on training (validation held out) is measured by its refit: the record's
+    validation score, run file and compute become the refit's; dev keeps the first fit's, which
+    chose the epochs and thresholds the refit used."""
+    refit = json.loads((output / "refit" / "refit.json").read_text(encoding="utf-8"))
+    first_f1 = record.validation.get("f1")
+    record.validation = (refit.get("held_out") or {}).get("validation", {})
+    record.outputs["validation_run"] = f"{RUN_FOLDER}/refit/validation-run.tsv"
+    record.outputs["validation_scores"] = f"{RUN_FOLDER}/refit/validation-scores.npy"
+    first, spent = dict(record.compute), refit.get("compute", {})
+    record.compute = {
+        **first,
+        "train_cpu_seconds": round(first.get("train_cpu_seconds", 0) + spent.get("train_cpu_seconds", 0), 1),
+        "validation_cpu_seconds": refit.get("validation_cpu_seconds"),
+        "validation_seconds": refit.get("validation_seconds"),
+        "note": f"{first.get('note', '')}; training counts both fits: the held-out one that chose epochs and "
+                "thresholds on dev, and the refit on all of training",
+    }
+    record.training_arguments = refit.get("training_arguments", record.training_arguments)
+    record.train_seconds = round((record.train_seconds or 0) + spent.get("train_seconds", 0), 1)
+    record.notes.append(f"validation scored by the refit on all of training ({record.training_arguments} arguments, "
+                        "the dev slice included) with the epochs and thresholds dev chose" +
+                        ("" if first_f1 is None else f"; the fit that chose them scored validation F1 {first_f1:.4f}"))
 
 
 def run_one(folder: Path) -> RunRecord:
