@@ -548,3 +548,27 @@ def test_matched_compute_does_not_let_the_side_that_spent_more_win() -> None:
     outcome, text = matched_view(ctx, pt, [ft], [pt, cheap_pt], other_first=False,
                                  labels=("fine-tuning", "prompt tuning"))
     assert outcome == NOT_SUPPORTED and "pt-cheap: 90 CPU-s" in text
+
+
+def test_a_run_scored_by_its_refit_is_not_a_point_of_a_data_size_curve() -> None:
+    """Refitted on all of training, it trained on more arguments than its recipe's held-out run,
+    but it is another recipe (a second fit with the first one's choices), not a size setting."""
+    from valuedetect.experiments.report.scoring import ScoredConfig, ScoredRun
+    from valuedetect.experiments.report.sections import data_size_groups
+    from valuedetect.metrics import score
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((40, 20)) < 0.3).astype(int)
+    ids = [f"A{i}" for i in range(len(truth))]
+
+    def config(name: str, arguments: int, **spec: Any) -> ScoredConfig:
+        record = RunRecord(name=name, group=name, status="done", family="fine-tuning", model="minilm",
+                           method="encoder", training_arguments=arguments,
+                           spec={"method": "encoder", "detector": {"epochs": 4}, **spec})
+        return ScoredConfig([ScoredRun(record, ids, truth, truth, score(truth, truth))], resamples=20)
+
+    held_out, refitted = config("default", 4561), config("refit", 5365, refit=True, refit_data="training")
+    assert data_size_groups([held_out, refitted]) == []
+    smaller = config("half", 2280, training_fraction=0.5)
+    (group,) = data_size_groups([held_out, refitted, smaller])
+    assert [m.record.name for m in group[2]] == ["half", "default"]

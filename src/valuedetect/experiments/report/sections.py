@@ -270,9 +270,11 @@ def data_size_groups(runs: Sequence[ScoredConfig]) -> list[tuple[str, str, list[
         r = run.record
         if r.family not in DATA_SIZE_FAMILIES or r.training_arguments is None:
             continue
+        # a run scored by its refit on all of training is another recipe, not a point of a size curve
+        refit = str(r.spec.get("refit_data", "")) if r.spec.get("refit") else ""
         key = (r.family, r.model or "", r.method or str(r.spec.get("method", "")),
                json.dumps({k: v for k, v in r.spec.get("detector", {}).items() if k != "seed"}, sort_keys=True,
-                          default=str))
+                          default=str) + refit)
         groups.setdefault(key, []).append(run)
     lines = []
     seen: dict[tuple[str, str], int] = {}
