@@ -80,6 +80,8 @@ def test_refit_data_training_refits_on_training_and_prints_its_held_out_score(tm
     assert "refit on training, validation held out: F1" in said
     record = json.loads((out / "refit" / "refit.json").read_text())
     assert record["training_arguments"] == 120 and record["held_out"]["validation"]["f1"] >= 0
+    assert 0 <= record["held_out"]["validation"]["ranking_auc"] <= 1
+    assert 0 <= json.loads((out / "results.json").read_text())["validation"]["ranking_auc"] <= 1
     result = runner.invoke(app, ["train", "--method", "tfidf", "--data-dir", str(data), "--output", str(tmp_path / "x"),
                                  "--refit-data", "everything"])
     assert result.exit_code != 0 and "refit_data must be one of" in " ".join(result.output.split())

@@ -340,3 +340,17 @@ def test_holm_adjusts_step_down_and_keeps_order() -> None:
     assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert holm([]) == []
     assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # 2 x 0.8 capped at 1; never below a smaller p
+
+
+def test_ranking_auc_reads_the_order_of_the_scores_and_skips_categories_without_both_classes() -> None:
+    from valuedetect.metrics import ranking_auc
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((400, 20)) < 0.3).astype(int)
+    truth[:, 5] = 0  # no positive: skipped, as the official measure skips it
+    assert ranking_auc(truth, truth + 0.1 * rng.random(truth.shape)) == pytest.approx(1.0)
+    assert ranking_auc(truth, -truth.astype(float)) == pytest.approx(0.0)
+    assert abs(ranking_auc(truth, rng.random(truth.shape)) - 0.5) < 0.05
+    assert ranking_auc(np.zeros((4, 20)), rng.random((4, 20))) is None
+    with pytest.raises(ValueError, match="differ in shape"):
+        ranking_auc(truth, truth[:, :19])

@@ -310,3 +310,16 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+def ranking_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
+    """Mean over categories of ROC AUC: how well the scores rank each category's arguments, before
+    any threshold. Not the official measure; it tells a detector whose F1 sits at the all-ones
+    level because its scores carry no signal (AUC near 0.5) from one whose thresholds failed."""
+    from sklearn.metrics import roc_auc_score
+
+    t, s = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
+    if t.shape != s.shape:
+        raise ValueError(f"labels {t.shape} and scores {s.shape} differ in shape")
+    aucs = [roc_auc_score(t[:, j], s[:, j]) for j in range(t.shape[1]) if 0 < t[:, j].sum() < len(t)]
+    return float(np.mean(aucs)) if aucs else None

@@ -103,7 +103,7 @@ def refit(chosen: Detector, config: TrainConfig, output: Path, resume: bool = Fa
 def _score_validation(detector: Detector, validation: Split, folder: Path, chosen_config: Any) -> dict[str, Any]:
     """Score validation once with a refit that never saw it; the run files and figures it adds to
     ``refit.json``."""
-    from valuedetect.metrics import score
+    from valuedetect.metrics import ranking_auc, score
 
     assert validation.labels is not None
     started, cpu = time.time(), time.process_time()
@@ -114,7 +114,8 @@ def _score_validation(detector: Detector, validation: Split, folder: Path, chose
     np.save(folder / "validation-scores.npy", raw.astype(np.float32))
     scores = score(validation.labels, decided, bootstrap=1000, seed=getattr(chosen_config, "seed", 0))
     added: dict[str, Any] = {
-        "held_out": {"split": "validation", "arguments": len(validation), "validation": scores.to_dict()},
+        "held_out": {"split": "validation", "arguments": len(validation),
+                     "validation": {**scores.to_dict(), "ranking_auc": ranking_auc(validation.labels, raw)}},
         "note": "refitted on training alone (the dev slice added back to the arguments the recipe trained on) "
                 "with the epochs and thresholds dev chose; validation was not seen by it or by any choice, "
                 "so its validation score is held out",

@@ -228,6 +228,15 @@ def _check_int8(detector: Any, validation: Split, fp32_scores: np.ndarray, task:
     return True
 
 
+def _ranking_auc(task: str, labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """The threshold-free diagnostic beside F1 (``metrics.ranking_auc``), for the values task."""
+    from valuedetect.metrics import ranking_auc
+
+    if task != "values" or np.shape(labels) != np.shape(scores):
+        return None
+    return ranking_auc(labels, scores)
+
+
 def run_training(
     config: TrainConfig,
     source: str = "config",
@@ -349,6 +358,10 @@ def run_training(
         val_raw, val_level1, val_seconds, val_cpu = scoring_state.score_resumably(detector, validation, output, say)
     val_pred = detector.decide(val_raw)
     val_scores = task.score(validation.labels, val_pred, bootstrap=1000, seed=detector.config.seed)
+    ranking = _ranking_auc(task.name, validation.labels, val_raw)
+    if ranking is not None:
+        say(f"validation ranking AUC (mean over categories, before thresholds; not the official measure): "
+            f"{ranking:.3f}")
     protocol = splits.describe()
     if dev_note:
         protocol["dev_arguments_used"] = len(dev)
@@ -407,7 +420,7 @@ def run_training(
         "dev": dev_scores.to_dict(),
         "dev_note": f"{task.headline_label} on the dev arguments that chose epochs and thresholds: in-sample for "
                     "those choices",
-        "validation": val_scores.to_dict(),
+        "validation": {**val_scores.to_dict(), **({"ranking_auc": ranking} if ranking is not None else {})},
         **({"level1": level1_scores} if level1_scores else {}),
         "thresholds": detector.thresholds.to_dict() if detector.thresholds else None,
         "train_seconds": round(fit_seconds, 1),

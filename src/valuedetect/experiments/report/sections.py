@@ -124,7 +124,8 @@ def main_section(ctx: Context) -> list[Block]:
         header = ["Family", "Run", "Model", "F1 [95% CI]", "SD over seeds", "F1 per seed", "Dev F1", "P", "R",
                   "Mean of per-category F1 (not the official measure)", "n (validation)",
                   f"F1 on common subset (n={n_common})", "Trainable / total parameters",
-                  "Train CPU-s", "Validation CPU-s", "Inference time", "Wall time (s)", "Budget"]
+                  "Ranking AUC (not official)", "Train CPU-s", "Validation CPU-s", "Inference time",
+                  "Wall time (s)", "Budget"]
         blocks.append(Table(header, [main_row(ctx, run) for run in ctx.runs]))
         common = (f"The common subset is the {n_common} validation arguments scored by every run in this table."
                   if n_common else "The runs share no validation argument, so there is no common subset.")
@@ -133,7 +134,10 @@ def main_section(ctx: Context) -> list[Block]:
             "recomputed from each run's validation-run.tsv; the interval carries argument and seed variance "
             f"({ctx.resamples} bootstrap resamples of the arguments, seed {ctx.seed}). Dev F1: the mean F1 on the "
             "dev arguments that chose epochs and thresholds (in-sample for those choices; it chooses the best "
-            f"configuration of a kind). CPU-seconds are per seed, as recorded by the run. {common}"))
+            f"configuration of a kind). Ranking AUC: the mean over categories of validation ROC AUC of the "
+            "scores before thresholds, as the run recorded it (a dash where it did not): near 0.5, the scores "
+            "carry no signal; well above it with F1 at the all-ones level, the thresholds failed. CPU-seconds "
+            f"are per seed, as recorded by the run. {common}"))
         notes = [f"{run.name}: {run.record.validation_subset}" for run in ctx.runs if run.record.validation_subset]
         notes += [f"{m.name}: {m.ignored} argument IDs of the run file have no validation label and were ignored"
                   for m in ctx.seed_runs if m.ignored]
@@ -153,6 +157,11 @@ def mean_compute(run: ScoredConfig, key: str) -> float | None:
     return None if any(v is None for v in values) else float(sum(values) / len(values))
 
 
+def mean_ranking_auc(run: ScoredConfig) -> float | None:
+    values = [m.record.validation.get("ranking_auc") for m in run.members]
+    return None if any(v is None for v in values) else float(sum(values) / len(values))
+
+
 def main_row(ctx: Context, run: ScoredConfig) -> list[str]:
     r, s = run.record, run.scores
     n = f"{s.n}" + (" (subset, see below)" if r.validation_subset else "")
@@ -162,7 +171,7 @@ def main_row(ctx: Context, run: ScoredConfig) -> list[str]:
     return [
         r.family, run.name, r.model or DASH, with_ci(s.f1, s.ci95), sd, per_seed, f3(run.dev_f1), f3(s.precision),
         f3(s.recall), f3(s.mean_f1), n, f3(run.f1_on(ctx.common)) if ctx.common else DASH,
-        f"{count(r.parameters_trainable)} / {count(r.parameters_total)}",
+        f"{count(r.parameters_trainable)} / {count(r.parameters_total)}", f3(mean_ranking_auc(run)),
         seconds(mean_compute(run, "train_cpu_seconds")), seconds(mean_compute(run, "validation_cpu_seconds")),
         inference_time(r), seconds(r.wall_seconds), compact(r.budget),
     ]
