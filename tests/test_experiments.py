@@ -370,8 +370,29 @@ def test_a_run_refitted_on_training_is_recorded_with_the_refits_held_out_score(t
     assert record.done and record.outputs["validation_run"] == "run/refit/validation-run.tsv"
     folder = experiment.results / "refitted"
     refit = json.loads((folder / "run" / "refit" / "refit.json").read_text())
-    assert record.validation["f1"] == pytest.approx(refit["held_out"]["validation"]["f1"])
+    from valuedetect.evaluation import score_run_file
+
+    rescored = score_run_file(folder / record.outputs["validation_run"], data_dir / "labels-validation.tsv")
+    assert record.validation["f1"] == pytest.approx(rescored.f1)
+    first_run = score_run_file(folder / "run" / "validation-run.tsv", data_dir / "labels-validation.tsv")
+    assert any(note.endswith(f"scored validation F1 {first_run.f1:.4f}") for note in record.notes)
     assert record.training_arguments == 80  # all of training: the dev slice added back
     first = json.loads((folder / "run" / "results.json").read_text())
-    assert record.compute["train_cpu_seconds"] >= first["compute"]["train_cpu_seconds"]
+    assert record.compute["train_cpu_seconds"] == pytest.approx(
+        first["compute"]["train_cpu_seconds"] + refit["compute"]["train_cpu_seconds"], abs=0.11)
+    assert record.compute["validation_cpu_seconds"] == refit["validation_cpu_seconds"]
     assert any("refit on all of training" in note for note in record.notes)
+
+
+def test_a_run_killed_inside_its_refit_finishes_the_refit_and_records_its_score(tmp_path: Path,
+                                                                               data_dir: Path) -> None:
+    extra = '\n[[run]]\nname = "refitted"\nmethod = "tfidf"\nrefit = true\nrefit_data = "training"\n'
+    experiment = load_experiment(_grid(tmp_path, data_dir, extra))
+    (first,) = run_experiment(experiment, only=["refitted"], show=lambda line: None)
+    folder = experiment.results / "refitted"
+    (folder / "record.json").unlink()  # killed inside the refit: no refit.json, no record
+    (folder / "run" / "refit" / "refit.json").unlink()
+    (again,) = run_experiment(experiment, only=["refitted"], show=lambda line: None)
+    assert again.done and (folder / "run" / "refit" / "refit.json").exists()
+    assert again.outputs["validation_run"] == "run/refit/validation-run.tsv"
+    assert again.validation["f1"] == pytest.approx(first.validation["f1"])

@@ -352,5 +352,12 @@ def test_ranking_auc_reads_the_order_of_the_scores_and_skips_categories_without_
     assert ranking_auc(truth, -truth.astype(float)) == pytest.approx(0.0)
     assert abs(ranking_auc(truth, rng.random(truth.shape)) - 0.5) < 0.05
     assert ranking_auc(np.zeros((4, 20)), rng.random((4, 20))) is None
+    assert ranking_auc(truth, np.full(truth.shape, 0.3)) == pytest.approx(0.5)  # constant scores rank nothing
+    all_positive = truth.copy()
+    all_positive[:, 0] = 1  # one class only: skipped, not an error
+    assert ranking_auc(all_positive, all_positive + 0.1 * rng.random(truth.shape)) == pytest.approx(1.0)
+    diverged = truth + 0.1 * rng.random(truth.shape)
+    diverged[3, 3] = np.nan
+    assert ranking_auc(truth, diverged) is None
     with pytest.raises(ValueError, match="differ in shape"):
         ranking_auc(truth, truth[:, :19])

@@ -93,10 +93,54 @@ def test_a_refit_on_training_alone_is_scored_on_validation_held_out(tmp_path: Pa
 
     again = score_run_file(out / "refit" / "validation-run.tsv", data / "labels-validation.tsv")
     assert held_out["f1"] == pytest.approx(again.f1) and "held out" in record["note"]
+    refitted = load_detector(out / "refit")  # scored with the thresholds dev chose, not its own
+    assert np.allclose(refitted.thresholds.values, result.detector.thresholds.values)
     assert result.validation_scores.f1 == pytest.approx(
         json.loads((out / "results.json").read_text())["validation"]["f1"])  # the first fit's own figure stays
 
 
-def test_refit_data_other_than_the_two_is_refused() -> None:
-    with pytest.raises(ValueError, match="refit_data must be one of"):
-        TrainConfig(method="all-ones", refit=True, refit_data="validation")
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"refit": True, "refit_data": "validation"}, "refit_data must be one of"),
+    ({"refit_data": "training"}, "read only with refit = true"),
+    ({"refit": True, "refit_data": "training", "protocol": "paper"}, "under the paper protocol validation chose"),
+    ({"refit": True, "refit_data": "training", "training_fraction": 0.5}, "does not combine with training_fraction"),
+    ({"refit": True, "refit_data": "training", "validation_limit": 50}, "does not combine with validation_limit"),
+])
+def test_refit_data_settings_that_would_mislabel_a_figure_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(method="all-ones", **settings)
+
+
+def test_a_refit_keeps_the_level1_thresholds_dev_chose(tmp_path: Path, spy, monkeypatch) -> None:
+    from valuedetect.taxonomy import LEVEL1_NAMES
+    from valuedetect.thresholds import Thresholds
+
+    def fit_choosing_level1(self, train: Split, dev: Split | None) -> None:
+        FitSpy.fits.append((train.ids, dev.ids if dev is not None else []))
+        baselines.RandomPriorDetector._fit(self, train, dev)
+        # only a fit with dev chooses; a refit must carry these over rather than fall back to the default
+        self.level1_thresholds = Thresholds.constant(0.123, len(LEVEL1_NAMES)) if dev is not None else None
+
+    monkeypatch.setattr(FitSpy, "_fit", fit_choosing_level1)
+    data = small_data_dir(tmp_path / "data", training=300, validation=80)
+    for scope in ("training", "training+validation"):
+        out = tmp_path / scope
+        run_training(TrainConfig(method="fitspy", data_dir=str(data), output=str(out), predict_test=False,
+                                 refit=True, refit_data=scope))
+        refitted = load_detector(out / "refit")
+        assert refitted.level1_thresholds is not None and refitted.level1_thresholds.values[0] == 0.123
+
+
+def test_a_refit_on_training_killed_inside_resumes_and_says_its_held_out_score(tmp_path: Path, spy) -> None:
+    data = small_data_dir(tmp_path / "data", training=300, validation=80)
+    out = tmp_path / "out"
+    config = TrainConfig(method="fitspy", data_dir=str(data), output=str(out), predict_test=False, refit=True,
+                         refit_data="training")
+    first = run_training(config)
+    held_out = json.loads((out / "refit" / "refit.json").read_text())["held_out"]["validation"]["f1"]
+    (out / "refit" / "refit.json").unlink()  # killed before the refit's last write
+    said: list[str] = []
+    again = run_training(config, resume=True, log=said.append)
+    assert any(f"validation held out: F1 {held_out:.4f}" in line for line in said)
+    assert again.dev_scores is not None and again.dev_scores.f1 == pytest.approx(first.dev_scores.f1)
+    assert again.validation_scores.f1 == pytest.approx(first.validation_scores.f1)

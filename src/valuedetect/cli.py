@@ -166,11 +166,12 @@ def train(
                        ("template", template)):
         if value is not None:
             overrides[key] = value
+    refit_implied = True if refit_data is not None else None  # --refit-data alone means --refit
     run_settings = {k: v for k, v in (("task", task), ("validation_limit", limit), ("validation_sample", sample),
                                        ("subset_seed", subset_seed), ("predict_test", predict_test),
                                        ("training_per_category", train_per_category),
                                        ("training_fraction", train_fraction), ("protocol", protocol),
-                                       ("dev_seed", dev_seed), ("refit", refit or (refit_data is not None or None)),
+                                       ("dev_seed", dev_seed), ("refit", refit if refit is not None else refit_implied),
                                        ("refit_data", refit_data), ("data_dir", data_dir),
                                        ("output", output)) if v is not None}
     with progress_bar() as update:

@@ -167,6 +167,17 @@ class TrainConfig:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
         if self.refit_data not in REFIT_DATA:
             raise ValueError(f"refit_data must be one of {', '.join(REFIT_DATA)}, not {self.refit_data!r}")
+        if self.refit_data != REFIT_DATA[0] and not self.refit:
+            raise ValueError(f"refit_data = {self.refit_data!r} is read only with refit = true")
+        if self.refit_data == "training":
+            if self.protocol != "heldout":
+                raise ValueError("refit_data = 'training' measures the refit on validation, held out; under the "
+                                 f"{self.protocol} protocol validation chose the thresholds, so nothing would be")
+            subsets = [k for k in ("training_per_category", "training_fraction", "validation_limit",
+                                   "validation_sample") if getattr(self, k) is not None]
+            if subsets:
+                raise ValueError(f"refit_data = 'training' refits on all of training and scores all of validation; "
+                                 f"it does not combine with {', '.join(subsets)}")
         if self.refit and self.task != "values":
             raise ValueError(f"refit makes a value detector to ship; the {self.task} task has none")
         if not 0 < self.dev_fraction < 1:

@@ -321,5 +321,7 @@ def ranking_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
     t, s = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
     if t.shape != s.shape:
         raise ValueError(f"labels {t.shape} and scores {s.shape} differ in shape")
+    if not np.isfinite(s).all():  # a diverged model: no ranking to read (and F1 says the rest)
+        return None
     aucs = [roc_auc_score(t[:, j], s[:, j]) for j in range(t.shape[1]) if 0 < t[:, j].sum() < len(t)]
     return float(np.mean(aucs)) if aucs else None

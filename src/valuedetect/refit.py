@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from valuedetect.compute import LEDGER, ComputeLedger
 from valuedetect.config import TrainConfig
 from valuedetect.data import Split, atomic_write_json, load_split, write_labels, write_run
 from valuedetect.detectors import make_detector
@@ -62,10 +63,13 @@ def refit(chosen: Detector, config: TrainConfig, output: Path, resume: bool = Fa
         f"all {len(train)} of training and {len(validation)} of validation"
     say(f"refit: {len(data)} arguments ({what}) with the recipe fixed on dev: {fixed or 'no trained choice'}, "
         "thresholds as chosen there")
-    started, cpu = time.time(), time.process_time()
-    detector.fit(data)  # no dev: nothing is chosen here
+    folder.mkdir(parents=True, exist_ok=True)
+    # every process that worked on the refit counts (a resumed one adds to the ledger)
+    with ComputeLedger(folder / LEDGER, fresh=not resume) as ledger:
+        detector.fit(data)  # no dev: nothing is chosen here
     detector.thresholds = chosen.thresholds
-    seconds, cpu_seconds = time.time() - started, time.process_time() - cpu
+    detector.level1_thresholds = getattr(chosen, "level1_thresholds", None)
+    seconds, cpu_seconds = ledger.wall_seconds, ledger.cpu_seconds
     record: dict[str, Any] = {
         "refit_of": str(output),
         "refit_data": config.refit_data,

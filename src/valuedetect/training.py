@@ -182,13 +182,24 @@ def _refit_only(config: TrainConfig, output: Path, progress: Callable[[str, int,
 
     detector = load_detector(output)
     results = json.loads((output / FINISHED_FILE).read_text(encoding="utf-8"))
-    refit(detector, config, output, resume=True, progress=progress, log=log)
-    labels = Path(config.data_dir or shipped_data_dir()) / "labels-validation.tsv"
-    scores = score_run_file(output / "validation-run.tsv", labels, seed=detector.config.seed, run_ids_only=True)
+    record = refit(detector, config, output, resume=True, progress=progress, log=log)
+    data = Path(config.data_dir or shipped_data_dir())
+    scores = score_run_file(output / "validation-run.tsv", data / "labels-validation.tsv", seed=detector.config.seed,
+                            run_ids_only=True)
+    _say_refit_score(record, scores.f1, log or (lambda _message: None))
+    dev_scores = score_run_file(output / "dev-run.tsv", data / "labels-training.tsv", bootstrap=0, run_ids_only=True) \
+        if (output / "dev-run.tsv").exists() else None
     ids, _ = read_labels(output / "validation-run.tsv")
     return TrainingResult(detector, scores, ids, "held-out run finished before; refit completed now",
-                          [f"{output / REFIT_FOLDER}/ ({_refit_note(config)})"],
-                          protocol=results.get("protocol", {}))
+                          [f"{output / REFIT_FOLDER}/ ({_refit_note(config)})"], dev_scores=dev_scores,
+                          protocol=results.get("protocol", {}), level1=results.get("level1"))
+
+
+def _say_refit_score(record: dict[str, Any], first_f1: float, say: Callable[[str], None]) -> None:
+    held_out = (record.get("held_out") or {}).get("validation")
+    if held_out:
+        say(f"refit on training, validation held out: F1 {held_out['f1']:.4f} (the run refitted from: "
+            f"{first_f1:.4f})")
 
 
 def _cpu_seconds() -> float:
@@ -446,10 +457,7 @@ def run_training(
         from valuedetect.refit import REFIT_FOLDER, refit
 
         record = refit(detector, config, output, resume=resume, progress=progress, log=log)
-        held_out = (record.get("held_out") or {}).get("validation")
-        if held_out:
-            say(f"refit on training, validation held out: F1 {held_out['f1']:.4f} (the run refitted from: "
-                f"{val_scores.f1:.4f})")
+        _say_refit_score(record, val_scores.f1, say)
         written.append(f"{output / REFIT_FOLDER}/ ({_refit_note(config)})")
     return TrainingResult(detector, val_scores, validation.ids, description, written, dev_scores=dev_scores,
                           protocol=protocol, level1=level1_scores)

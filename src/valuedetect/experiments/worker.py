@@ -170,6 +170,8 @@ def _score_the_refit(record: RunRecord, output: Path) -> None:
     record.validation = (refit.get("held_out") or {}).get("validation", {})
     record.outputs["validation_run"] = f"{RUN_FOLDER}/refit/validation-run.tsv"
     record.outputs["validation_scores"] = f"{RUN_FOLDER}/refit/validation-scores.npy"
+    if (output / "refit" / "test-run.tsv").exists():  # the detector the figures are of labels test too
+        record.outputs["test_run"] = f"{RUN_FOLDER}/refit/test-run.tsv"
     first, spent = dict(record.compute), refit.get("compute", {})
     record.compute = {
         **first,

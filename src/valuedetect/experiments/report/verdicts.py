@@ -65,10 +65,12 @@ def setting(run: ScoredConfig, key: str, default: Any) -> Any:
 
 
 def is_composite(record: RunRecord) -> bool:
-    """An ensemble or a distilled student: more than one training run stands behind its number (the
-    members', the teacher's), which its own compute does not count; the paper's claims compare
-    single models, so these stay out of them."""
-    return record.method == "ensemble" or bool(record.detector_config.get("distill_from"))
+    """An ensemble, a distilled student or a run scored by its refit: more than one training run
+    stands behind its number (the members', the teacher's, the fit that chose for the refit), and
+    its dev F1 is not that of the detector scored; the paper's claims compare single models, so
+    these stay out of them."""
+    refit_scored = bool(record.spec.get("refit")) and record.spec.get("refit_data") == "training"
+    return record.method == "ensemble" or bool(record.detector_config.get("distill_from")) or refit_scored
 
 
 def is_plain(run: ScoredConfig) -> bool:
