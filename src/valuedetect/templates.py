@@ -507,6 +507,16 @@ def value_list() -> str:
     return "\n".join(f"- {c.name}: {c.description}" for c in categories())
 
 
+def label_texts(level1: bool = False) -> list[str]:
+    """One text per output column (the 20 categories, then the 54 level-1 values if asked):
+    what a label-embedding head encodes. A category is its name and description; a level-1
+    value, which has no description of its own, is its name and its example effects."""
+    texts = [f"{c.name}: {c.description}" for c in categories()]
+    if level1:
+        texts += [f"{value}: {', '.join(effects)}" for c in categories() for value, effects in c.examples.items()]
+    return texts
+
+
 def few_shot_block(examples: Sequence[Example]) -> str:
     if not examples:
         return ""

@@ -61,6 +61,9 @@ class EncoderConfig(DetectorConfig, TrainSettings):
     # mixed into the targets: (1 - distill_weight) * gold + distill_weight * teacher.
     distill_from: str = ""
     distill_weight: float = 0.5
+    # random: heads start at PyTorch's default initialisation; descriptions: each linear head
+    # starts as the argument's similarity to its category's description (valuedetect.encoder.label_init)
+    head_init: str = "random"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,6 +81,10 @@ class EncoderConfig(DetectorConfig, TrainSettings):
             raise ValueError("trainable_layers must be -1 (all) or a positive number of top layers")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
+        if self.head_init not in ("random", "descriptions"):
+            raise ValueError(f"head_init must be random or descriptions, not {self.head_init!r}")
+        if self.head_init == "descriptions" and self.heads == "multiple" and self.head_hidden > 0:
+            raise ValueError("head_init = 'descriptions' needs linear heads: set head_hidden = 0")
         if self.inference not in INFERENCE_MODES:
             raise ValueError(f"inference must be auto, int8 or fp32, not {self.inference!r}")
 
@@ -215,6 +222,8 @@ class EncoderDetector(Detector):
         dev_data = None
         if dev is not None and dev.labels is not None and dev_ids is not None:
             dev_data = EncodedArguments(dev_ids, None, self._cache_bottom(dev_ids, "dev") if cache else None)
+        if c.head_init == "descriptions":
+            self._init_heads(train_data, targets)
         settings = TrainSettings(**{k: getattr(c, k) for k in TrainSettings.__dataclass_fields__})
         pos_weight = positive_weights(torch.as_tensor(targets, dtype=torch.float32), c.pos_weight)
         width = self.task.width
@@ -238,6 +247,21 @@ class EncoderDetector(Detector):
             base_model=c.model, processes=state.processes,
             training=self._training_standard(state, targets, pos_weight).to_dict(),
         )
+
+    def _init_heads(self, train_data: Any, targets: np.ndarray) -> None:
+        """Heads from the value descriptions (valuedetect.encoder.label_init says why)."""
+        from valuedetect.encoder.label_init import init_from_descriptions
+        from valuedetect.templates import label_texts
+
+        if self.task.name != "values":
+            raise ConfigError(f"head_init = 'descriptions' needs the values task, not {self.task.name!r}")
+        texts = label_texts(level1=self.config.level1)
+        label_ids = self.tokenizer(texts, truncation=True, max_length=self.config.max_length)["input_ids"]
+        note = init_from_descriptions(self.model, label_ids, train_data, targets, self.pad_id, self.config.seed)
+        self.info["head_init"] = {"from": "descriptions", **note}
+        if self.log:
+            self.log(f"heads start from the {len(texts)} label descriptions (their mean cosine "
+                     f"{note['description_cosine_mean']:.2f} before centring)")
 
     def _distilled(self, targets: np.ndarray, train: Split, dev: Split | None) -> np.ndarray:
         """The gold targets with the teacher's probabilities mixed into the 20 category columns
