@@ -510,6 +510,23 @@ def test_claim_2_pairs_only_configurations_that_differ_in_their_heads() -> None:
     assert best_twins([hot, twin], [single]) == (twin, single)
 
 
+def test_a_setting_missing_from_an_older_record_counts_as_its_default() -> None:
+    """A record written before a setting existed ran that setting's default: it still pairs with a
+    newer record that states the default, and not with one that changed it."""
+    from valuedetect.experiments.report.verdicts import best_twins
+
+    rng = np.random.default_rng(4)
+    truth = (rng.random((200, 20)) < 0.2).astype(np.int8)
+    older = {"model": "m", "heads": "single", "head_hidden": 0, "lr": 3e-4, "seed": 13}
+    single = _with(_config("single", truth, flipped(truth, 0.1, seed=1)), dev=0.5, detector=older)
+    newer = _with(_config("hidden", truth, flipped(truth, 0.1, seed=2)), dev=0.5,
+                  detector={**older, "heads": "multiple", "head_hidden": 128, "head_init": "random"})
+    changed = _with(_config("described", truth, flipped(truth, 0.1, seed=3)), dev=0.6,
+                    detector={**older, "heads": "multiple", "head_init": "descriptions"})
+    assert best_twins([newer], [single]) == (newer, single)
+    assert best_twins([changed], [single]) is None
+
+
 def test_chain_of_thought_is_competitive_only_when_its_interval_says_so() -> None:
     """Claim 5 is a non-inferiority question: "not significantly worse" on a wide interval is not
     evidence of being competitive."""

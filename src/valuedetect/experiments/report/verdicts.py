@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+from valuedetect.detectors.encoder import EncoderConfig
 from valuedetect.experiments.records import RunRecord
 from valuedetect.experiments.report.formatting import DASH, count, f3, p_is, pair_text
 from valuedetect.experiments.report.render import Block, Bullets, Heading, Paragraph, Table
 from valuedetect.experiments.report.scoring import ALPHA, Context, Pair, ScoredConfig, best_run
 from valuedetect.experiments.report.sections import SECTION_TITLES
+
+ENCODER_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(EncoderConfig) if f.default is not MISSING}
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 SMALL_MODEL = 500e6
@@ -83,8 +86,12 @@ def differ_only_in_heads(a: ScoredConfig, b: ScoredConfig) -> bool:
     """Whether two configurations are the same recipe but for their heads (the seed aside): the
     claim-2 comparison then measures heads, not a learning rate or a depth that came with them.
     (Claim 2 reads full-data runs only, so the training size is the same already.)"""
+    keys = (set(a.record.detector_config) | set(b.record.detector_config)) - {"heads", "head_hidden", "seed"}
+
     def recipe(run: ScoredConfig) -> dict[str, Any]:
-        return {k: v for k, v in run.record.detector_config.items() if k not in ("heads", "head_hidden", "seed")}
+        # A setting added after a record was written is absent from it: that record ran its default
+        # (claim 2 compares encoder runs, so the defaults are the encoder's).
+        return {k: run.record.detector_config.get(k, ENCODER_DEFAULTS.get(k)) for k in keys}
     return recipe(a) == recipe(b)
 
 
