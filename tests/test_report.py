@@ -439,6 +439,32 @@ def test_holm_turns_a_nominally_significant_comparison_non_significant() -> None
     assert two_sided(ctx, pair)[0] == INCONCLUSIVE
 
 
+def test_a_comparison_read_both_ways_round_is_one_test_in_the_holm_family() -> None:
+    """b against a is a's test against b negated: the same p, and counted once by Holm."""
+    from valuedetect.experiments.report.scoring import paired_test
+    from valuedetect.metrics import Comparison
+
+    rng = np.random.default_rng(7)
+    truth = (rng.random((300, 20)) < 0.2).astype(np.int8)
+    ctx = _context([f"A{i}" for i in range(300)])
+    good, fair = _config("good", truth, flipped(truth, 0.05, seed=3)), _config("fair", truth, flipped(truth, 0.1, 4))
+    forward, backward = ctx.pair(good, fair), ctx.pair(fair, good)
+    assert forward is not None and backward is not None and backward is not forward
+    direct = paired_test(fair, good, resamples=300, seed=0)  # what computing it afresh gives
+    assert direct is not None
+    assert backward.difference == pytest.approx(direct.difference)
+    assert backward.result.p_value == pytest.approx(direct.result.p_value)
+    assert backward.result.ci95 == pytest.approx(direct.result.ci95)
+    assert len(ctx.pairs) == 1
+    forward.result = Comparison(f1_a=0.8, f1_b=0.75, difference=0.05, p_value=0.02, ci95=(0.01, 0.09))
+    other = ctx.pair(_config("x", truth, flipped(truth, 0.3, seed=10)), _config("y", truth, flipped(truth, 0.3, 11)))
+    assert other is not None
+    other.result = Comparison(f1_a=0.5, f1_b=0.5, difference=0.0, p_value=0.6, ci95=(-0.1, 0.1))
+    ctx.apply_holm()
+    assert forward.p_holm == pytest.approx(0.04)  # two tests, not three: 2 x 0.02
+    assert backward.p_holm == forward.p_holm
+
+
 def test_an_under_trained_side_makes_a_significant_comparison_inconclusive() -> None:
     from valuedetect.experiments.report.verdicts import INCONCLUSIVE, SUPPORTED, two_sided
 

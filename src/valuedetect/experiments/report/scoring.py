@@ -176,6 +176,15 @@ class Pair:
     result: Comparison
     ids: list[str] = field(default_factory=list)
     p_holm: float | None = None
+    mirror_of: Pair | None = None  # the same test read the other way round: not a test of its own
+
+    def reversed(self) -> Pair:
+        """b against a: the same test (same resamples, same p), its difference and interval negated."""
+        assert self.b is not None
+        r = self.result
+        flipped = Comparison(f1_a=r.f1_b, f1_b=r.f1_a, difference=-r.difference, p_value=r.p_value,
+                             ci95=(-r.ci95[1], -r.ci95[0]), method=r.method)
+        return Pair(self.b, self.a, self.n, flipped, list(self.ids), mirror_of=self)
 
     @property
     def difference(self) -> float:
@@ -216,7 +225,9 @@ class Context:
         """Seed-aware paired test of a against b on their shared IDs (None when they share none)."""
         key = (a.name, b.name, 0)
         if key not in self._pairs:
-            self._pairs[key] = paired_test(a, b, self.resamples, self.seed)
+            mirror = self._pairs.get((b.name, a.name, 0))
+            self._pairs[key] = (mirror.reversed() if mirror is not None
+                                else paired_test(a, b, self.resamples, self.seed))
             self._adjust_if_final()
         return self._pairs[key]
 
@@ -234,7 +245,8 @@ class Context:
 
     @property
     def pairs(self) -> list[Pair]:
-        return [p for p in self._pairs.values() if p is not None]
+        """The distinct tests made: a comparison read both ways round is one test, counted once."""
+        return [p for p in self._pairs.values() if p is not None and p.mirror_of is None]
 
     def apply_holm(self) -> None:
         """Holm-correct every comparison made so far, as one family; later ones join it."""
@@ -247,6 +259,9 @@ class Context:
         pairs = self.pairs
         for pair, adjusted in zip(pairs, holm([p.result.p_value for p in pairs]), strict=True):
             pair.p_holm = adjusted
+        for view in self._pairs.values():
+            if view is not None and view.mirror_of is not None:
+                view.p_holm = view.mirror_of.p_holm
 
     @property
     def same_validation(self) -> bool:

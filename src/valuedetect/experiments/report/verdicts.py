@@ -457,7 +457,8 @@ METHOD_TEXT = (
     "it rejects at most at the nominal rate while a test over arguments alone rejects most of the time). With one "
     "seed per side, training variance is not estimated and the test reduces to the argument bootstrap. "
     "Multiplicity: every p-value of the report (the verdicts' comparisons, their all-ones checks and the table "
-    "against the best run) is corrected together by Holm's method; the p-values quoted are the corrected ones."
+    "against the best run) is corrected together by Holm's method, a comparison made both ways round counting "
+    "as one test; the p-values quoted are the corrected ones."
 )
 
 
