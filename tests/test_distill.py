@@ -171,3 +171,78 @@ def test_the_teacher_scores_command_writes_the_file_and_names_a_bad_teacher(setu
     assert out.exists() and sidecar(out).exists()
     bad = CliRunner().invoke(app, ["teacher-scores", str(tmp_path / "nowhere"), "--output", str(tmp_path / "u.tsv")])
     assert bad.exit_code == 2 and "nowhere" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.fixture(scope="module")
+def cross_fit(setup: dict) -> dict:
+    """Two cross-fitted teachers: each trained on the fit split minus one of two folds."""
+    folders = []
+    for fold in (0, 1):
+        folder = setup["root"] / f"cross-fit-{fold}"
+        run_training(TrainConfig(method="encoder", detector=_encoder(setup["model"], seed=11),
+                                 data_dir=str(setup["data"]), output=str(folder), predict_test=False,
+                                 cross_fit_folds=2, cross_fit_fold=fold),
+                     check_int8=False)
+        folders.append(folder)
+    return {"folders": folders}
+
+
+def test_cross_fitted_teachers_score_each_fit_argument_out_of_fold(setup, cross_fit, tmp_path) -> None:
+    from valuedetect.detectors import load_detector
+    from valuedetect.protocol import cross_fit_held_out, ids_digest, make_splits
+
+    training = load_split("training", setup["data"])
+    fit = make_splits(training, training).fit
+    path = tmp_path / "oof.tsv"
+    meta = write_teacher_scores(list(reversed(cross_fit["folders"])), training, path)  # any order
+    ids, scores = read_teacher_scores(path)
+    assert ids == fit.ids and meta["arguments"] == len(fit) < len(training)  # fit only: never dev
+    assert meta["protocol"]["fit_ids_sha256"] == ids_digest(fit.ids) and meta["protocol"]["cross_fit"]["folds"] == 2
+    for fold, folder in enumerate(cross_fit["folders"]):
+        rows = cross_fit_held_out(fit, 2, fold, 0)
+        teacher = load_detector(folder)
+        # the teacher left exactly these arguments out, and they carry its scores, not the other's
+        assert teacher.info["protocol"]["cross_fit"]["held_out_arguments"] == len(rows)
+        assert teacher.info["protocol"]["fit_arguments"] == len(fit)
+        expected = teacher.predict_proba([fit.arguments[i] for i in rows])
+        assert np.allclose(scores[rows], expected, atol=6e-5)
+        other = load_detector(cross_fit["folders"][1 - fold]).predict_proba([fit.arguments[i] for i in rows])
+        assert not np.allclose(scores[rows], other, atol=1e-3)
+    student = _student(setup, tmp_path / "student", str(path))
+    assert student.detector.info["distillation"]["teacher_scores_sha256"] == meta["sha256"]
+
+
+def test_a_cross_fitting_fold_trains_on_the_fit_split_minus_that_fold(setup, cross_fit) -> None:
+    from valuedetect.detectors import load_detector
+
+    infos = [load_detector(folder).info for folder in cross_fit["folders"]]
+    held = [info["protocol"]["cross_fit"]["held_out_arguments"] for info in infos]
+    assert sum(held) == infos[0]["protocol"]["fit_arguments"] and min(held) > 0
+
+
+def test_out_of_fold_scores_need_every_fold_once_from_matching_teachers(setup, cross_fit, tmp_path) -> None:
+    training = load_split("training", setup["data"])
+    first, second = cross_fit["folders"]
+    with pytest.raises(InputError, match="fold 1 missing"):
+        write_teacher_scores([first], training, tmp_path / "a.tsv")
+    with pytest.raises(InputError, match="fold 1 missing; fold 0 given twice"):
+        write_teacher_scores([first, first], training, tmp_path / "b.tsv")
+    with pytest.raises(InputError, match="was not"):
+        write_teacher_scores([first, setup["teacher"]], training, tmp_path / "c.tsv")
+    other_seed = tmp_path / "other-seed"
+    run_training(TrainConfig(method="encoder", detector=_encoder(setup["model"], epochs=1), data_dir=str(setup["data"]),
+                             output=str(other_seed), predict_test=False, cross_fit_folds=2, cross_fit_fold=1,
+                             subset_seed=5), check_int8=False)
+    with pytest.raises(InputError, match="disagree on the fold seed"):
+        write_teacher_scores([first, other_seed], training, tmp_path / "d.tsv")
+    # a teacher record whose fold is not the one recomputed here is refused, not trusted
+    import shutil
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(second, tampered)
+    info = json.loads((tampered / "detector.json").read_text())
+    info["info"]["protocol"]["cross_fit"]["held_out_ids_sha256"] = "0" * 16
+    (tampered / "detector.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="not the fold this teacher left out"):
+        write_teacher_scores([first, tampered], training, tmp_path / "e.tsv")
+    assert not any((tmp_path / f"{n}.tsv").exists() for n in "abcde")

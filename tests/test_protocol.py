@@ -14,7 +14,7 @@ from valuedetect.config import TrainConfig
 from valuedetect.data import Argument, Split
 from valuedetect.detectors import baselines
 from valuedetect.errors import InputError
-from valuedetect.protocol import constant_answer_loss, dev_indices, make_splits, under_trained
+from valuedetect.protocol import constant_answer_loss, cross_fit_held_out, dev_indices, make_splits, under_trained
 from valuedetect.training import run_training
 
 
@@ -34,6 +34,40 @@ def test_dev_slice_is_seeded_about_the_asked_size_and_keeps_groups_whole() -> No
     in_dev = {groups[i] for i in dev}
     rest = {groups[i] for i in set(range(2000)) - set(dev.tolist())}
     assert not in_dev & rest  # no topic on both sides
+
+
+def _split_with_topics(n: int, topics: int) -> Split:
+    arguments = [Argument(f"A{i:05d}", f"premise {i}", f"topic {i % topics}", "in favor of") for i in range(n)]
+    return Split("training", arguments, _labels(n))
+
+
+def test_cross_fitting_folds_partition_the_fit_split_keep_topics_whole_and_are_seeded() -> None:
+    fit = _split_with_topics(600, 40)
+    folds = [cross_fit_held_out(fit, 4, k, seed=0) for k in range(4)]
+    rows = np.concatenate(folds)
+    assert sorted(rows.tolist()) == list(range(600))  # every row in exactly one fold
+    assert all(120 <= len(f) <= 180 for f in folds)  # balanced sizes
+    topics = [{fit.arguments[i].conclusion for i in f} for f in folds]
+    assert all(not topics[a] & topics[b] for a in range(4) for b in range(a + 1, 4))
+    assert np.array_equal(folds[0], cross_fit_held_out(fit, 4, 0, seed=0))
+    assert not np.array_equal(folds[0], cross_fit_held_out(fit, 4, 0, seed=1))
+    with pytest.raises(ValueError, match="fold must lie"):
+        cross_fit_held_out(fit, 4, 4, seed=0)
+    with pytest.raises(ValueError, match="at least 50 conclusions"):
+        cross_fit_held_out(fit, 50, 0, seed=0)
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    ({"cross_fit_folds": 3}, "together"),
+    ({"cross_fit_folds": 1, "cross_fit_fold": 0}, "at least 2"),
+    ({"cross_fit_folds": 3, "cross_fit_fold": 3}, r"0\.\.2"),
+    ({"cross_fit_folds": 3, "cross_fit_fold": 0, "protocol": "paper"}, "held-out protocol"),
+    ({"cross_fit_folds": 3, "cross_fit_fold": 0, "training_fraction": 0.5}, "training_fraction"),
+    ({"cross_fit_folds": 3, "cross_fit_fold": 0, "refit": True}, "refit"),
+])
+def test_cross_fitting_settings_that_cannot_work_are_refused(settings: dict, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        TrainConfig(method="tfidf", **settings)
 
 
 def test_dev_slice_is_closer_to_each_categorys_share_than_random_group_slices() -> None:

@@ -520,17 +520,20 @@ def retune(
 @app.command("teacher-scores")
 @user_errors
 def teacher_scores(
-    teacher: Annotated[Path, typer.Argument(help="Saved detector folder of the teacher (a held-out run).")],
+    teachers: Annotated[list[Path], typer.Argument(
+        help="Saved detector folder of the teacher (a held-out run), or the K folders of cross-fitted teachers "
+             "(trained with cross_fit_folds = K and cross_fit_fold = 0..K-1) for out-of-fold scores.")],
     output: Annotated[Path, typer.Option(help="Scores file to write (TSV), with its sidecar .json beside it.")],
     data_dir: Annotated[Path | None, typer.Option(help="Dataset folder (default: the shipped copy).")] = None,
 ) -> None:
     """Write a teacher's probabilities on the training arguments, soft targets for distillation
-    (an encoder's distill_from)."""
+    (an encoder's distill_from); with cross-fitted teachers, each fit argument is scored by the
+    teacher that did not train on it."""
     from valuedetect.data import check_output, load_split
     from valuedetect.distill import sidecar, write_teacher_scores
 
     check_output(output)
-    meta = write_teacher_scores(teacher, load_split("training", data_dir), output)
+    meta = write_teacher_scores(list(teachers), load_split("training", data_dir), output)
     console.print(f"wrote {escape(str(output))} ({meta['arguments']} training arguments) and "
                   f"{escape(str(sidecar(output)))}; teacher validation F1 {meta['teacher_validation_f1']}")
 

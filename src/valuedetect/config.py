@@ -137,6 +137,11 @@ class TrainConfig:
     # (seeded; an argument counts for every category it has), or a seeded fraction.
     training_per_category: int | None = None
     training_fraction: float | None = None
+    # Cross-fitting (valuedetect.distill): train on the fit split minus fold ``cross_fit_fold`` of
+    # ``cross_fit_folds`` (grouped by conclusion, seeded by subset_seed), so that the K fold runs
+    # together give every fit argument a teacher score from a model that never trained on it.
+    cross_fit_folds: int | None = None
+    cross_fit_fold: int | None = None
     # The evaluation protocol (valuedetect.protocol): "heldout" chooses on a dev slice of
     # training and scores validation once; "paper" chooses and scores on validation (optimistic).
     protocol: str = "heldout"
@@ -190,6 +195,25 @@ class TrainConfig:
             raise ValueError("training_fraction must be in (0, 1]")
         if self.training_per_category is not None and self.training_fraction is not None:
             raise ValueError("give training_per_category or training_fraction, not both")
+        if (self.cross_fit_folds is None) != (self.cross_fit_fold is None):
+            raise ValueError("give cross_fit_folds and cross_fit_fold together (the number of folds, and the one "
+                             "this run leaves out)")
+        if self.cross_fit_folds is not None:
+            assert self.cross_fit_fold is not None
+            if self.cross_fit_folds < 2:
+                raise ValueError("cross_fit_folds must be at least 2")
+            if not 0 <= self.cross_fit_fold < self.cross_fit_folds:
+                raise ValueError(f"cross_fit_fold must lie in 0..{self.cross_fit_folds - 1}, not {self.cross_fit_fold}")
+            if self.protocol != "heldout":
+                raise ValueError("cross-fitting leaves a fold of the fit split out; the held-out protocol has one "
+                                 f"(the {self.protocol} protocol does not)")
+            clashes = [k for k in ("training_per_category", "training_fraction") if getattr(self, k) is not None]
+            if clashes or self.refit:
+                raise ValueError("cross-fitting leaves one fold out of all of the fit split; it does not combine with "
+                                 f"{', '.join(clashes) or 'refit'}")
+            if self.task != "values":
+                raise ValueError(f"cross-fitting makes teacher scores for value detectors; the {self.task} task "
+                                 "has none")
         if self.validation_limit is not None and self.validation_limit < 1:
             raise ValueError("validation_limit must be at least 1")
         if self.validation_sample is not None and not 0 < self.validation_sample <= 1:
@@ -201,7 +225,8 @@ class TrainConfig:
 # Keys added to TrainConfig after runs were recorded, at the value every earlier run had: a hash
 # or fingerprint of settings leaves them out at that value, so a run recorded (or checkpointed)
 # before the key existed still matches its settings and is neither rerun nor refused on resume.
-LATER_KEYS: dict[str, Any] = {"task": "values", "refit": False, "refit_data": "training+validation"}
+LATER_KEYS: dict[str, Any] = {"task": "values", "refit": False, "refit_data": "training+validation",
+                              "cross_fit_folds": None, "cross_fit_fold": None}
 
 
 def stable_settings(settings: dict[str, Any]) -> dict[str, Any]:

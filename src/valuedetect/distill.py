@@ -11,6 +11,12 @@ student's epochs and thresholds) nor validation (which scores it) ever reached t
 the teacher. The check compares the ID digests that every run records. Only training arguments
 get teacher scores: never validation, test or the supplementary splits.
 
+Cross-fitting: a teacher scores the arguments it trained on, where its probabilities sit close to
+the gold labels and add little to them. K teachers trained with ``cross_fit_folds = K`` and
+``cross_fit_fold = 0..K-1`` each leave one fold of the fit split out; ``valuedetect teacher-scores``
+given all K scores every fit argument with the one teacher that did not train on it (out of fold).
+The folds are recomputed from the training split and checked against what each teacher recorded.
+
 A teacher-scores file is the official run-file layout with probabilities instead of 0/1
 (``Argument ID`` then the 20 categories), and a sidecar ``<name>.json`` that says which teacher
 made it, under which protocol, and the sha256 of the scores file.
@@ -147,29 +153,103 @@ def read_teacher_scores(path: Path) -> tuple[list[str], np.ndarray]:
     return ids, matrix
 
 
-def write_teacher_scores(teacher_dir: str | Path, split: Split, output: str | Path) -> dict[str, Any]:
-    """Score ``split`` (the training split) with the teacher; write the scores file and its sidecar."""
-    teacher_dir, output = Path(teacher_dir), Path(output)
+def _write_scores(output: Path, ids: list[str], scores: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+    lines = ["\t".join((ID_COLUMN, *CATEGORY_NAMES))]
+    lines += ["\t".join((arg_id, *(f"{v:.{DECIMALS}f}" for v in row))) for arg_id, row in zip(ids, scores, strict=True)]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(output, text)
+    meta = {**meta, "arguments": len(ids), "decimals": DECIMALS,
+            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    atomic_write_json(sidecar(output), meta)
+    return meta
+
+
+def write_teacher_scores(teachers: str | Path | list[Path], split: Split, output: str | Path) -> dict[str, Any]:
+    """Score ``split`` (the training split) with the teacher, or out of fold with K cross-fitted
+    teachers; write the scores file and its sidecar."""
+    folders = [Path(t) for t in teachers] if isinstance(teachers, list) else [Path(teachers)]
+    output = Path(output)
     if output.suffix == ".json":
         raise InputError("the scores file must not end in .json: its sidecar is written beside it as NAME.json", output)
     if split.name != "training":
         raise InputError(f"teacher scores are written for the training split only, not {split.name!r} (the other "
                          "splits are evaluation data)")
-    teacher = _load_teacher(teacher_dir)
-    protocol = _teacher_protocol(teacher.info, teacher_dir / "detector.json")
-    scores = teacher.predict_proba(split.arguments)
-    lines = ["\t".join((ID_COLUMN, *CATEGORY_NAMES))]
-    lines += ["\t".join((arg_id, *(f"{v:.{DECIMALS}f}" for v in row))) for arg_id, row in zip(split.ids, scores,
-                                                                                             strict=True)]
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(output, text)
-    meta = {
+    if not folders:
+        raise InputError("no teacher given")
+    loaded = [(folder, _load_teacher(folder)) for folder in folders]
+    protocols = [_teacher_protocol(teacher.info, folder / "detector.json") for folder, teacher in loaded]
+    if len(loaded) > 1 or "cross_fit" in protocols[0]:
+        return _write_cross_fit_scores(loaded, protocols, split, output)
+    folder, teacher = loaded[0]
+    return _write_scores(output, split.ids, teacher.predict_proba(split.arguments), {
         "what": "a teacher's probabilities on the training arguments, soft targets for distillation",
-        "teacher": str(teacher_dir), "teacher_type": teacher.type_name, "base_model": teacher.base_model,
-        "members": teacher.info.get("members"), "protocol": protocol,
+        "teacher": str(folder), "teacher_type": teacher.type_name, "base_model": teacher.base_model,
+        "members": teacher.info.get("members"), "protocol": protocols[0],
         "teacher_dev_f1": teacher.info.get("dev_f1"), "teacher_validation_f1": teacher.info.get("validation_f1"),
-        "split": split.name, "arguments": len(split), "decimals": DECIMALS,
-        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-    }
-    atomic_write_json(sidecar(output), meta)
-    return meta
+        "split": split.name,
+    })
+
+
+def _write_cross_fit_scores(loaded: list[tuple[Path, Any]], protocols: list[dict[str, Any]], split: Split,
+                            output: Path) -> dict[str, Any]:
+    """Each fit argument scored by the one teacher whose fold held it out."""
+    from valuedetect.protocol import cross_fit_held_out, make_splits
+
+    plans = []
+    for (folder, _teacher), protocol in zip(loaded, protocols, strict=True):
+        plan = protocol.get("cross_fit")
+        if not isinstance(plan, dict):
+            raise InputError("several teachers make out-of-fold scores only if each was trained with "
+                             "cross_fit_folds and cross_fit_fold; this one was not", folder / "detector.json")
+        plans.append(plan)
+    first_folder, first = loaded[0][0], protocols[0]
+    folds, seed = plans[0]["folds"], plans[0]["seed"]
+    for (folder, _teacher), protocol, plan in zip(loaded, protocols, plans, strict=True):
+        for what, mine, theirs in (("number of folds", plan["folds"], folds), ("fold seed", plan["seed"], seed),
+                                   ("dev slice", protocol.get("dev_ids_sha256"), first.get("dev_ids_sha256")),
+                                   ("fit split", protocol.get("fit_ids_sha256"), first.get("fit_ids_sha256"))):
+            if mine != theirs:
+                raise InputError(f"the teachers disagree on the {what} ({mine} here, {theirs} in {first_folder}): "
+                                 "train every fold with the same settings", folder / "detector.json")
+    got = sorted(plan["fold"] for plan in plans)
+    if got != list(range(folds)):
+        missing = sorted(set(range(folds)) - set(got))
+        twice = sorted({f for f in got if got.count(f) > 1})
+        raise InputError(f"out-of-fold scores need one teacher for each of the {folds} folds: "
+                         + (f"fold {', '.join(map(str, missing))} missing" if missing else "")
+                         + ("; " if missing and twice else "")
+                         + (f"fold {', '.join(map(str, twice))} given twice" if twice else ""))
+    if split.labels is None:
+        raise InputError("the training split has no labels, so its dev slice cannot be recomputed")
+    splits = make_splits(split, split, "heldout", float(first["dev_fraction"]), int(first["dev_seed"]))
+    fit = splits.fit
+    if ids_digest(fit.ids) != first.get("fit_ids_sha256") or ids_digest(splits.dev.ids) != first.get("dev_ids_sha256"):
+        raise InputError("the teachers' fit and dev split are not those of this training split (its digests "
+                         "differ): were they trained on other data?", first_folder / "detector.json")
+    scores = np.full((len(fit), len(CATEGORY_NAMES)), np.nan, dtype=np.float32)
+    teachers = []
+    for (folder, teacher), plan in zip(loaded, plans, strict=True):
+        rows = cross_fit_held_out(fit, folds, int(plan["fold"]), int(seed))
+        if ids_digest([fit.ids[i] for i in rows]) != plan.get("held_out_ids_sha256"):
+            raise InputError(f"fold {plan['fold']} recomputed here is not the fold this teacher left out: it may "
+                             "have trained on the arguments it would score", folder / "detector.json")
+        scores[rows] = teacher.predict_proba([fit.arguments[i] for i in rows])
+        teachers.append({"teacher": str(folder), "fold": plan["fold"], "arguments": len(rows),
+                         "teacher_dev_f1": teacher.info.get("dev_f1"),
+                         "teacher_validation_f1": teacher.info.get("validation_f1")})
+    assert not np.isnan(scores).any(), "the folds do not cover the fit split"
+    val_f1 = [t["teacher_validation_f1"] for t in teachers if t["teacher_validation_f1"] is not None]
+    _folder, teacher = loaded[0]
+    return _write_scores(output, fit.ids, scores, {
+        "what": f"out-of-fold probabilities of {folds} cross-fitted teachers on the fit arguments, soft targets "
+                "for distillation",
+        "teacher": ", ".join(str(folder) for folder, _ in loaded), "teacher_type": f"cross-fit ({teacher.type_name})",
+        "base_model": teacher.base_model, "teachers": teachers,
+        # the student checks these digests: the same dev slice, and a fit split the scores cover
+        "protocol": {key: first.get(key) for key in ("name", "optimistic", "dev_fraction", "dev_seed",
+                                                     "dev_arguments", "dev_ids_sha256", "fit_arguments",
+                                                     "fit_ids_sha256")}
+        | {"cross_fit": {"folds": folds, "seed": seed}},
+        "teacher_validation_f1": round(float(np.mean(val_f1)), 4) if val_f1 else None,
+        "split": f"{split.name} (the fit split, out of fold)",
+    })

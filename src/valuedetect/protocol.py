@@ -155,6 +155,26 @@ def make_splits(
     return ProtocolSplits(protocol, fit, dev, validation, dev_fraction, dev_seed)
 
 
+def cross_fit_held_out(fit: Split, folds: int, fold: int, seed: int) -> np.ndarray:
+    """Sorted rows of ``fit`` that cross-fitting fold ``fold`` of ``folds`` leaves out.
+
+    The folds partition the fit split and keep each conclusion in one fold, as the dev slice does,
+    so a fold's teacher has not seen the topic of the arguments it scores. scikit-learn's shuffled
+    GroupKFold balances the folds' sizes; labels are not stratified (a fold of a few hundred
+    arguments holds enough of each category for soft targets).
+    """
+    from sklearn.model_selection import GroupKFold
+
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must lie in 0..{folds - 1}, not {fold}")
+    topics = [argument.conclusion.strip().lower() for argument in fit.arguments]
+    if len(set(topics)) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} conclusions; the fit split has {len(set(topics))}")
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    held_out = list(splitter.split(np.zeros(len(topics)), groups=topics))[fold][1]
+    return np.sort(held_out)
+
+
 def constant_answer_loss(labels: np.ndarray, pos_weight: np.ndarray | None = None) -> float:
     """The mean binary cross-entropy of the best constant answer per category (its training prior,
     moved by ``pos_weight`` where the loss weighs positives): a model whose training loss is not

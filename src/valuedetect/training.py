@@ -113,6 +113,15 @@ def training_subset(train: Split, config: TrainConfig) -> tuple[Split, str | Non
                 chosen.update(int(i) for i in rng.choice(candidates, size=take, replace=False))
         indices = sorted(chosen)
         note = f"{k} per category: {len(indices)} of {n} training arguments (seed {config.subset_seed})"
+    elif config.cross_fit_folds is not None and config.cross_fit_fold is not None:
+        from valuedetect.protocol import cross_fit_held_out
+
+        held_out = cross_fit_held_out(train, config.cross_fit_folds, config.cross_fit_fold, config.subset_seed)
+        keep = np.ones(n, dtype=bool)
+        keep[held_out] = False
+        indices = np.flatnonzero(keep).tolist()
+        note = (f"cross-fitting fold {config.cross_fit_fold} of {config.cross_fit_folds} left out: {len(indices)} of "
+                f"{n} training arguments (seed {config.subset_seed})")
     elif config.training_fraction is not None and round(config.training_fraction * n) < n:
         size = max(1, round(config.training_fraction * n))
         indices = sorted(rng.choice(n, size=size, replace=False).tolist())
@@ -374,6 +383,14 @@ def run_training(
         say(f"validation ranking AUC (mean over categories, before thresholds; not the official measure): "
             f"{ranking:.3f}")
     protocol = splits.describe()
+    if config.cross_fit_folds is not None and config.cross_fit_fold is not None:
+        from valuedetect.protocol import cross_fit_held_out, ids_digest
+
+        rows = cross_fit_held_out(splits.fit, config.cross_fit_folds, config.cross_fit_fold, config.subset_seed)
+        # what `valuedetect teacher-scores` checks before it lets this run score its fold
+        protocol["cross_fit"] = {"folds": config.cross_fit_folds, "fold": config.cross_fit_fold,
+                                 "seed": config.subset_seed, "held_out_arguments": len(rows),
+                                 "held_out_ids_sha256": ids_digest([splits.fit.ids[i] for i in rows])}
     if dev_note:
         protocol["dev_arguments_used"] = len(dev)
         protocol["dev_subset"] = dev_note

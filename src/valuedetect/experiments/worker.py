@@ -63,7 +63,8 @@ def _budget(spec: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     for key in ("epochs", "max_steps", "max_seconds", "trainable_layers", "soft_prompt_tokens", "strategy"):
         if key in detector and key not in budget:
             budget[key] = detector[key]
-    for key in ("validation_limit", "validation_sample", "training_per_category", "training_fraction"):
+    for key in ("validation_limit", "validation_sample", "training_per_category", "training_fraction",
+                "cross_fit_folds", "cross_fit_fold"):
         if spec.get(key) is not None:
             budget[key] = spec[key]
     return budget

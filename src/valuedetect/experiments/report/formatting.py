@@ -75,6 +75,9 @@ def size_setting(record: RunRecord) -> str:
         return f"{k} per category"
     if fraction is not None and fraction < 1:
         return f"{fraction:.0%} of training"
+    folds = record.spec.get("cross_fit_folds")
+    if folds is not None:
+        return f"fit minus cross-fitting fold {record.spec.get('cross_fit_fold')} of {folds}"
     return "full"
 
 

@@ -55,7 +55,8 @@ def shown(outcome: str, notes: Sequence[str]) -> str:
 
 def is_full_data(record: RunRecord) -> bool:
     fraction = record.spec.get("training_fraction")
-    return record.spec.get("training_per_category") is None and (fraction is None or fraction >= 1)
+    return (record.spec.get("training_per_category") is None and (fraction is None or fraction >= 1)
+            and record.spec.get("cross_fit_folds") is None)  # a cross-fitting fold trains on less
 
 
 def setting(run: ScoredConfig, key: str, default: Any) -> Any:
