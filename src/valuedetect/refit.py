@@ -6,7 +6,7 @@ so, and its validation F1 is never reported (validation is in its training data)
 figures of the recipe are those of the run it was refitted from.
 
 What refitting buys can still be measured: ``refit_data = "training"`` refits on all of training
-(the dev slice added back, 5365 arguments) and scores validation once with it. Validation stays
+(the dev slice added back, 5393 arguments) and scores validation once with it. Validation stays
 out of everything that refit saw or chose, so that score is held out, and the difference from the
 run it was refitted from is the gain of the extra data under the same choices.
 """
