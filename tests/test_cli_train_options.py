@@ -86,3 +86,22 @@ def test_refit_data_training_refits_on_training_and_prints_its_held_out_score(tm
                                  "--refit-data", "everything"])
     assert result.exit_code != 0 and "refit_data must be one of" in " ".join(result.output.split())
     assert not (tmp_path / "x").exists()
+
+
+def test_cross_fit_options_leave_one_fold_out_and_are_recorded(tmp_path: Path) -> None:
+    data = small_data_dir(tmp_path / "data", training=120, validation=30)
+    out = tmp_path / "fold"
+    result = runner.invoke(app, ["train", "--method", "tfidf", "--data-dir", str(data), "--output", str(out),
+                                 "--cross-fit-folds", "3", "--cross-fit-fold", "1", "--no-predict-test"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "detector.json").read_text())["info"]
+    plan = info["protocol"]["cross_fit"]
+    fit = info["protocol"]["fit_arguments"]
+    assert plan["folds"] == 3 and plan["fold"] == 1 and 0 < plan["held_out_arguments"] < fit
+    record = json.loads((out / "results.json").read_text())
+    assert record["training_arguments"] == fit - plan["held_out_arguments"]
+    assert record["training_subset"].startswith("cross-fitting fold 1 of 3 left out")
+    result = runner.invoke(app, ["train", "--method", "tfidf", "--data-dir", str(data),
+                                 "--output", str(tmp_path / "x"), "--cross-fit-folds", "3"])
+    assert result.exit_code == 2 and "together" in result.output
+    assert not (tmp_path / "x").exists()

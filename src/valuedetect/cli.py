@@ -138,6 +138,11 @@ def train(
     train_per_category: Annotated[int | None, typer.Option(
         min=1, help="Train on k seeded arguments per category (few-shot).")] = None,
     train_fraction: Annotated[float | None, typer.Option(help="Train on a seeded fraction of training.")] = None,
+    cross_fit_folds: Annotated[int | None, typer.Option(
+        min=2, help="Cross-fitting for out-of-fold teacher scores: split the fit split into K folds (by "
+                    "conclusion, seeded by --subset-seed) ...")] = None,
+    cross_fit_fold: Annotated[int | None, typer.Option(
+        min=0, help="... and train on all of them but this one (0..K-1); see `valuedetect teacher-scores`.")] = None,
     predict_test: Annotated[bool | None, typer.Option(
         help="Also label the test split (default: yes, except for --method llm).")] = None,
     protocol: Annotated[str | None, typer.Option(
@@ -171,6 +176,7 @@ def train(
                                        ("subset_seed", subset_seed), ("predict_test", predict_test),
                                        ("training_per_category", train_per_category),
                                        ("training_fraction", train_fraction), ("protocol", protocol),
+                                       ("cross_fit_folds", cross_fit_folds), ("cross_fit_fold", cross_fit_fold),
                                        ("dev_seed", dev_seed), ("refit", refit if refit is not None else refit_implied),
                                        ("refit_data", refit_data), ("data_dir", data_dir),
                                        ("output", output)) if v is not None}
