@@ -212,12 +212,17 @@ def test_cross_fitted_teachers_score_each_fit_argument_out_of_fold(setup, cross_
     assert student.detector.info["distillation"]["teacher_scores_sha256"] == meta["sha256"]
 
 
-def test_a_cross_fitting_fold_trains_on_the_fit_split_minus_that_fold(setup, cross_fit) -> None:
-    from valuedetect.detectors import load_detector
-
-    infos = [load_detector(folder).info for folder in cross_fit["folders"]]
-    held = [info["protocol"]["cross_fit"]["held_out_arguments"] for info in infos]
-    assert sum(held) == infos[0]["protocol"]["fit_arguments"] and min(held) > 0
+def test_a_cross_fitting_fold_trains_on_the_fit_split_minus_that_fold(setup, cross_fit, tmp_path) -> None:
+    for folder in cross_fit["folders"]:
+        record = json.loads((folder / "results.json").read_text())
+        protocol = record["protocol"]
+        assert record["training_arguments"] == protocol["fit_arguments"] - protocol["cross_fit"]["held_out_arguments"]
+    # one fold alone would teach most of the fit split in-sample, and a fold is no distilled student
+    with pytest.raises(InputError, match="one cross-fitting fold"):
+        _student(setup, tmp_path / "s", str(cross_fit["folders"][0]))
+    with pytest.raises(ConfigError, match="cross-fitting fold with distill_from"):
+        _student(setup, tmp_path / "f", str(setup["teacher"]), cross_fit_folds=2, cross_fit_fold=0)
+    assert not (tmp_path / "f").exists()
 
 
 def test_out_of_fold_scores_need_every_fold_once_from_matching_teachers(setup, cross_fit, tmp_path) -> None:
@@ -235,6 +240,12 @@ def test_out_of_fold_scores_need_every_fold_once_from_matching_teachers(setup, c
                              subset_seed=5), check_int8=False)
     with pytest.raises(InputError, match="disagree on the fold seed"):
         write_teacher_scores([first, other_seed], training, tmp_path / "d.tsv")
+    other_recipe = tmp_path / "other-recipe"  # fold 1, but trained for one epoch instead of two
+    run_training(TrainConfig(method="encoder", detector=_encoder(setup["model"], epochs=1), data_dir=str(setup["data"]),
+                             output=str(other_recipe), predict_test=False, cross_fit_folds=2, cross_fit_fold=1),
+                 check_int8=False)
+    with pytest.raises(InputError, match="disagree on the recipe"):
+        write_teacher_scores([first, other_recipe], training, tmp_path / "f.tsv")
     # a teacher record whose fold is not the one recomputed here is refused, not trusted
     import shutil
 
@@ -245,4 +256,4 @@ def test_out_of_fold_scores_need_every_fold_once_from_matching_teachers(setup, c
     (tampered / "detector.json").write_text(json.dumps(info))
     with pytest.raises(InputError, match="not the fold this teacher left out"):
         write_teacher_scores([first, tampered], training, tmp_path / "e.tsv")
-    assert not any((tmp_path / f"{n}.tsv").exists() for n in "abcde")
+    assert not any((tmp_path / f"{n}.tsv").exists() for n in "abcdef")

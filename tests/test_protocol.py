@@ -36,17 +36,23 @@ def test_dev_slice_is_seeded_about_the_asked_size_and_keeps_groups_whole() -> No
     assert not in_dev & rest  # no topic on both sides
 
 
-def _split_with_topics(n: int, topics: int) -> Split:
-    arguments = [Argument(f"A{i:05d}", f"premise {i}", f"topic {i % topics}", "in favor of") for i in range(n)]
-    return Split("training", arguments, _labels(n))
+def _split_with_topics(sizes: list[int]) -> Split:
+    """Arguments under conclusions of the given sizes, interleaved."""
+    topics = [t for t, size in enumerate(sizes) for _ in range(size)]
+    order = np.random.default_rng(0).permutation(len(topics))
+    arguments = [Argument(f"A{i:05d}", f"premise {i}", f"topic {topics[j]}", "in favor of")
+                 for i, j in enumerate(order)]
+    return Split("training", arguments, _labels(len(arguments)))
 
 
 def test_cross_fitting_folds_partition_the_fit_split_keep_topics_whole_and_are_seeded() -> None:
-    fit = _split_with_topics(600, 40)
+    sizes = [1 + (7 * t) % 60 for t in range(40)]  # uneven, as conclusions are (1 to 114 arguments)
+    fit = _split_with_topics(sizes)
     folds = [cross_fit_held_out(fit, 4, k, seed=0) for k in range(4)]
     rows = np.concatenate(folds)
-    assert sorted(rows.tolist()) == list(range(600))  # every row in exactly one fold
-    assert all(120 <= len(f) <= 180 for f in folds)  # balanced sizes
+    assert sorted(rows.tolist()) == list(range(len(fit)))  # every row in exactly one fold
+    lengths = [len(f) for f in folds]
+    assert max(lengths) - min(lengths) <= max(sizes)  # balanced in arguments, not only in conclusions
     topics = [{fit.arguments[i].conclusion for i in f} for f in folds]
     assert all(not topics[a] & topics[b] for a in range(4) for b in range(a + 1, 4))
     assert np.array_equal(folds[0], cross_fit_held_out(fit, 4, 0, seed=0))
@@ -64,10 +70,12 @@ def test_cross_fitting_folds_partition_the_fit_split_keep_topics_whole_and_are_s
     ({"cross_fit_folds": 3, "cross_fit_fold": 0, "protocol": "paper"}, "held-out protocol"),
     ({"cross_fit_folds": 3, "cross_fit_fold": 0, "training_fraction": 0.5}, "training_fraction"),
     ({"cross_fit_folds": 3, "cross_fit_fold": 0, "refit": True}, "refit"),
+    ({"cross_fit_folds": 3, "cross_fit_fold": 0, "training_per_category": 5}, "training_per_category"),
+    ({"cross_fit_folds": 3, "cross_fit_fold": 0, "task": "nli", "method": "encoder"}, "nli task"),
 ])
 def test_cross_fitting_settings_that_cannot_work_are_refused(settings: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
-        TrainConfig(method="tfidf", **settings)
+        TrainConfig(**{"method": "tfidf", **settings})
 
 
 def test_dev_slice_is_closer_to_each_categorys_share_than_random_group_slices() -> None:

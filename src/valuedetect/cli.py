@@ -541,7 +541,8 @@ def teacher_scores(
     check_output(output)
     meta = write_teacher_scores(list(teachers), load_split("training", data_dir), output)
     console.print(f"wrote {escape(str(output))} ({meta['arguments']} training arguments) and "
-                  f"{escape(str(sidecar(output)))}; teacher validation F1 {meta['teacher_validation_f1']}")
+                  f"{escape(str(sidecar(output)))}; teacher validation F1 {meta['teacher_validation_f1']}"
+                  + (f" ({meta['teacher_validation_f1_note']})" if meta.get("teacher_validation_f1_note") else ""))
 
 
 @app.command()

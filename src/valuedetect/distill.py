@@ -88,6 +88,10 @@ def teacher_targets(source: str | Path, train: Split, dev: Split | None) -> tupl
     if path.is_dir():
         teacher = _load_teacher(path)
         protocol = _teacher_protocol(teacher.info, path / "detector.json")
+        if "cross_fit" in protocol:
+            raise InputError("this teacher is one cross-fitting fold: alone it scores most of the fit split "
+                             "in-sample; write out-of-fold scores from all its folds with `valuedetect teacher-scores "
+                             "FOLD_0 ... FOLD_K-1 --output FILE` and distil from that file", path)
         check_teacher(protocol, train, dev, path / "detector.json")
         scores = teacher.predict_proba(train.arguments)
         return scores, {"teacher": str(path), "teacher_type": teacher.type_name,
@@ -190,6 +194,16 @@ def write_teacher_scores(teachers: str | Path | list[Path], split: Split, output
     })
 
 
+def _recipe(teacher: Any) -> str:
+    """What must be the same for every fold's teacher: its kind, base model and settings but the seed."""
+    import dataclasses
+    import json
+
+    settings = dataclasses.asdict(teacher.config) if dataclasses.is_dataclass(teacher.config) else {}
+    settings.pop("seed", None)
+    return json.dumps([teacher.type_name, teacher.base_model, settings], sort_keys=True, default=str)
+
+
 def _write_cross_fit_scores(loaded: list[tuple[Path, Any]], protocols: list[dict[str, Any]], split: Split,
                             output: Path) -> dict[str, Any]:
     """Each fit argument scored by the one teacher whose fold held it out."""
@@ -200,14 +214,17 @@ def _write_cross_fit_scores(loaded: list[tuple[Path, Any]], protocols: list[dict
         plan = protocol.get("cross_fit")
         if not isinstance(plan, dict):
             raise InputError("several teachers make out-of-fold scores only if each was trained with "
-                             "cross_fit_folds and cross_fit_fold; this one was not", folder / "detector.json")
+                             "cross_fit_folds and cross_fit_fold; this one was not (to combine whole teachers, "
+                             "train an ensemble)", folder / "detector.json")
         plans.append(plan)
     first_folder, first = loaded[0][0], protocols[0]
     folds, seed = plans[0]["folds"], plans[0]["seed"]
-    for (folder, _teacher), protocol, plan in zip(loaded, protocols, plans, strict=True):
+    recipe = _recipe(loaded[0][1])
+    for (folder, teacher), protocol, plan in zip(loaded, protocols, plans, strict=True):
         for what, mine, theirs in (("number of folds", plan["folds"], folds), ("fold seed", plan["seed"], seed),
                                    ("dev slice", protocol.get("dev_ids_sha256"), first.get("dev_ids_sha256")),
-                                   ("fit split", protocol.get("fit_ids_sha256"), first.get("fit_ids_sha256"))):
+                                   ("fit split", protocol.get("fit_ids_sha256"), first.get("fit_ids_sha256")),
+                                   ("recipe (method, model and settings)", _recipe(teacher), recipe)):
             if mine != theirs:
                 raise InputError(f"the teachers disagree on the {what} ({mine} here, {theirs} in {first_folder}): "
                                  "train every fold with the same settings", folder / "detector.json")
@@ -235,6 +252,7 @@ def _write_cross_fit_scores(loaded: list[tuple[Path, Any]], protocols: list[dict
                              "have trained on the arguments it would score", folder / "detector.json")
         scores[rows] = teacher.predict_proba([fit.arguments[i] for i in rows])
         teachers.append({"teacher": str(folder), "fold": plan["fold"], "arguments": len(rows),
+                         "teacher_type": teacher.type_name, "base_model": teacher.base_model,
                          "teacher_dev_f1": teacher.info.get("dev_f1"),
                          "teacher_validation_f1": teacher.info.get("validation_f1")})
     assert not np.isnan(scores).any(), "the folds do not cover the fit split"
@@ -251,5 +269,6 @@ def _write_cross_fit_scores(loaded: list[tuple[Path, Any]], protocols: list[dict
                                                      "fit_ids_sha256")}
         | {"cross_fit": {"folds": folds, "seed": seed}},
         "teacher_validation_f1": round(float(np.mean(val_f1)), 4) if val_f1 else None,
+        "teacher_validation_f1_note": f"mean over the {folds} fold teachers",
         "split": f"{split.name} (the fit split, out of fold)",
     })

@@ -159,20 +159,30 @@ def cross_fit_held_out(fit: Split, folds: int, fold: int, seed: int) -> np.ndarr
     """Sorted rows of ``fit`` that cross-fitting fold ``fold`` of ``folds`` leaves out.
 
     The folds partition the fit split and keep each conclusion in one fold, as the dev slice does,
-    so a fold's teacher has not seen the topic of the arguments it scores. scikit-learn's shuffled
-    GroupKFold balances the folds' sizes; labels are not stratified (a fold of a few hundred
-    arguments holds enough of each category for soft targets).
+    so a fold's teacher has not seen the topic of the arguments it scores. The conclusions, in a
+    seeded order, each go to the fold with the fewest arguments so far, so the folds' sizes differ
+    by at most one conclusion's and every teacher trains on about (K-1)/K of fit. Written here
+    rather than taken from scikit-learn: its shuffled GroupKFold balances the number of conclusions
+    per fold, not of arguments, and with up to 114 arguments per conclusion its 5 folds of the fit
+    split held 631 to 1330 arguments (these: 879 to 950).
     """
-    from sklearn.model_selection import GroupKFold
-
     if not 0 <= fold < folds:
         raise ValueError(f"fold must lie in 0..{folds - 1}, not {fold}")
-    topics = [argument.conclusion.strip().lower() for argument in fit.arguments]
-    if len(set(topics)) < folds:
-        raise ValueError(f"{folds} folds need at least {folds} conclusions; the fit split has {len(set(topics))}")
-    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    held_out = list(splitter.split(np.zeros(len(topics)), groups=topics))[fold][1]
-    return np.sort(held_out)
+    members: dict[str, list[int]] = {}
+    for row, argument in enumerate(fit.arguments):
+        members.setdefault(argument.conclusion.strip().lower(), []).append(row)
+    if len(members) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} conclusions; the fit split has {len(members)}")
+    names = list(members)
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    sizes = [0] * folds
+    held_out: list[int] = []
+    for name in order:
+        smallest = min(range(folds), key=lambda k: (sizes[k], k))
+        sizes[smallest] += len(members[name])
+        if smallest == fold:
+            held_out.extend(members[name])
+    return np.sort(np.asarray(held_out, dtype=int))
 
 
 def constant_answer_loss(labels: np.ndarray, pos_weight: np.ndarray | None = None) -> float:

@@ -297,6 +297,10 @@ def run_training(
         raise ConfigError(f"{source}: refit = true with distill_from: a refit trains on arguments the teacher's "
                           "scores were not checked for (validation, or the dev slice the teacher chose on); refit "
                           "the teacher instead, or drop refit")
+    if config.cross_fit_folds is not None and detector.teacher:
+        raise ConfigError(f"{source}: a cross-fitting fold with distill_from: the fold trains on less than the fit "
+                          "split its teacher was checked for; distil the student from the folds' out-of-fold "
+                          "scores instead")
     _wait_for_everyone()
     ensure_folder(output)
     detector.progress = progress

@@ -279,6 +279,8 @@ def data_size_groups(runs: Sequence[ScoredConfig]) -> list[tuple[str, str, list[
         r = run.record
         if r.family not in DATA_SIZE_FAMILIES or r.training_arguments is None:
             continue
+        if r.spec.get("cross_fit_folds") is not None:  # a cross-fitting fold trains for its teacher scores
+            continue
         # a run scored by its refit on all of training is another recipe, not a point of a size curve
         refit = str(r.spec.get("refit_data", "")) if r.spec.get("refit") else ""
         key = (r.family, r.model or "", r.method or str(r.spec.get("method", "")),
