@@ -67,12 +67,16 @@ def test_grid_expands_in_order_with_names_families_and_merged_settings(tmp_path:
     assert experiment.runs[1].hash != experiment.runs[2].hash
     # refit only adds a folder beside a run's figures: off, it is left out of the hash, so the
     # records made before the setting existed are not stale
+    from valuedetect.config import stable_settings
     from valuedetect.experiments.records import spec_hash
 
     ones = experiment.runs[0]
     assert ones.settings["refit"] is False
-    before = {k: v for k, v in ones.settings.items() if k not in ("refit", "refit_data", "task")}
+    before = {k: v for k, v in ones.settings.items()
+              if k not in ("refit", "refit_data", "task", "cross_fit_folds", "cross_fit_fold")}
     assert ones.hash == spec_hash({"task": "values", "settings": before})
+    fold = {**ones.settings, "cross_fit_folds": 5, "cross_fit_fold": 0}  # set, a later key does count
+    assert spec_hash({"task": "values", "settings": stable_settings(fold)}) != ones.hash
 
 
 def test_base_config_file_and_dotted_grid_keys(tmp_path: Path) -> None:
