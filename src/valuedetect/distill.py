@@ -196,10 +196,11 @@ def write_teacher_scores(teachers: str | Path | list[Path], split: Split, output
 
 def _recipe(teacher: Any) -> str:
     """What must be the same for every fold's teacher: its kind, base model and settings but the seed."""
-    import dataclasses
     import json
 
-    settings = dataclasses.asdict(teacher.config) if dataclasses.is_dataclass(teacher.config) else {}
+    from valuedetect.config import to_dict
+
+    settings = to_dict(teacher.config)
     settings.pop("seed", None)
     return json.dumps([teacher.type_name, teacher.base_model, settings], sort_keys=True, default=str)
 

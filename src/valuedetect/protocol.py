@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from valuedetect.data import Split
+from valuedetect.data import Argument, Split
 
 PROTOCOLS = ("heldout", "paper")
 DEFAULT_DEV_FRACTION = 0.15
@@ -135,6 +135,11 @@ def dev_indices(
     return np.sort(np.asarray(dev, dtype=int))
 
 
+def topic(argument: Argument) -> str:
+    """The group an argument belongs to for the dev slice and the cross-fitting folds: its conclusion."""
+    return argument.conclusion.strip().lower()
+
+
 def make_splits(
     train: Split, validation: Split, protocol: str = "heldout",
     dev_fraction: float = DEFAULT_DEV_FRACTION, dev_seed: int = DEFAULT_DEV_SEED,
@@ -146,7 +151,7 @@ def make_splits(
         raise ValueError(f"the {train.name} split has no labels")
     if protocol == "paper":
         return ProtocolSplits(protocol, train, validation, validation, dev_fraction, dev_seed)
-    topics = [argument.conclusion.strip().lower() for argument in train.arguments]
+    topics = [topic(argument) for argument in train.arguments]
     dev_rows = dev_indices(train.labels, topics, dev_fraction, dev_seed)
     in_dev = np.zeros(len(train), dtype=bool)
     in_dev[dev_rows] = True
@@ -170,7 +175,7 @@ def cross_fit_held_out(fit: Split, folds: int, fold: int, seed: int) -> np.ndarr
         raise ValueError(f"fold must lie in 0..{folds - 1}, not {fold}")
     members: dict[str, list[int]] = {}
     for row, argument in enumerate(fit.arguments):
-        members.setdefault(argument.conclusion.strip().lower(), []).append(row)
+        members.setdefault(topic(argument), []).append(row)
     if len(members) < folds:
         raise ValueError(f"{folds} folds need at least {folds} conclusions; the fit split has {len(members)}")
     names = list(members)
