@@ -56,3 +56,33 @@ def test_without_a_path_it_measures_and_writes_nothing(tmp_path: Path) -> None:
         _burn(0.05)
     assert ledger.cpu_seconds >= 0.05
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_machine_description_names_the_cpu_and_its_vector_instructions(monkeypatch) -> None:
+    # CPU-seconds from an AVX2-only CPU and from one with AVX-512 are not the same work; a record
+    # that names only the kernel hides which it was.
+    from valuedetect import compute
+
+    monkeypatch.setattr(compute, "Path", lambda _: _FakeFile("processor\t: 0\nmodel name\t: Test CPU 9000\n"))
+    described = compute.machine_description()
+    assert described["processor"] == "Test CPU 9000"
+    assert described["cpus"] >= 1
+    assert isinstance(described["cpu_capability"], str) and described["cpu_capability"]  # e.g. AVX2, AVX512
+
+
+def test_without_cpuinfo_the_processor_falls_back_to_platform(monkeypatch) -> None:
+    from valuedetect import compute
+
+    monkeypatch.setattr(compute, "Path", lambda _: _FakeFile(None))
+    monkeypatch.setattr(compute.platform, "processor", lambda: "fallback-arch")
+    assert compute.cpu_model() == "fallback-arch"
+
+
+class _FakeFile:
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+
+    def read_text(self, **_: object) -> str:
+        if self.text is None:
+            raise OSError("no /proc here")
+        return self.text

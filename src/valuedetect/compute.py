@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import platform
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from valuedetect.data import atomic_write_json
 
@@ -92,3 +95,34 @@ class ComputeLedger:
             atomic_write_json(self.path, {"cpu_seconds": round(self.cpu_seconds, 2),
                                           "wall_seconds": round(self.wall_seconds, 2),
                                           "processes": self.processes})
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows (often empty)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor()
+
+
+def machine_description() -> dict[str, Any]:
+    """Where a run's CPU-seconds were spent. The same figure buys several times the work on a CPU
+    with AVX-512 (and its bfloat16 instructions) as on one with AVX2 only, so the records name the
+    CPU and the vector instructions torch uses, not only the kernel."""
+    description: dict[str, Any] = {"platform": platform.platform(), "processor": cpu_model(),
+                                   "cpus": usable_cores()}
+    with contextlib.suppress(Exception):  # torch is optional for some runs (baselines)
+        import torch
+
+        description["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return description

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from valuedetect import __version__, scoring_state
-from valuedetect.compute import LEDGER, ComputeLedger
+from valuedetect.compute import LEDGER, ComputeLedger, machine_description, usable_cores
 from valuedetect.config import TrainConfig, stable_settings, to_dict
 from valuedetect.data import Split, atomic_write_json, ensure_folder, load_split, write_labels
 from valuedetect.detectors import make_detector
@@ -215,14 +215,6 @@ def _cpu_seconds() -> float:
     """CPU time of this process, all threads (torch's and llama.cpp's) together."""
     return time.process_time()
 
-
-def _cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _check_int8(detector: Any, validation: Split, fp32_scores: np.ndarray, task: str,
@@ -457,7 +449,7 @@ def run_training(
         "thresholds": detector.thresholds.to_dict() if detector.thresholds else None,
         "train_seconds": round(fit_seconds, 1),
         "compute": {"train_cpu_seconds": round(fit_cpu, 1), "validation_cpu_seconds": round(val_cpu, 1),
-                    "validation_seconds": round(val_seconds, 1), "cores": _cores(),
+                    "validation_seconds": round(val_seconds, 1), "cores": usable_cores(),
                     "train_processes": ledger.processes,
                     "note": "CPU-seconds of the processes that trained it (all their threads; a resumed "
                             "run's earlier processes included, work they repeated too); work done by a "
@@ -466,7 +458,7 @@ def run_training(
         "info": detector.info,
         "test_run": test_written,
         "versions": _versions(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cores": _cores()},
+        "machine": machine_description(),
     })
     written.append(str(output / FINISHED_FILE))
     # A finished run needs no checkpoint (optimizer state is several times the weights).

@@ -9,7 +9,6 @@ Usage (by the runner): ``python -m valuedetect.experiments.worker RUN_FOLDER``, 
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from valuedetect.compute import machine_description
 from valuedetect.experiments.records import RUN_FOLDER, RunRecord
 
 SPEC_FILE = "spec.json"
@@ -197,8 +197,7 @@ def run_one(folder: Path) -> RunRecord:
                        task=spec["task"], family=spec["family"],
                        method=settings.get("method", ""), model=spec.get("model"), spec=settings,
                        spec_hash=spec["hash"], started=_now(),
-                       machine={"platform": platform.platform(), "processor": platform.processor(),
-                                "cpus": _cpu_count()})
+                       machine=machine_description())
     started = time.monotonic()
     try:
         _training_run(record, settings, folder)
@@ -219,14 +218,6 @@ def run_one(folder: Path) -> RunRecord:
     record.save(folder)
     return record
 
-
-def _cpu_count() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def hold_lock(folder: Path) -> Any:
