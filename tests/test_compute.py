@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from valuedetect.compute import ComputeLedger
 
 
@@ -86,3 +88,16 @@ class _FakeFile:
         if self.text is None:
             raise OSError("no /proc here")
         return self.text
+
+
+@pytest.mark.parametrize(("cpuinfo", "expected"), [
+    ("flags\t\t: fpu sse2 avx2 fma\n", False),
+    ("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n", True),
+    ("Features\t: fp asimd bf16 sve\n", True),
+    ("processor\t: 0\n", None),
+])
+def test_native_bfloat16_reads_the_cpu_flags(monkeypatch, cpuinfo, expected) -> None:
+    from valuedetect import compute
+
+    monkeypatch.setattr(compute, "Path", lambda _: _FakeFile(cpuinfo))
+    assert compute.native_bfloat16() is expected

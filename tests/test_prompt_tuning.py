@@ -264,3 +264,21 @@ def test_bfloat16_scores_near_float32_and_its_prompt_trains(models):
 def test_unknown_dtype_is_refused(models):
     with pytest.raises((ValueError, ValueDetectError), match="dtype must be one of float32, bfloat16"):
         detector(models, dtype="int4")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_warns_only_on_a_cpu_that_would_emulate_it(models, monkeypatch, native):
+    # Emulated bf16 matrix products ran ~34x slower than float32 on an AVX2-only CPU: a user who
+    # copied dtype = "bfloat16" from the paper grid must hear why a run crawls.
+    import warnings
+
+    from valuedetect.lm import hf
+
+    monkeypatch.setattr(hf, "native_bfloat16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector(models, soft_prompt_tokens=0, dtype="bfloat16").lm().load()
+    said = [str(w.message) for w in caught if "bfloat16 instructions" in str(w.message)]
+    assert bool(said) is not native, said
+    if said:
+        assert "float32" in said[0]

@@ -105,14 +105,30 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows (often empty)."""
+def _cpuinfo(field: str) -> str:
+    """The first value of ``field`` in /proc/cpuinfo ("" where there is none, as off Linux)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
+            if key.strip() == field and value.strip():
                 return value.strip()
-    return platform.processor()
+    return ""
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows (often empty)."""
+    return _cpuinfo("model name") or platform.processor()
+
+
+def native_bfloat16() -> bool | None:
+    """Whether the CPU multiplies bfloat16 matrices in hardware (x86: AVX512_BF16 or AMX_BF16; Arm:
+    BF16), None where /proc/cpuinfo does not say. Without it torch emulates them: on an AVX2-only
+    AMD EPYC (2 cores, 2026-12-04) a 512x576x1536 product took 1246 ms in bfloat16 against 36 ms
+    in float32."""
+    flags = set((_cpuinfo("flags") or _cpuinfo("Features")).split())
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def machine_description() -> dict[str, Any]:
@@ -121,6 +137,9 @@ def machine_description() -> dict[str, Any]:
     CPU and the vector instructions torch uses, not only the kernel."""
     description: dict[str, Any] = {"platform": platform.platform(), "processor": cpu_model(),
                                    "cpus": usable_cores()}
+    bfloat16 = native_bfloat16()
+    if bfloat16 is not None:
+        description["native_bfloat16"] = bfloat16
     with contextlib.suppress(Exception):  # torch is optional for some runs (baselines)
         import torch
 

@@ -17,12 +17,14 @@ are converted once to a checkpoint (``lm.gguf.causal_lm_path``); any other name 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from valuedetect.compute import native_bfloat16
 from valuedetect.errors import ConfigError, ValueDetectError
 from valuedetect.lm.api import (
     LM,
@@ -115,6 +117,10 @@ class HFLM(LM):
         dtype = getattr(torch, self.dtype, None)
         if not isinstance(dtype, torch.dtype):
             raise ConfigError(f"unknown dtype {self.dtype!r} for the transformers backends (try float32 or bfloat16)")
+        if dtype is torch.bfloat16 and str(self.device).startswith("cpu") and native_bfloat16() is False:
+            warnings.warn(f"{self.model_name}: dtype bfloat16 on a CPU without bfloat16 instructions "
+                          "(AVX512_BF16 or AMX); torch emulates them, and matrix products run about 30x "
+                          "slower than in float32 here: set dtype = \"float32\"", stacklevel=2)
         path = self.model_name
         with quiet_transformers():
             try:
