@@ -140,7 +140,7 @@ def machine_description() -> dict[str, Any]:
     bfloat16 = native_bfloat16()
     if bfloat16 is not None:
         description["native_bfloat16"] = bfloat16
-    with contextlib.suppress(Exception):  # torch is optional for some runs (baselines)
+    with contextlib.suppress(ImportError):  # torch is optional for some runs (baselines)
         import torch
 
         description["cpu_capability"] = torch.backends.cpu.get_cpu_capability()

@@ -216,7 +216,6 @@ def _cpu_seconds() -> float:
     return time.process_time()
 
 
-
 def _check_int8(detector: Any, validation: Split, fp32_scores: np.ndarray, task: str,
                 say: Callable[[str], None]) -> bool:
     """Record the int8 check of an encoder detector in its info (skipped, saying why, where

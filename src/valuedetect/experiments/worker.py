@@ -219,7 +219,6 @@ def run_one(folder: Path) -> RunRecord:
     return record
 
 
-
 def hold_lock(folder: Path) -> Any:
     """Lock the run's folder for as long as this process lives, so that no second runner starts
     the same run beside it (the lock goes with the process, however it ends)."""
